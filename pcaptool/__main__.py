@@ -1,0 +1,3 @@
+from pcaptool.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""The `pcaptool` command line: one module per subcommand, joined here."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from pcaptool import __version__
+from pcaptool.commands import (
+    capture,
+    compress,
+    healthcheck,
+    merge,
+    rotate,
+    schedule,
+    translate,
+    upload,
+)
+from pcaptool.errors import PcapToolError
+
+app = typer.Typer(
+    name="pcaptool",
+    help="Packet capture and analysis for serverless containers (Cloud Run, GKE, App Engine Flex).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("capture")(capture.capture)
+app.command("translate")(translate.translate)
+app.command("rotate")(rotate.rotate)
+app.command("compress")(compress.compress)
+app.command("upload")(upload.upload)
+app.command(
+    "schedule",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)(schedule.schedule)
+app.command("merge")(merge.merge)
+app.add_typer(healthcheck.app, name="healthcheck")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pcaptool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """pcaptool: capture packets, translate them to Cloud Logging JSON, and ship the parts."""
+
+
+def main() -> None:
+    """Run the CLI: project errors become one line on stderr, a closed pipe exits quietly."""
+    try:
+        app(standalone_mode=True)
+    except PcapToolError as exc:
+        print(f"pcaptool: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _quiet_broken_pipe() -> None:
+    # `pcaptool translate x.pcap | head`: the reader went away; exit without a traceback.
+    # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
+
+

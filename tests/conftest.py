@@ -1,0 +1,56 @@
+"""Shared test fixtures: the corpus in ../shared, and running the CLI as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def corpus_files() -> list[Path]:
+    """Every capture of ../shared/corpus, or [] where it is absent."""
+    if not CORPUS.is_dir():
+        return []
+    return sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "LICENSES.md"))
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"../shared/corpus is absent ({CORPUS}); corpus tests need it")
+    return CORPUS
+
+
+def pcaptool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+PCAPTOOL = [sys.executable, "-m", "pcaptool"]
+
+
+def run_pcaptool(*args: str, input: bytes | None = None, timeout: float = 120, **kw):
+    """Run `pcaptool ARGS` as a real process; returns CompletedProcess with bytes out/err."""
+    return subprocess.run(
+        [*PCAPTOOL, *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=kw.pop("env", None) or pcaptool_env(),
+        **kw,
+    )
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
