@@ -22,8 +22,19 @@ if [ ! -s "${tarball}" ]; then
     echo "make-base-image: debootstrap failed" >&2
     exit 1
   }
-  # A slim image keeps no apt lists or caches (as the official debian:*-slim images do).
-  rm -rf "${work}/root/var/lib/apt/lists/"* "${work}/root/var/cache/apt/"*.bin
+  # Slim like the official debian:*-slim images: no apt lists, caches or downloaded
+  # .debs, and dpkg told to skip docs, man pages and translations in later installs.
+  rm -rf "${work}/root/var/lib/apt/lists/"* "${work}/root/var/cache/apt/"*.bin \
+    "${work}/root/var/cache/apt/archives/"*.deb \
+    "${work}/root/usr/share/doc/"* "${work}/root/usr/share/man/"* "${work}/root/usr/share/info/"*
+  cat >"${work}/root/etc/dpkg/dpkg.cfg.d/docker-slim" <<'CFG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+CFG
   tar -C "${work}/root" --numeric-owner -cf "${tarball}.tmp" .
   mv "${tarball}.tmp" "${tarball}"
 fi

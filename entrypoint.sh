@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# pcaptool sidecar entrypoint: reads the reference sidecar's PCAP_* settings (same names,
+# defaults and meanings; see docs/sidecar.md), validates all of them up front, then runs
+#
+#   capture ─┬─ rotate ── compress ── upload                   (PCAP_TCPDUMP: .pcap parts)
+#            └─ translate ─┬─ rotate --format ndjson ── compress ── upload   (PCAP_JSON)
+#                          └─ stdout, for Cloud Logging                     (PCAP_JSON_LOG)
+#
+# with `pcaptool healthcheck serve` on PCAP_HC_PORT beside it, and the whole pipeline
+# under `pcaptool schedule` when PCAP_USE_CRON=true. SIGTERM stops capture first; the
+# other stages see end of input, finish their last part and exit; then this script exits
+# 0 (1 if a stage failed, naming it). Without PCAP_GCS_BUCKET parts go to GCS_MOUNT.
+#
+#   PCAP_IFACE=lo GCS_MOUNT=/tmp/pcap ./entrypoint.sh        # as root, on any Linux box
+#
+# Exit status: 0 ok, 1 a stage failed, 2 a bad setting (one line per bad value).
+set -euo pipefail
+shopt -s inherit_errexit
+
+# The pcaptool command (tests run it from a checkout: PCAPTOOL="python3 -m pcaptool").
+if [[ -n "${PCAPTOOL:-}" ]]; then
+  read -r -a PCAPTOOL_CMD <<<"${PCAPTOOL}"
+elif command -v pcaptool >/dev/null 2>&1; then
+  PCAPTOOL_CMD=(pcaptool)
+else
+  PCAPTOOL_CMD=(python3 -m pcaptool)
+fi
+SELF="$(readlink -f "${BASH_SOURCE[0]}")"
+
+# ------------------------------------------------------------------ logging
+
+json_str() { # a JSON string literal of $1
+  local s="$1"
+  s="${s//\\/\\\\}"
+  s="${s//\"/\\\"}"
+  s="${s//$'\n'/\\n}"
+  s="${s//$'\r'/\\r}"
+  s="${s//$'\t'/\\t}"
+  printf '"%s"' "${s}"
+}
+
+# log SEVERITY MESSAGE [KEY VALUE]... : one Cloud Logging JSON line on stderr.
+log() {
+  local severity="$1" message="$2" extra=""
+  shift 2
+  while [[ $# -ge 2 ]]; do
+    extra+=",$(json_str "$1"):$(json_str "$2")"
+    shift 2
+  done
+  printf '{"severity":"%s","message":%s,"time":"%s","component":"sidecar"%s}\n' \
+    "${severity}" "$(json_str "${message}")" "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "${extra}" >&2
+}
+
+# ------------------------------------------------------------------ settings
+
+ERRORS=()
+bad() { ERRORS+=("$1"); }
+
+# Go's strconv.ParseBool, which the reference's flags use.
+parse_bool() { # NAME DEFAULT -> sets the variable NAME to true/false
+  local name="$1" value="${!1:-$2}"
+  case "${value}" in
+    1 | t | T | TRUE | true | True) printf -v "${name}" true ;;
+    0 | f | F | FALSE | false | False) printf -v "${name}" false ;;
+    *)
+      bad "${name}='${value}' is not a boolean: use true or false"
+      printf -v "${name}" false
+      ;;
+  esac
+}
+
+parse_uint() { # NAME DEFAULT MIN MAX
+  local name="$1" value="${!1:-$2}" min="$3" max="$4"
+  if [[ ! "${value}" =~ ^[0-9]+$ ]] || ((10#${value} < min || 10#${value} > max)); then
+    bad "${name}='${value}' must be a whole number from ${min} to ${max}"
+    printf -v "${name}" '%s' "$2"
+  else
+    printf -v "${name}" '%d' "$((10#${value}))"
+  fi
+}
+
+read_settings() {
+  PCAP_IFACE="${PCAP_IFACE:-eth}"
+  PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET:-}"
+  GCS_MOUNT="${GCS_MOUNT:-/pcap}"
+  PCAP_FILE_EXT="${PCAP_FILE_EXT:-pcap}"
+  PCAP_CRON_EXP="${PCAP_CRON_EXP:-}"
+  PCAP_TIMEZONE="${PCAP_TIMEZONE:-UTC}"
+  parse_uint PCAP_SNAPSHOT_LENGTH 0 0 262144
+  parse_uint PCAP_ROTATE_SECS 60 1 86400
+  parse_uint PCAP_HC_PORT 12345 1 65535
+  parse_uint PCAP_TIMEOUT_SECS 0 0 31536000
+  parse_bool PCAP_COMPRESS true
+  parse_bool PCAP_TCPDUMP true
+  parse_bool PCAP_JSON false
+  parse_bool PCAP_JSON_LOG false
+  parse_bool PCAP_ORDERED false
+  parse_bool PCAP_USE_CRON false
+  parse_bool PCAP_COMPAT false
+  parse_bool PCAP_GAE false
+
+  [[ "${PCAP_IFACE}" =~ ^[A-Za-z0-9._:@-]{1,15}$ ]] ||
+    bad "PCAP_IFACE='${PCAP_IFACE}' is not an interface name prefix (e.g. eth, ens, lo, any)"
+  [[ "${PCAP_FILE_EXT}" =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$ ]] ||
+    bad "PCAP_FILE_EXT='${PCAP_FILE_EXT}' must be letters/digits, e.g. pcap (no dot, no slash)"
+  [[ "${GCS_MOUNT}" == /* && "${GCS_MOUNT}" != "/" ]] ||
+    bad "GCS_MOUNT='${GCS_MOUNT}' must be an absolute directory path other than /"
+  # Bucket names: https://cloud.google.com/storage/docs/buckets#naming
+  if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
+    PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET#gs://}"
+    PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET%/}"
+    [[ "${PCAP_GCS_BUCKET}" =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]] ||
+      bad "PCAP_GCS_BUCKET='${PCAP_GCS_BUCKET}' is not a Cloud Storage bucket name"
+  fi
+  if [[ "${PCAP_TCPDUMP}" == false && "${PCAP_JSON}" == false && "${PCAP_JSON_LOG}" == false ]]; then
+    bad "PCAP_TCPDUMP, PCAP_JSON and PCAP_JSON_LOG are all false: nothing would be captured"
+  fi
+  if [[ "${PCAP_USE_CRON}" == true && -z "${PCAP_CRON_EXP}" ]]; then
+    bad "PCAP_USE_CRON=true needs PCAP_CRON_EXP (e.g. '0 */10 * * * *': 6 fields, seconds first)"
+  fi
+  # The reference's PCAP_SNAPSHOT_LENGTH=0 is tcpdump's "-s 0": the default 262144 bytes.
+  SNAPLEN="${PCAP_SNAPSHOT_LENGTH}"
+  ((SNAPLEN > 0)) || SNAPLEN=262144
+  PCAP_FILTER="${PCAP_FILTER:-}"
+  [[ "${PCAP_FILTER}" != "DISABLED" ]] || PCAP_FILTER=""
+
+  if [[ "${PCAP_GAE}" == true ]]; then
+    # App Engine Flex: the service and version name the parts, as K_SERVICE/K_REVISION
+    # do on Cloud Run.
+    export K_SERVICE="${K_SERVICE:-${GAE_SERVICE:-default}}"
+    export K_REVISION="${K_REVISION:-${GAE_VERSION:-unknown}}"
+  fi
+  # The commands read these themselves (each option has its PCAP_* env var); the
+  # normalised values are what they see.
+  export PCAP_IFACE PCAP_FILE_EXT PCAP_COMPAT PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
+}
+
+# Values only pcaptool can judge: the capture filter (simple filters, BPF syntax) and
+# the cron expression/zone. Each prints its own one-line error.
+validate_with_pcaptool() {
+  local out
+  if ! out="$("${PCAPTOOL_CMD[@]}" capture --print-filter -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" 2>&1)"; then
+    bad "capture settings: ${out##*error: }"
+  else
+    FILTER_SHOWN="${out}"
+  fi
+  if [[ "${PCAP_USE_CRON}" == true && -n "${PCAP_CRON_EXP}" ]]; then
+    if ! out="$("${PCAPTOOL_CMD[@]}" schedule --check --cron "${PCAP_CRON_EXP}" --tz "${PCAP_TIMEZONE}" 2>&1)"; then
+      bad "schedule settings: ${out##*error: }"
+    fi
+  fi
+}
+
+fail_on_errors() {
+  local e
+  if [[ ${#ERRORS[@]} -gt 0 ]]; then
+    for e in "${ERRORS[@]}"; do
+      printf 'pcaptool-sidecar: error: %s\n' "${e}" >&2
+    done
+    exit 2
+  fi
+}
+
+# ------------------------------------------------------------------ one capture run
+
+# A stage pipeline "a | b | c" run in the background; its failures are reported by name.
+BRANCH_STATUS=()
+run_branch() { # NAME STAGE-NAMES... : runs the function branch_NAME
+  local name="$1"
+  shift
+  local stages=("$@")
+  set +e
+  "branch_${name}"
+  set -e
+  local statuses=("${BRANCH_STATUS[@]}") i failed=0
+  for i in "${!statuses[@]}"; do
+    if [[ "${statuses[$i]}" != 0 ]]; then
+      log ERROR "${name} pipeline: stage '${stages[$i]:-?}' exited with status ${statuses[$i]}" \
+        branch "${name}" stage "${stages[$i]:-?}" exit_status "${statuses[$i]}"
+      failed=1
+    fi
+  done
+  return "${failed}"
+}
+
+compress_stage() {
+  if [[ "${PCAP_COMPRESS}" == true ]]; then
+    "${PCAPTOOL_CMD[@]}" compress
+  else
+    cat
+  fi
+}
+
+upload_stage() {
+  # The URLs/paths upload prints are for pipes; its JSON log lines (stderr) say it all.
+  "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" >/dev/null
+}
+
+branch_pcap() {
+  "${PCAPTOOL_CMD[@]}" rotate --dir "${PARTS_TMP}/pcap" --every "${PCAP_ROTATE_SECS}" <"${RUN_DIR}/pcap.fifo" |
+    compress_stage | upload_stage
+  BRANCH_STATUS=("${PIPESTATUS[@]}")
+}
+
+branch_json() {
+  if [[ "${PCAP_JSON}" == true && "${PCAP_JSON_LOG}" == true ]]; then
+    # Lines to stdout (Cloud Logging) and to NDJSON parts; `tee -p` keeps feeding the
+    # parts if stdout goes away. (This runs in its own subshell: fd 3 is its stdout.)
+    exec 3>&1
+    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
+      tee -p /dev/fd/3 |
+      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
+      compress_stage | upload_stage
+    BRANCH_STATUS=("${PIPESTATUS[@]}")
+  elif [[ "${PCAP_JSON}" == true ]]; then
+    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
+      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
+      compress_stage | upload_stage
+    BRANCH_STATUS=("${PIPESTATUS[@]}")
+  else
+    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo"
+    BRANCH_STATUS=("$?")
+  fi
+}
+
+# Runs capture and its consumers once; SIGTERM/SIGINT stop capture, the rest drains.
+run_pipeline() {
+  local duration="$1" ready_file="$2"
+  RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pcaptool-run.XXXXXX")"
+  mkdir -p "${PARTS_TMP}/pcap" "${PARTS_TMP}/json"
+  local -A pids=()
+  local -a capture_out=()
+
+  if [[ "${PCAP_TCPDUMP}" == true ]]; then
+    mkfifo "${RUN_DIR}/pcap.fifo"
+    run_branch pcap rotate compress upload &
+    pids[pcap]=$!
+    capture_out+=("${RUN_DIR}/pcap.fifo")
+  fi
+  if [[ "${PCAP_JSON}" == true || "${PCAP_JSON_LOG}" == true ]]; then
+    mkfifo "${RUN_DIR}/json.fifo"
+    if [[ "${PCAP_JSON}" == true && "${PCAP_JSON_LOG}" == true ]]; then
+      run_branch json translate tee rotate compress upload &
+    elif [[ "${PCAP_JSON}" == true ]]; then
+      run_branch json translate rotate compress upload &
+    else
+      run_branch json translate &
+    fi
+    pids[json]=$!
+    capture_out+=("${RUN_DIR}/json.fifo")
+  fi
+
+  local -a capture_args=(capture -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" -w -
+    --duration "${duration}" --ready-file "${ready_file}")
+  [[ -z "${PCAP_FILTER}" ]] || capture_args+=(--filter "${PCAP_FILTER}")
+  if [[ ${#capture_out[@]} -eq 2 ]]; then
+    mkfifo "${RUN_DIR}/capture.fifo"
+    # One capture, two consumers; -p: a consumer that dies does not stop the other.
+    tee -p "${capture_out[1]}" <"${RUN_DIR}/capture.fifo" >"${capture_out[0]}" &
+    pids[tee]=$!
+    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${RUN_DIR}/capture.fifo" &
+  else
+    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${capture_out[0]}" &
+  fi
+  local capture_pid=$!
+  pids[capture]=${capture_pid}
+  # Capture stops first; every other stage ends on end of input.
+  trap 'log INFO "stopping capture (pid '"${capture_pid}"'); the other stages drain"; kill -TERM '"${capture_pid}"' 2>/dev/null || true' TERM INT
+
+  local name status failed=0
+  for name in capture tee pcap json; do
+    [[ -n "${pids[${name}]:-}" ]] || continue
+    while :; do
+      status=0
+      wait "${pids[${name}]}" || status=$?
+      # A status above 128 with the process still there: our wait was interrupted by
+      # the trapped signal, not ended.
+      if ((status > 128)) && kill -0 "${pids[${name}]}" 2>/dev/null; then
+        continue
+      fi
+      break
+    done
+    if ((status != 0)); then
+      failed=1
+      [[ "${name}" == pcap || "${name}" == json ]] ||
+        log ERROR "${name} exited with status ${status}" stage "${name}" exit_status "${status}"
+    fi
+  done
+  trap - TERM INT
+  rm -rf "${RUN_DIR}"
+  return "${failed}"
+}
+
+# ------------------------------------------------------------------ main
+
+main() {
+  read_settings
+  fail_on_errors
+  validate_with_pcaptool
+  fail_on_errors
+
+  PARTS_TMP="${GCS_MOUNT}-tmp"
+  if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
+    UPLOAD_ARGS=(--bucket "${PCAP_GCS_BUCKET}")
+  else
+    UPLOAD_ARGS=(--dest "${GCS_MOUNT}")
+    mkdir -p "${GCS_MOUNT}"
+  fi
+  mkdir -p "${PARTS_TMP}"
+  export PARTS_TMP
+
+  if [[ "${1:-}" == "__run_once" ]]; then
+    # One scheduled run (pcaptool schedule runs this); the scheduler bounds it.
+    run_pipeline 0 "${2}"
+    return
+  fi
+
+  local ready_file="${PCAP_READY_FILE:-/tmp/pcaptool/ready}"
+  mkdir -p "$(dirname "${ready_file}")"
+  rm -f "${ready_file}"
+  log NOTICE "pcaptool sidecar starting" iface "${PCAP_IFACE}" filter "${FILTER_SHOWN:-}" \
+    destination "${PCAP_GCS_BUCKET:+gs://${PCAP_GCS_BUCKET}}${PCAP_GCS_BUCKET:-${GCS_MOUNT}}" \
+    cron "${PCAP_USE_CRON}" pcap "${PCAP_TCPDUMP}" json "${PCAP_JSON}" json_log "${PCAP_JSON_LOG}"
+
+  PCAP_READY_FILE="${ready_file}" "${PCAPTOOL_CMD[@]}" healthcheck serve --port "${PCAP_HC_PORT}" &
+  local hc_pid=$!
+
+  local runner_pid status=0
+  if [[ "${PCAP_USE_CRON}" == true ]]; then
+    # Ready means "the scheduler is running": the app must not wait for the first
+    # scheduled capture. Each run's capture signals its own, private ready file.
+    "${PCAPTOOL_CMD[@]}" schedule --cron "${PCAP_CRON_EXP}" --tz "${PCAP_TIMEZONE}" \
+      --timeout "${PCAP_TIMEOUT_SECS}" -- "${SELF}" __run_once "${PARTS_TMP}/.capture-ready" &
+    runner_pid=$!
+    touch "${ready_file}"
+  else
+    run_pipeline "${PCAP_TIMEOUT_SECS}" "${ready_file}" &
+    runner_pid=$!
+  fi
+  trap 'kill -TERM '"${runner_pid}"' 2>/dev/null || true; STOPPING=1' TERM INT
+  STOPPING=0
+  while :; do
+    status=0
+    wait "${runner_pid}" || status=$?
+    if ((status > 128)) && kill -0 "${runner_pid}" 2>/dev/null; then
+      continue
+    fi
+    break
+  done
+  rm -f "${ready_file}"
+
+  # Capture ended on its own (PCAP_TIMEOUT_SECS without cron). As a container's main
+  # process, stay up until the platform stops us: exiting would restart the instance.
+  if ((STOPPING == 0 && $$ == 1)); then
+    log NOTICE "capture finished (exit status ${status}); idle until SIGTERM"
+    sleep infinity &
+    trap 'kill -TERM $! 2>/dev/null || true' TERM INT
+    wait $! || true
+  fi
+  kill -TERM "${hc_pid}" 2>/dev/null || true
+  wait "${hc_pid}" 2>/dev/null || true
+  if ((status != 0)); then
+    log ERROR "pcaptool sidecar finished with failures (exit status ${status})" exit_status "${status}"
+    exit 1
+  fi
+  log NOTICE "pcaptool sidecar finished"
+  exit 0
+}
+
+main "$@"
