@@ -64,7 +64,7 @@ parse_bool() { # NAME DEFAULT -> sets the variable NAME to true/false
     0 | f | F | FALSE | false | False) printf -v "${name}" false ;;
     *)
       bad "${name}='${value}' is not a boolean: use true or false"
-      printf -v "${name}" false
+      printf -v "${name}" '%s' "$2" # judged as its default: no knock-on errors
       ;;
   esac
 }

@@ -11,10 +11,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import PCAPTOOL, pcaptool_env, run_pcaptool
 
 from pcaptool.errors import UsageError
 from pcaptool.schedule import parse_go_duration, parse_schedule
-from tests.conftest import PCAPTOOL, pcaptool_env, run_pcaptool
 
 
 def iso(ts: list[datetime]) -> list[str]:

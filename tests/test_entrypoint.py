@@ -1,0 +1,304 @@
+"""entrypoint.sh end to end on the host: settings validation, a capture in a network
+namespace uploaded to fake-gcs-server with the metadata hierarchy, and scheduled mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import needs_root, pcaptool_env
+from netns import VethPair, http_requests_with_traceparent, send_udp
+
+REPO = Path(__file__).resolve().parent.parent
+ENTRYPOINT = REPO / "entrypoint.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def sidecar_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in pcaptool_env().items() if not k.startswith(("PCAP_", "GCS_", "K_"))}
+    env |= {
+        "PCAPTOOL": f"{sys.executable} -m pcaptool",
+        "PCAP_READY_FILE": str(tmp_path / "ready"),
+        "TMPDIR": str(tmp_path),
+    }
+    return env | settings
+
+
+def run_entrypoint(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_entrypoint_is_shellcheck_clean():
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed")
+    for script in (ENTRYPOINT, REPO / "scripts" / "make-base-image.sh"):
+        r = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout
+
+
+def test_every_bad_setting_is_one_line_and_exit_2(tmp_path):
+    env = sidecar_env(
+        tmp_path,
+        PCAP_TCPDUMP="yes",
+        PCAP_SNAPSHOT_LENGTH="-5",
+        PCAP_HC_PORT="http",
+        PCAP_FILE_EXT="../x",
+        GCS_MOUNT="relative/dir",
+        PCAP_GCS_BUCKET="Not_A_Bucket!",
+        PCAP_USE_CRON="true",
+        PCAP_TIMEOUT_SECS="1.5",
+    )
+    r = run_entrypoint(env)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    names = [
+        "PCAP_TCPDUMP='yes'",
+        "PCAP_SNAPSHOT_LENGTH='-5'",
+        "PCAP_HC_PORT='http'",
+        "PCAP_FILE_EXT='../x'",
+        "GCS_MOUNT='relative/dir'",
+        "PCAP_GCS_BUCKET='Not_A_Bucket!'",
+        "PCAP_USE_CRON=true needs PCAP_CRON_EXP",
+        "PCAP_TIMEOUT_SECS='1.5'",
+    ]
+    assert len(lines) == len(names), r.stderr
+    for name in names:
+        assert sum(name in line for line in lines) == 1, (name, r.stderr)
+    assert all(line.startswith("pcaptool-sidecar: error: ") for line in lines)
+
+
+def test_filter_and_cron_values_are_judged_by_pcaptool(tmp_path):
+    env = sidecar_env(
+        tmp_path,
+        PCAP_IFACE="lo",
+        PCAP_PORTS="22 or host evil",
+        PCAP_USE_CRON="true",
+        PCAP_CRON_EXP="*/5 * * * * * *",
+    )
+    r = run_entrypoint(env)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2, r.stderr
+    assert "capture settings:" in lines[0]
+    assert "schedule settings:" in lines[1] and "7 fields" in lines[1]
+
+
+def test_nothing_to_capture_is_refused(tmp_path):
+    env = sidecar_env(tmp_path, PCAP_TCPDUMP="false", PCAP_JSON="0", PCAP_JSON_LOG="False")
+    r = run_entrypoint(env)
+    assert r.returncode == 2
+    assert "nothing would be captured" in r.stderr
+
+
+class Sidecar:
+    """entrypoint.sh as a background process, stdout and stderr to files."""
+
+    def __init__(self, env: dict[str, str], tmp_path: Path):
+        self.out = tmp_path / "stdout.log"
+        self.err = tmp_path / "stderr.log"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            # Own session: on failure the whole tree goes with one killpg.
+            self.proc = subprocess.Popen(
+                ["bash", str(ENTRYPOINT)], env=env, stdout=out, stderr=err, start_new_session=True
+            )
+
+    def stop(self, timeout: float = 30) -> tuple[int, float]:
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=timeout)
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stderr_json(self) -> list[dict]:
+        return [json.loads(x) for x in self.err.read_text().splitlines() if x.startswith("{")]
+
+    def stdout_json(self) -> list[dict]:
+        return [json.loads(x) for x in self.out.read_text().splitlines() if x.startswith("{")]
+
+
+def wait_for(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def count_packets(data: bytes, tmp_path: Path) -> int:
+    f = tmp_path / "count.pcap"
+    f.write_bytes(data)
+    r = subprocess.run(
+        ["tshark", "-r", str(f), "-T", "fields", "-e", "frame.number"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return len(r.stdout.split())
+
+
+@needs_root
+def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata_server):
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is the oracle")
+    bucket = "ptsc-pcaps"
+    gcs_server.make_bucket(bucket)
+    hc_port = free_port()
+    with VethPair() as veth:
+        env = sidecar_env(
+            tmp_path,
+            PCAP_IFACE=veth.host_if,
+            PCAP_GCS_BUCKET=bucket,
+            GCS_MOUNT=str(tmp_path / "pcap"),
+            PCAP_L4_PROTOS="tcp",
+            PCAP_ROTATE_SECS="2",
+            PCAP_JSON="true",
+            PCAP_JSON_LOG="true",
+            PCAP_HC_PORT=str(hc_port),
+            K_SERVICE="ptsc-svc",
+            K_REVISION="ptsc-svc-00001-abc",
+        )
+        env |= gcs_server.env | metadata_server.env
+        sidecar = Sidecar(env, tmp_path)
+        try:
+            wait_for(lambda: port_open(hc_port), 30, "the health port")
+            # The port stays open while the traffic flows.
+            seen_open: list[bool] = []
+            stop_probe = threading.Event()
+
+            def probe():
+                while not stop_probe.is_set():
+                    seen_open.append(port_open(hc_port))
+                    time.sleep(0.5)
+
+            prober = threading.Thread(target=probe, daemon=True)
+            prober.start()
+            trace_ids = http_requests_with_traceparent(veth, 8080, count=25, seconds=5)
+            stop_probe.set()
+            prober.join()
+            rc, stop_secs = sidecar.stop()
+        finally:
+            sidecar.kill()
+    err = sidecar.err.read_text()
+    assert rc == 0, err[-4000:]
+    assert stop_secs < 10, "Cloud Run allows 10 s after SIGTERM"
+    assert seen_open and all(seen_open)
+    assert not port_open(hc_port)
+    assert "PCAP files available at: gs://ptsc-pcaps/" in err
+
+    objects = gcs_server.objects(bucket)
+    hierarchy = re.compile(
+        r"^test-project/ptsc-svc/us-central1/ptsc-svc-00001-abc/[^/]+(/[^/]+)*/"
+        r"00f1e2d3c4b5a6978877665544332211/part__[^/]+\.(pcap|json)\.gz$"
+    )
+    assert objects and all(hierarchy.match(name) for name in objects), sorted(objects)
+    assert all(data[:2] == b"\x1f\x8b" for data in objects.values())  # compressed
+    pcap_parts = sorted(n for n in objects if n.endswith(".pcap.gz"))
+    json_parts = sorted(n for n in objects if n.endswith(".json.gz"))
+    assert len(pcap_parts) >= 2 and json_parts
+
+    # Every packet capture reported is in the bucket: merge the parts and count.
+    merged = tmp_path / "merged.pcap"
+    part_files = []
+    for i, name in enumerate(pcap_parts):
+        f = tmp_path / f"part{i}.pcap"
+        f.write_bytes(gzip.decompress(objects[name]))
+        part_files.append(str(f))
+    subprocess.run(["mergecap", "-F", "pcap", "-w", str(merged), *part_files], check=True)
+    stats = [e for e in sidecar.stderr_json() if "packets_written" in e]
+    assert len(stats) == 1, err[-3000:]
+    assert count_packets(merged.read_bytes(), tmp_path) == stats[0]["packets_written"] > 0
+    # The NDJSON parts hold one record per packet too.
+    json_records = sum(len(gzip.decompress(objects[n]).splitlines()) for n in json_parts)
+    assert json_records >= stats[0]["packets_written"]
+
+    # JSON lines on stdout for Cloud Logging, with the requests' trace ids.
+    lines = sidecar.stdout_json()
+    assert lines and all("severity" in x for x in lines)
+    traced = {
+        x["logging.googleapis.com/trace"].rsplit("/", 1)[-1]
+        for x in lines
+        if "logging.googleapis.com/trace" in x
+    }
+    assert set(trace_ids) <= traced
+    assert not list((tmp_path / "pcap-tmp").rglob("*.gz"))  # nothing left behind
+
+
+@needs_root
+def test_scheduled_mode_two_runs_within_a_minute(tmp_path):
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is the oracle")
+    hc_port = free_port()
+    out = tmp_path / "pcap"
+    with VethPair() as veth:
+        env = sidecar_env(
+            tmp_path,
+            PCAP_IFACE=veth.host_if,
+            GCS_MOUNT=str(out),
+            PCAP_L4_PROTOS="udp",
+            PCAP_ROTATE_SECS="60",
+            PCAP_USE_CRON="true",
+            PCAP_CRON_EXP="*/10 * * * * *",  # the reference's form: seconds first
+            PCAP_TIMEZONE="Europe/Paris",
+            PCAP_TIMEOUT_SECS="4",
+            PCAP_HC_PORT=str(hc_port),
+        )
+        sidecar = Sidecar(env, tmp_path)
+        try:
+            wait_for(lambda: port_open(hc_port), 30, "the health port (scheduler ready)")
+            t0 = time.monotonic()
+            while True:
+                send_udp(veth, count=40, seconds=1)
+                starts = [e for e in sidecar.stderr_json() if e.get("event") == "end"]
+                if len(starts) >= 2 or time.monotonic() - t0 > 50:
+                    break
+            rc, _ = sidecar.stop()
+        finally:
+            sidecar.kill()
+    err = sidecar.err.read_text()
+    assert rc == 0, err[-4000:]
+    events = sidecar.stderr_json()
+    ends = [e for e in events if e.get("component") == "schedule" and e.get("event") == "end"]
+    assert len(ends) >= 2, err[-4000:]
+    assert all(e["timed_out"] and e["severity"] == "INFO" for e in ends[:2])
+    starts = [e for e in events if e.get("event") == "start"]
+    assert all(e["scheduled"].endswith(("0.000+01:00", "0.000+02:00")) for e in starts)
+    # Each finished run's packets are in its own parts, whole.
+    written = sum(e["packets_written"] for e in events if "packets_written" in e)
+    parts = sorted(out.rglob("*.pcap.gz"))
+    assert len(parts) >= 2
+    counted = sum(count_packets(gzip.decompress(p.read_bytes()), tmp_path) for p in parts)
+    assert counted == written > 0
+    assert os.path.exists(tmp_path / "ready") is False
