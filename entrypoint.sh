@@ -127,8 +127,8 @@ read_settings() {
   if [[ "${PCAP_GAE}" == true ]]; then
     # App Engine Flex: the service and version name the parts, as K_SERVICE/K_REVISION
     # do on Cloud Run.
-    export K_SERVICE="${K_SERVICE:-${GAE_SERVICE:-default}}"
-    export K_REVISION="${K_REVISION:-${GAE_VERSION:-unknown}}"
+    [[ -z "${GAE_SERVICE:-}" || -n "${K_SERVICE:-}" ]] || export K_SERVICE="${GAE_SERVICE}"
+    [[ -z "${GAE_VERSION:-}" || -n "${K_REVISION:-}" ]] || export K_REVISION="${GAE_VERSION}"
   fi
   # The commands read these themselves (each option has its PCAP_* env var); the
   # normalised values are what they see.
