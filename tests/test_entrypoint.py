@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_root, pcaptool_env
 from netns import VethPair, http_requests_with_traceparent, send_udp
+
+from conftest import needs_root, pcaptool_env
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "entrypoint.sh"

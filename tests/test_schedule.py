@@ -11,8 +11,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import PCAPTOOL, pcaptool_env, run_pcaptool
 
+from conftest import PCAPTOOL, pcaptool_env, run_pcaptool
 from pcaptool.errors import UsageError
 from pcaptool.schedule import parse_go_duration, parse_schedule
 
