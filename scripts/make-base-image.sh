@@ -27,6 +27,7 @@ if [ ! -s "${tarball}" ]; then
   rm -rf "${work}/root/var/lib/apt/lists/"* "${work}/root/var/cache/apt/"*.bin \
     "${work}/root/var/cache/apt/archives/"*.deb \
     "${work}/root/usr/share/doc/"* "${work}/root/usr/share/man/"* "${work}/root/usr/share/info/"*
+  find "${work}/root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
   cat >"${work}/root/etc/dpkg/dpkg.cfg.d/docker-slim" <<'CFG'
 path-exclude /usr/share/doc/*
 path-include /usr/share/doc/*/copyright

@@ -303,3 +303,74 @@ def test_scheduled_mode_two_runs_within_a_minute(tmp_path):
     counted = sum(count_packets(gzip.decompress(p.read_bytes()), tmp_path) for p in parts)
     assert counted == written > 0
     assert os.path.exists(tmp_path / "ready") is False
+
+
+# The reference sidecar's settings (issue 7), every one read by the entrypoint or passed
+# through to the command that reads it, and documented.
+REFERENCE_SETTINGS = [
+    "PCAP_IFACE",
+    "PCAP_GCS_BUCKET",
+    "GCS_MOUNT",
+    "PCAP_FILTER",
+    "PCAP_L3_PROTOS",
+    "PCAP_L4_PROTOS",
+    "PCAP_IPV4",
+    "PCAP_IPV6",
+    "PCAP_HOSTS",
+    "PCAP_PORTS",
+    "PCAP_TCP_FLAGS",
+    "PCAP_SNAPSHOT_LENGTH",
+    "PCAP_ROTATE_SECS",
+    "PCAP_FILE_EXT",
+    "PCAP_COMPRESS",
+    "PCAP_TCPDUMP",
+    "PCAP_JSON",
+    "PCAP_JSON_LOG",
+    "PCAP_ORDERED",
+    "PCAP_HC_PORT",
+    "PCAP_USE_CRON",
+    "PCAP_CRON_EXP",
+    "PCAP_TIMEZONE",
+    "PCAP_TIMEOUT_SECS",
+    "PCAP_COMPAT",
+    "PCAP_GAE",
+]
+
+
+def documented_settings() -> dict[str, str]:
+    """{variable: default} from the settings table of docs/sidecar.md."""
+    text = (REPO / "docs" / "sidecar.md").read_text()
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]+) \|", text, flags=re.M)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_settings_table_lists_every_setting_the_entrypoint_reads():
+    table = documented_settings()
+    assert set(REFERENCE_SETTINGS) <= set(table)
+    script = ENTRYPOINT.read_text()
+    read_here = set(re.findall(r"\$\{((?:PCAP|GCS)_[A-Z0-9_]+)[:}]", script))
+    read_here |= set(re.findall(r"parse_(?:bool|uint) ((?:PCAP|GCS)_[A-Z0-9_]+)", script))
+    assert read_here - {"PCAP_READY_FILE"} <= set(table)
+    # The filter settings are read by `pcaptool capture` itself (its options' env vars).
+    from pcaptool.commands import capture
+
+    capture_src = Path(capture.__file__).read_text()
+    for name in ("PCAP_L3_PROTOS", "PCAP_L4_PROTOS", "PCAP_IPV4", "PCAP_IPV6", "PCAP_HOSTS",
+                 "PCAP_PORTS", "PCAP_TCP_FLAGS", "PCAP_COMPAT"):  # fmt: skip
+        assert name in capture_src or name in script, name
+
+
+@pytest.mark.parametrize(
+    "name, default",
+    [("PCAP_SNAPSHOT_LENGTH", "`0`"), ("PCAP_ROTATE_SECS", "`60`"), ("PCAP_HC_PORT", "`12345`"),
+     ("PCAP_COMPRESS", "`true`"), ("PCAP_TCPDUMP", "`true`"), ("PCAP_JSON", "`false`"),
+     ("PCAP_TIMEZONE", "`UTC`"), ("PCAP_TIMEOUT_SECS", "`0`"), ("GCS_MOUNT", "`/pcap`"),
+     ("PCAP_IFACE", "`eth`"), ("PCAP_FILE_EXT", "`pcap`")],
+)  # fmt: skip
+def test_documented_defaults_are_the_entrypoints(name, default):
+    assert documented_settings()[name] == default
+    script = ENTRYPOINT.read_text()
+    value = default.strip("`")
+    assert re.search(rf"{name}=\"\$\{{{name}:-{re.escape(value)}\}}\"", script) or re.search(
+        rf"parse_(?:bool|uint) {name} {re.escape(value)}\b", script
+    ), name
