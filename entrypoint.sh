@@ -332,7 +332,9 @@ main() {
     "${PCAPTOOL_CMD[@]}" schedule --cron "${PCAP_CRON_EXP}" --tz "${PCAP_TIMEZONE}" \
       --timeout "${PCAP_TIMEOUT_SECS}" -- "${SELF}" __run_once "${PARTS_TMP}/.capture-ready" &
     runner_pid=$!
-    touch "${ready_file}"
+    # Written whole (tmp + rename), with the scheduler's pid: if it dies, not ready.
+    printf '{"pid": %d, "scheduler": true}\n' "${runner_pid}" >"${ready_file}.tmp"
+    mv -f "${ready_file}.tmp" "${ready_file}"
   else
     run_pipeline "${PCAP_TIMEOUT_SECS}" "${ready_file}" &
     runner_pid=$!
