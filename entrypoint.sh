@@ -191,14 +191,11 @@ compress_stage() {
   fi
 }
 
-upload_stage() {
-  # The URLs/paths upload prints are for pipes; its JSON log lines (stderr) say it all.
-  "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" >/dev/null
-}
-
+# The branches end in fd 4: the one uploader's input (a FIFO), shared so there is one
+# upload process, one "PCAP files available at" line and one pool of parallel uploads.
 branch_pcap() {
   "${PCAPTOOL_CMD[@]}" rotate --dir "${PARTS_TMP}/pcap" --every "${PCAP_ROTATE_SECS}" <"${RUN_DIR}/pcap.fifo" |
-    compress_stage | upload_stage
+    compress_stage >&4
   BRANCH_STATUS=("${PIPESTATUS[@]}")
 }
 
@@ -210,17 +207,33 @@ branch_json() {
     "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
       tee -p /dev/fd/3 |
       "${PCAPTOOL_CMD[@]}" rotate --format ndjson --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
-      compress_stage | upload_stage
+      compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   elif [[ "${PCAP_JSON}" == true ]]; then
     "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
       "${PCAPTOOL_CMD[@]}" rotate --format ndjson --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
-      compress_stage | upload_stage
+      compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   else
-    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo"
+    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" 4>&-
     BRANCH_STATUS=("$?")
   fi
+}
+
+# Waits for a background process of this shell (so never in a $(...) subshell); a
+# trapped signal interrupts `wait` (status > 128 while the process is still there), so
+# wait again. Sets WAIT_STATUS to its exit status.
+WAIT_STATUS=0
+wait_for_exit() {
+  local pid="$1"
+  while :; do
+    WAIT_STATUS=0
+    wait "${pid}" || WAIT_STATUS=$?
+    if ((WAIT_STATUS > 128)) && kill -0 "${pid}" 2>/dev/null; then
+      continue
+    fi
+    return 0
+  done
 }
 
 # Runs capture and its consumers once; SIGTERM/SIGINT stop capture, the rest drains.
@@ -230,19 +243,33 @@ run_pipeline() {
   mkdir -p "${PARTS_TMP}/pcap" "${PARTS_TMP}/json"
   local -A pids=()
   local -a capture_out=()
+  local uploads=false
+  [[ "${PCAP_TCPDUMP}" == false && "${PCAP_JSON}" == false ]] || uploads=true
+
+  if [[ "${uploads}" == true ]]; then
+    mkfifo "${RUN_DIR}/upload.fifo"
+    # The URLs upload prints are for pipes; its JSON log lines (stderr) say it all.
+    "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" <"${RUN_DIR}/upload.fifo" >/dev/null &
+    pids[upload]=$!
+    # This shell keeps a writer open until every branch is done: upload sees end of
+    # input only then, however the branches finish.
+    exec 4>"${RUN_DIR}/upload.fifo"
+  else
+    exec 4>/dev/null
+  fi
 
   if [[ "${PCAP_TCPDUMP}" == true ]]; then
     mkfifo "${RUN_DIR}/pcap.fifo"
-    run_branch pcap rotate compress upload &
+    run_branch pcap rotate compress &
     pids[pcap]=$!
     capture_out+=("${RUN_DIR}/pcap.fifo")
   fi
   if [[ "${PCAP_JSON}" == true || "${PCAP_JSON_LOG}" == true ]]; then
     mkfifo "${RUN_DIR}/json.fifo"
     if [[ "${PCAP_JSON}" == true && "${PCAP_JSON_LOG}" == true ]]; then
-      run_branch json translate tee rotate compress upload &
+      run_branch json translate tee rotate compress &
     elif [[ "${PCAP_JSON}" == true ]]; then
-      run_branch json translate rotate compress upload &
+      run_branch json translate rotate compress &
     else
       run_branch json translate &
     fi
@@ -256,11 +283,11 @@ run_pipeline() {
   if [[ ${#capture_out[@]} -eq 2 ]]; then
     mkfifo "${RUN_DIR}/capture.fifo"
     # One capture, two consumers; -p: a consumer that dies does not stop the other.
-    tee -p "${capture_out[1]}" <"${RUN_DIR}/capture.fifo" >"${capture_out[0]}" &
+    tee -p "${capture_out[1]}" <"${RUN_DIR}/capture.fifo" >"${capture_out[0]}" 4>&- &
     pids[tee]=$!
-    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${RUN_DIR}/capture.fifo" &
+    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${RUN_DIR}/capture.fifo" 4>&- &
   else
-    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${capture_out[0]}" &
+    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${capture_out[0]}" 4>&- &
   fi
   local capture_pid=$!
   pids[capture]=${capture_pid}
@@ -268,24 +295,19 @@ run_pipeline() {
   trap 'log INFO "stopping capture (pid '"${capture_pid}"'); the other stages drain"; kill -TERM '"${capture_pid}"' 2>/dev/null || true' TERM INT
 
   local name status failed=0
-  for name in capture tee pcap json; do
+  for name in capture tee pcap json upload; do
     [[ -n "${pids[${name}]:-}" ]] || continue
-    while :; do
-      status=0
-      wait "${pids[${name}]}" || status=$?
-      # A status above 128 with the process still there: our wait was interrupted by
-      # the trapped signal, not ended.
-      if ((status > 128)) && kill -0 "${pids[${name}]}" 2>/dev/null; then
-        continue
-      fi
-      break
-    done
+    [[ "${name}" != upload ]] || exec 4>&- # the branches are done: upload's input ends
+    wait_for_exit "${pids[${name}]}"
+    status="${WAIT_STATUS}"
     if ((status != 0)); then
       failed=1
+      # A branch names its failed stage itself.
       [[ "${name}" == pcap || "${name}" == json ]] ||
         log ERROR "${name} exited with status ${status}" stage "${name}" exit_status "${status}"
     fi
   done
+  exec 4>&-
   trap - TERM INT
   rm -rf "${RUN_DIR}"
   return "${failed}"
@@ -302,8 +324,10 @@ main() {
   PARTS_TMP="${GCS_MOUNT}-tmp"
   if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
     UPLOAD_ARGS=(--bucket "${PCAP_GCS_BUCKET}")
+    DESTINATION="gs://${PCAP_GCS_BUCKET}"
   else
     UPLOAD_ARGS=(--dest "${GCS_MOUNT}")
+    DESTINATION="${GCS_MOUNT}"
     mkdir -p "${GCS_MOUNT}"
   fi
   mkdir -p "${PARTS_TMP}"
@@ -319,7 +343,7 @@ main() {
   mkdir -p "$(dirname "${ready_file}")"
   rm -f "${ready_file}"
   log NOTICE "pcaptool sidecar starting" iface "${PCAP_IFACE}" filter "${FILTER_SHOWN:-}" \
-    destination "${PCAP_GCS_BUCKET:+gs://${PCAP_GCS_BUCKET}}${PCAP_GCS_BUCKET:-${GCS_MOUNT}}" \
+    destination "${DESTINATION}" \
     cron "${PCAP_USE_CRON}" pcap "${PCAP_TCPDUMP}" json "${PCAP_JSON}" json_log "${PCAP_JSON_LOG}"
 
   PCAP_READY_FILE="${ready_file}" "${PCAPTOOL_CMD[@]}" healthcheck serve --port "${PCAP_HC_PORT}" &
@@ -341,14 +365,8 @@ main() {
   fi
   trap 'kill -TERM '"${runner_pid}"' 2>/dev/null || true; STOPPING=1' TERM INT
   STOPPING=0
-  while :; do
-    status=0
-    wait "${runner_pid}" || status=$?
-    if ((status > 128)) && kill -0 "${runner_pid}" 2>/dev/null; then
-      continue
-    fi
-    break
-  done
+  wait_for_exit "${runner_pid}"
+  status="${WAIT_STATUS}"
   rm -f "${ready_file}"
 
   # Capture ended on its own (PCAP_TIMEOUT_SECS without cron). As a container's main
