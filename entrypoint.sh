@@ -83,6 +83,7 @@ read_settings() {
   PCAP_IFACE="${PCAP_IFACE:-eth}"
   PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET:-}"
   GCS_MOUNT="${GCS_MOUNT:-/pcap}"
+  PCAP_FILE_EXT_SET="${PCAP_FILE_EXT:-}"
   PCAP_FILE_EXT="${PCAP_FILE_EXT:-pcap}"
   PCAP_CRON_EXP="${PCAP_CRON_EXP:-}"
   PCAP_TIMEZONE="${PCAP_TIMEZONE:-UTC}"
@@ -132,7 +133,7 @@ read_settings() {
   fi
   # The commands read these themselves (each option has its PCAP_* env var); the
   # normalised values are what they see.
-  export PCAP_IFACE PCAP_FILE_EXT PCAP_COMPAT PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
+  export PCAP_COMPAT PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
 }
 
 # Values only pcaptool can judge: the capture filter (simple filters, BPF syntax) and
@@ -194,7 +195,12 @@ compress_stage() {
 # The branches end in fd 4: the one uploader's input (a FIFO), shared so there is one
 # upload process, one "PCAP files available at" line and one pool of parallel uploads.
 branch_pcap() {
-  "${PCAPTOOL_CMD[@]}" rotate --dir "${PARTS_TMP}/pcap" --every "${PCAP_ROTATE_SECS}" <"${RUN_DIR}/pcap.fifo" |
+  # Parts are named after the interface capture recorded (eth0, not the prefix eth), and
+  # take pcap or pcapng as their content unless PCAP_FILE_EXT says otherwise.
+  local -a ext=()
+  [[ -z "${PCAP_FILE_EXT_SET}" ]] || ext=(--ext "${PCAP_FILE_EXT}")
+  env -u PCAP_IFACE -u PCAP_FILE_EXT "${PCAPTOOL_CMD[@]}" rotate --dir "${PARTS_TMP}/pcap" \
+    --every "${PCAP_ROTATE_SECS}" "${ext[@]}" <"${RUN_DIR}/pcap.fifo" |
     compress_stage >&4
   BRANCH_STATUS=("${PIPESTATUS[@]}")
 }
@@ -206,12 +212,12 @@ branch_json() {
     exec 3>&1
     "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
       tee -p /dev/fd/3 |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
+      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
       compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   elif [[ "${PCAP_JSON}" == true ]]; then
     "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
+      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
       compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   else
