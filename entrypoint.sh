@@ -125,12 +125,9 @@ read_settings() {
   PCAP_FILTER="${PCAP_FILTER:-}"
   [[ "${PCAP_FILTER}" != "DISABLED" ]] || PCAP_FILTER=""
 
-  if [[ "${PCAP_GAE}" == true ]]; then
-    # App Engine Flex: the service and version name the parts, as K_SERVICE/K_REVISION
-    # do on Cloud Run.
-    [[ -z "${GAE_SERVICE:-}" || -n "${K_SERVICE:-}" ]] || export K_SERVICE="${GAE_SERVICE}"
-    [[ -z "${GAE_VERSION:-}" || -n "${K_REVISION:-}" ]] || export K_REVISION="${GAE_VERSION}"
-  fi
+  # The hierarchy's INSTANCE_STARTUP_TIMESTAMP, fixed once (as the reference does at
+  # init), so every upload process of this instance, in every scheduled run, shares it.
+  export INSTANCE_STARTUP_TIMESTAMP="${INSTANCE_STARTUP_TIMESTAMP:-$(date -u +%Y/%m/%d/%H-%M)}"
   # The commands read these themselves (each option has its PCAP_* env var); the
   # normalised values are what they see.
   export PCAP_COMPAT PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
@@ -160,6 +157,46 @@ fail_on_errors() {
     done
     exit 2
   fi
+}
+
+# App Engine Flex (PCAP_GAE): as the reference does, read the GAE_*, GOOGLE_* and
+# GCLOUD_* variables of the app's container (`gaeapp`) through the Docker socket mounted
+# into this one, so the parts are named after the app's service and version.
+gae_environment() {
+  local sock="${PCAP_GAE_DOCKER_SOCK:-/docker.sock}" line name
+  if [[ ! -S "${sock}" ]]; then
+    log WARNING "PCAP_GAE=true but ${sock} is not a socket (mount /var/run/docker.sock there): GAE_* come from this container's environment"
+    return 0
+  fi
+  while IFS= read -r line; do
+    [[ "${line}" =~ ^((GAE|GOOGLE|GCLOUD)_[A-Za-z0-9_]*)= ]] || continue
+    name="${BASH_REMATCH[1]}"
+    [[ -n "${!name:-}" ]] || export "${line?}"
+  done < <(python3 - "${sock}" <<'PY'
+import http.client, json, socket, sys
+
+class UnixConnection(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(5)
+        self.sock.connect(sys.argv[1])
+
+try:
+    conn = UnixConnection("docker", timeout=5)
+    conn.request("GET", "/containers/gaeapp/json")
+    resp = conn.getresponse()
+    if resp.status == 200:
+        for item in json.loads(resp.read()).get("Config", {}).get("Env") or []:
+            if "\n" not in item:
+                print(item)
+    else:
+        print(f"docker socket: container gaeapp: HTTP {resp.status}", file=sys.stderr)
+except (OSError, ValueError) as exc:
+    print(f"docker socket: {exc}", file=sys.stderr)
+PY
+  )
+  log INFO "App Engine Flex: service ${GAE_SERVICE:-?}, version ${GAE_VERSION:-?}" \
+    service "${GAE_SERVICE:-}" version "${GAE_VERSION:-}"
 }
 
 # ------------------------------------------------------------------ one capture run
@@ -195,11 +232,11 @@ compress_stage() {
 # The branches end in fd 4: the one uploader's input (a FIFO), shared so there is one
 # upload process, one "PCAP files available at" line and one pool of parallel uploads.
 branch_pcap() {
-  # Parts are named after the interface capture recorded (eth0, not the prefix eth), and
+  # Parts are named after PCAP_IFACE (the pcap/json parts of one moment share a name) and
   # take pcap or pcapng as their content unless PCAP_FILE_EXT says otherwise.
   local -a ext=()
   [[ -z "${PCAP_FILE_EXT_SET}" ]] || ext=(--ext "${PCAP_FILE_EXT}")
-  env -u PCAP_IFACE -u PCAP_FILE_EXT "${PCAPTOOL_CMD[@]}" rotate --dir "${PARTS_TMP}/pcap" \
+  env -u PCAP_FILE_EXT "${PCAPTOOL_CMD[@]}" rotate --dir "${PARTS_TMP}/pcap" --iface "${PCAP_IFACE}" \
     --every "${PCAP_ROTATE_SECS}" "${ext[@]}" <"${RUN_DIR}/pcap.fifo" |
     compress_stage >&4
   BRANCH_STATUS=("${PIPESTATUS[@]}")
@@ -212,12 +249,12 @@ branch_json() {
     exec 3>&1
     "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
       tee -p /dev/fd/3 |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
+      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
       compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   elif [[ "${PCAP_JSON}" == true ]]; then
     "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
+      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
       compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   else
@@ -327,6 +364,7 @@ main() {
   validate_with_pcaptool
   fail_on_errors
 
+  [[ "${PCAP_GAE}" != true || "${1:-}" == "__run_once" ]] || gae_environment
   PARTS_TMP="${GCS_MOUNT}-tmp"
   if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
     UPLOAD_ARGS=(--bucket "${PCAP_GCS_BUCKET}")

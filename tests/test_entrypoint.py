@@ -300,6 +300,8 @@ def test_scheduled_mode_two_runs_within_a_minute(tmp_path):
     written = sum(e["packets_written"] for e in events if "packets_written" in e)
     parts = sorted(out.rglob("*.pcap.gz"))
     assert len(parts) >= 2
+    # One instance, one hierarchy: every run's parts under the same prefix.
+    assert len({p.parent for p in parts}) == 1
     counted = sum(count_packets(gzip.decompress(p.read_bytes()), tmp_path) for p in parts)
     assert counted == written > 0
     assert os.path.exists(tmp_path / "ready") is False
@@ -374,3 +376,75 @@ def test_documented_defaults_are_the_entrypoints(name, default):
     assert re.search(rf"{name}=\"\$\{{{name}:-{re.escape(value)}\}}\"", script) or re.search(
         rf"parse_(?:bool|uint) {name} {re.escape(value)}\b", script
     ), name
+
+
+class FakeDockerSocket:
+    """The Docker Engine API's GET /containers/gaeapp/json on a unix socket."""
+
+    def __init__(self, path: Path, env: list[str]):
+        import http.server
+        import socketserver
+
+        body = json.dumps({"Name": "/gaeapp", "Config": {"Env": env}}).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                ok = self.path.split("?")[0] == "/containers/gaeapp/json"
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body) if ok else 0))
+                self.end_headers()
+                if ok:
+                    self.wfile.write(body)
+
+            def address_string(self):
+                return "docker"
+
+            def log_message(self, *a):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        self.server = Server(str(path), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@needs_root
+def test_app_engine_flex_names_parts_after_the_app_container(tmp_path):
+    out = tmp_path / "pcap"
+    sock = tmp_path / "docker.sock"
+    gae_env = ["PATH=/usr/bin", "GAE_SERVICE=ptsc-gae-svc", "GAE_VERSION=20250101t000000",
+               "GOOGLE_CLOUD_PROJECT=ptsc-gae-project", "UNRELATED=1"]  # fmt: skip
+    with FakeDockerSocket(sock, gae_env), VethPair() as veth:
+        env = sidecar_env(
+            tmp_path,
+            PCAP_GAE="true",
+            PCAP_GAE_DOCKER_SOCK=str(sock),
+            PCAP_IFACE=veth.host_if,
+            PCAP_L4_PROTOS="udp",
+            GCS_MOUNT=str(out),
+            PCAP_HC_PORT=str(free_port()),
+            GCE_METADATA_HOST=f"127.0.0.1:{free_port()}",  # nobody there: off Google Cloud
+        )
+        sidecar = Sidecar(env, tmp_path)
+        try:
+            wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
+            send_udp(veth, count=20, seconds=0.5)
+            rc, _ = sidecar.stop()
+        finally:
+            sidecar.kill()
+    assert rc == 0, sidecar.err.read_text()[-3000:]
+    parts = list(out.rglob("*.pcap.gz"))
+    assert parts
+    rel = parts[0].relative_to(out).parts
+    assert rel[0] == "ptsc-gae-project" and rel[1] == "ptsc-gae-svc"
+    assert "20250101t000000" in rel
