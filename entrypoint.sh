@@ -83,7 +83,7 @@ read_settings() {
   PCAP_IFACE="${PCAP_IFACE:-eth}"
   PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET:-}"
   GCS_MOUNT="${GCS_MOUNT:-/pcap}"
-  PCAP_FILE_EXT_SET="${PCAP_FILE_EXT:-}"
+  FILE_EXT_GIVEN="${PCAP_FILE_EXT:-}"
   PCAP_FILE_EXT="${PCAP_FILE_EXT:-pcap}"
   PCAP_CRON_EXP="${PCAP_CRON_EXP:-}"
   PCAP_TIMEZONE="${PCAP_TIMEZONE:-UTC}"
@@ -235,7 +235,7 @@ branch_pcap() {
   # Parts are named after PCAP_IFACE (the pcap/json parts of one moment share a name) and
   # take pcap or pcapng as their content unless PCAP_FILE_EXT says otherwise.
   local -a ext=()
-  [[ -z "${PCAP_FILE_EXT_SET}" ]] || ext=(--ext "${PCAP_FILE_EXT}")
+  [[ -z "${FILE_EXT_GIVEN}" ]] || ext=(--ext "${PCAP_FILE_EXT}")
   env -u PCAP_FILE_EXT "${PCAPTOOL_CMD[@]}" rotate --dir "${PARTS_TMP}/pcap" --iface "${PCAP_IFACE}" \
     --every "${PCAP_ROTATE_SECS}" "${ext[@]}" <"${RUN_DIR}/pcap.fifo" |
     compress_stage >&4
