@@ -35,6 +35,7 @@ from pcaptool.gcs import (
     file_digest,
 )
 
+MAX_RETRY_LATER = 600.0
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
 
 
@@ -239,7 +240,9 @@ class Uploader:
         self._known: set[str] = set()  # queued, in hand, waiting for a retry, or given up
         self._untouched: set[str] = set()  # taken off the queue as SIGTERM came
         self.failed: dict[str, str] = {}  # path -> last error, while it stays on disk
+        self._attempts: dict[str, int] = {}  # path -> failures so far
         self.stopping = threading.Event()  # SIGTERM: take no new work
+        self._finishing = False  # end of input: no more timed retries
         self.give_up_at = float("inf")  # monotonic drain deadline
         self.uploaded = 0
         self._threads = [
@@ -272,6 +275,8 @@ class Uploader:
 
     def _take_due_retry(self) -> Path | None:
         with self._lock:
+            if self._finishing:  # finish() makes the one last pass itself
+                return None
             if self._retry_heap and self._retry_heap[0][0] <= time.monotonic():
                 _, key = heapq.heappop(self._retry_heap)
                 self._pending += 1
@@ -315,6 +320,7 @@ class Uploader:
             self.log("WARNING", f"uploaded but could not delete {path}: {exc.strerror}")
         with self._lock:
             self.failed.pop(key, None)
+            self._attempts.pop(key, None)
             self.uploaded += 1
         self.on_uploaded(result)
         self._done(path, None)
@@ -325,7 +331,11 @@ class Uploader:
         with self._lock:
             self.failed[key] = str(exc)
         retry = exc.transient and not missing and not self.stopping.is_set()
-        when = f"retrying in {self.retry_later:g} s" if retry else "not retried"
+        with self._lock:
+            attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+        # Each further failure of the same file waits twice as long, up to 10 minutes.
+        delay = min(self.retry_later * 2 ** (attempts - 1), MAX_RETRY_LATER)
+        when = f"retrying in {delay:g} s" if retry else "not retried"
         self.log(
             "ERROR",
             f"upload failed, {path} stays on disk ({when}): {exc}",
@@ -333,7 +343,7 @@ class Uploader:
             error=type(exc).__name__,
         )
         # A file given up on stays "known" so --watch does not offer it again every poll.
-        self._done(path, time.monotonic() + self.retry_later if retry else None, forget=False)
+        self._done(path, time.monotonic() + delay if retry else None, forget=False)
 
     def _done(self, path: Path, retry_at: float | None, forget: bool = True) -> None:
         key = os.fspath(path)
@@ -362,6 +372,8 @@ class Uploader:
 
         Returns the paths that were not uploaded (each already logged at ERROR).
         """
+        with self._lock:
+            self._finishing = True
         self.wait_idle()
         with self._lock:
             again = [key for _, key in sorted(self._retry_heap)]

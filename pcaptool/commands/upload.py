@@ -105,7 +105,10 @@ def upload(
     retry_later: Annotated[
         float,
         typer.Option(
-            "--retry-later", min=0.0, help="A file that failed is tried again after SECS."
+            "--retry-later",
+            min=1.0,
+            help="A file that failed is tried again after SECS (doubling each time, at most "
+            "600), and once more when input ends.",
         ),
     ] = 30.0,
     poll: Annotated[
@@ -259,8 +262,6 @@ def _choose_destination(ctx: typer.Context, bucket: str | None, dest: Path | Non
     """--bucket and --dest on the same command line is a usage error; the command line beats
     the environment; with both from the environment (the reference sets PCAP_GCS_BUCKET and
     GCS_MOUNT, its FUSE mount of that bucket) the bucket is used through the API."""
-    from click.core import ParameterSource
-
     if bucket is not None and bucket.startswith("gs://"):
         bucket = bucket[len("gs://") :].strip("/")
         if "/" in bucket:
@@ -269,7 +270,8 @@ def _choose_destination(ctx: typer.Context, bucket: str | None, dest: Path | Non
         bucket = None
     if bucket is not None and dest is not None:
         from_cli = {
-            name: ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+            # typer vendors its own click: compare the enum member by name
+            name: getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
             for name in ("bucket", "dest")
         }
         if from_cli["bucket"] and from_cli["dest"]:
