@@ -178,7 +178,8 @@ class LocalDestination:
             return False
         except OSError as exc:
             # GCS FUSE and some other filesystems have no hard links: check, then rename.
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            no_links = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS)
+            if exc.errno not in no_links:
                 raise
             if final.exists():
                 return False

@@ -117,7 +117,8 @@ def bucket(gcs_server):
 
 
 def test_upload_file_verifies_checksums_and_reports_them(gcs_server, bucket, tmp_path):
-    (part,) = make_parts(tmp_path, 1, size=3 * 1024 * 1024 + 7)
+    # Over 8 MiB: google-cloud-storage switches from a multipart to a resumable upload.
+    (part,) = make_parts(tmp_path, 1, size=9 * 1024 * 1024 + 7)
     client = gcs_server.client()
     result = gcs.upload_file(client.bucket(bucket), "a/part.pcap.gz", part)
     crc = google_crc32c.Checksum(part.read_bytes()).digest()
@@ -160,9 +161,12 @@ class FlakyProxy:
     created) but answer STATUS, as when a response is lost on the way back.
     """
 
-    def __init__(self, upstream: str, failures: int, status: int, mode: str = "refuse"):
+    def __init__(
+        self, upstream: str, failures: int, status: int, mode: str = "refuse", delay: float = 0
+    ):
         proxy = self
         self.failures, self.status, self.mode, self.upstream = failures, status, mode, upstream
+        self.delay = delay  # seconds each upload takes (slow network)
         self.seen: list[tuple[str, str, int]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -173,6 +177,8 @@ class FlakyProxy:
                 failing = upload and proxy.failures > 0
                 if failing:
                     proxy.failures -= 1
+                if upload and proxy.delay:
+                    time.sleep(proxy.delay)
                 if failing and proxy.mode == "refuse":
                     proxy.seen.append((self.command, self.path, proxy.status))
                     return self._send(proxy.status, b'{"error":{"code":%d}}' % proxy.status, {})
@@ -371,6 +377,32 @@ def test_sigterm_with_uploads_stuck_keeps_files_for_the_next_sweep(gcs_server, b
     assert r.returncode == 0, r.stderr.decode()
     assert set(gcs_server.objects(bucket)) == {f"{PREFIX}/{p.name}" for p in parts}
     assert list_parts(parts_dir) == []
+
+
+def test_sigterm_lets_the_upload_in_hand_finish_and_leaves_the_queue(gcs_server, bucket, tmp_path):
+    parts_dir = tmp_path / "parts"
+    parts = make_parts(parts_dir, 4)
+    slow = FlakyProxy(gcs_server.endpoint, failures=0, status=503, delay=1.5)
+    try:
+        run = Running(
+            "-b", bucket, "--prefix", PREFIX, "--jobs", "1", "--drain-timeout", "6",
+            env=env_for(slow),
+        )  # fmt: skip
+        run.feed(parts)
+        run.expect_urls(1)
+        time.sleep(0.3)  # the second part is now in hand, 1.5 s from done
+        run.proc.send_signal(signal.SIGTERM)
+        rc = run.wait(60)
+    finally:
+        slow.close()
+    assert rc == 0, run.stderr.decode()
+    assert len(run.stdout) == 2  # the first, and the one in hand finished during the drain
+    uploaded = {u.rsplit("/", 1)[1] for u in run.stdout}
+    assert set(gcs_server.objects(bucket)) == {f"{PREFIX}/{n}" for n in uploaded}
+    kept = sorted(str(p) for p in parts if p.exists())
+    assert len(kept) == 2 and not {Path(k).name for k in kept} & uploaded
+    last = json_lines(run.stderr)[-1]
+    assert last["severity"] == "WARNING" and sorted(last["left"]) == kept
 
 
 def test_sweep_leaves_files_still_being_written(gcs_server, bucket, tmp_path):
