@@ -22,8 +22,8 @@ from pathlib import Path
 
 import google_crc32c
 import pytest
-from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 
+from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from pcaptool import gcs
 from pcaptool.uploader import list_parts
 
