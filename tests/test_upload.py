@@ -22,6 +22,7 @@ from pathlib import Path
 
 import google_crc32c
 import pytest
+from gcs_fixtures import closed_port_host
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from pcaptool import gcs
@@ -551,3 +552,32 @@ def test_full_destination_is_a_clear_error_and_keeps_files(tmp_path):
     assert r.stderr.decode().splitlines()[-1].startswith("pcaptool: error: 2 file(s) not uploaded")
     # only the one complete copy: no half-written or temporary files
     assert left_in_dest == sorted({p.name for p in parts} - {p.name for p in kept})
+
+
+def test_missing_credentials_is_one_line_naming_the_fix(tmp_path):
+    (part,) = make_parts(tmp_path / "parts", 1)
+    nowhere = closed_port_host()
+    env = env_for(
+        GCE_METADATA_HOST=nowhere,
+        GCE_METADATA_IP=nowhere,
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+        GOOGLE_APPLICATION_CREDENTIALS="",
+    )
+    r = run_pcaptool("upload", "-b", BUCKET, str(part), env=env)
+    assert r.returncode == 1
+    err = r.stderr.decode().strip()
+    assert err.startswith("pcaptool: error: no Google credentials") and "--dest" in err
+    assert "\n" not in err and part.exists()
+
+
+def test_a_path_that_does_not_exist_is_reported_and_the_rest_uploaded(gcs_server, bucket, tmp_path):
+    (part,) = make_parts(tmp_path / "parts", 1)
+    ghost = tmp_path / "parts" / "part__eth0__ghost.pcap"
+    r = run_pcaptool(
+        "upload", "-b", bucket, "--prefix", PREFIX, input=b"%s\n%s\n" % (bytes(ghost), bytes(part)),
+        env=env_for(gcs_server),
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stdout.decode().split() == [f"gs://{bucket}/{PREFIX}/{part.name}"]
+    errors = [rec for rec in json_lines(r.stderr) if rec["severity"] == "ERROR"]
+    assert [e["source"] for e in errors] == [str(ghost)] and "not retried" in errors[0]["message"]
