@@ -81,10 +81,12 @@ def send_udp(veth: VethPair, count: int, seconds: float, port: int = 9999) -> in
 
 HTTP_SERVER = textwrap.dedent(
     """
-    import http.server, sys
+    import http.server, sys, time
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         def do_GET(self):
+            if self.path.startswith("/slow"):
+                time.sleep(1.3)
             body = b"hello from ptsc\\n"
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
@@ -103,7 +105,8 @@ def http_requests_with_traceparent(
 ) -> list[str]:
     """GET requests from the root side to an HTTP server in the namespace; returns trace ids.
 
-    Each request carries a W3C `traceparent` header with a fresh trace id.
+    Each request carries a W3C `traceparent` header with a fresh trace id. The last one
+    asks for `/slow/...`, which the server answers after 1.3 s.
     """
     import http.client
     import time
@@ -132,7 +135,7 @@ def http_requests_with_traceparent(
             conn = http.client.HTTPConnection(veth.ns_ip, port, timeout=5)
             conn.request(
                 "GET",
-                f"/ptsc/{i}",
+                f"/slow/{i}" if i == count - 1 else f"/ptsc/{i}",
                 headers={"traceparent": f"00-{trace_id}-{span_id}-01"},
             )
             resp = conn.getresponse()

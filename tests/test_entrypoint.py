@@ -264,6 +264,61 @@ def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata
     assert set(trace_ids) <= traced
     assert not list((tmp_path / "pcap-tmp").rglob("*.gz"))  # nothing left behind
 
+    # The jq recipes of docs/sidecar.md, run as written on this run's NDJSON.
+    if shutil.which("jq") is None:
+        return
+    run_json = tmp_path / "run.json"
+    run_json.write_bytes(b"".join(gzip.decompress(objects[n]) for n in json_parts))
+    recipes = jq_recipes()
+    by_time = [json.loads(x) for x in run_recipe(recipes["every record in time order"], tmp_path)]
+    dates = [r["pcap"]["date"] for r in by_time]
+    assert dates == sorted(dates) and len(dates) == json_records
+    slow = [
+        json.loads(x)
+        for x in run_recipe(recipes["HTTP requests that took more than 1 s"], tmp_path)
+    ]
+    assert [r["url"].rsplit("/", 2)[-2] for r in slow] == ["slow"]
+    assert float(slow[0]["latency"].rstrip("s")) > 1.0
+    trace = trace_ids[len(trace_ids) // 2]
+    packets = [
+        json.loads(x)
+        for x in run_recipe(
+            recipes["every packet of one trace (of the connections that carried it)"],
+            tmp_path,
+            trace,
+        )
+    ]
+    assert len({p["flow"]["id"] for p in packets}) == 1
+    flags = [p["tcp"]["flags_str"] for p in packets]
+    assert (
+        "S" in flags and "S." in flags and len(packets) >= 6
+    )  # handshake, request, response, close
+    assert any(p.get("logging.googleapis.com/trace", "").endswith(trace) for p in packets)
+
+
+def jq_recipes() -> dict[str, str]:
+    """{comment: command} from the jq block of docs/sidecar.md (after 'jq on the NDJSON')."""
+    text = (REPO / "docs" / "sidecar.md").read_text()
+    block = text[text.index("jq on the NDJSON") :]
+    block = block[block.index("```sh") + 5 : block.index("```", block.index("```sh") + 5)]
+    recipes: dict[str, str] = {}
+    name = None
+    for line in block.strip().splitlines():
+        if line.startswith("# "):
+            name = line[2:].strip()
+            recipes[name] = ""
+        elif name is not None:
+            recipes[name] += line + "\n"
+    return recipes
+
+
+def run_recipe(script: str, cwd: Path, trace: str | None = None) -> list[str]:
+    if trace is not None:
+        script = re.sub(r"^TRACE=\S+$", f"TRACE={trace}", script, flags=re.M)
+    r = subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
 
 @needs_root
 @needs_pipeline
