@@ -100,8 +100,15 @@ read_settings() {
   parse_bool PCAP_COMPAT false
   parse_bool PCAP_GAE false
 
-  [[ "${PCAP_IFACE}" =~ ^[A-Za-z0-9._:@-]{1,15}$ ]] ||
+  if [[ ! "${PCAP_IFACE}" =~ ^[A-Za-z0-9._:@-]{1,15}$ ]]; then
     bad "PCAP_IFACE='${PCAP_IFACE}' is not an interface name prefix (e.g. eth, ens, lo, any)"
+  elif [[ "${PCAP_IFACE}" != any && -d /sys/class/net ]]; then
+    local names=() n
+    for n in /sys/class/net/*; do names+=("${n##*/}"); done
+    for n in "${names[@]}"; do [[ "${n}" != "${PCAP_IFACE}"* ]] || break; n=""; done
+    [[ -n "${n}" ]] ||
+      bad "PCAP_IFACE='${PCAP_IFACE}' matches no interface (there are: ${names[*]})"
+  fi
   [[ "${PCAP_FILE_EXT}" =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$ ]] ||
     bad "PCAP_FILE_EXT='${PCAP_FILE_EXT}' must be letters/digits, e.g. pcap (no dot, no slash)"
   [[ "${GCS_MOUNT}" == /* && "${GCS_MOUNT}" != "/" ]] ||
@@ -415,7 +422,7 @@ main() {
 
   # Capture ended on its own (PCAP_TIMEOUT_SECS without cron). As a container's main
   # process, stay up until the platform stops us: exiting would restart the instance.
-  if ((STOPPING == 0 && $$ == 1)); then
+  if ((STOPPING == 0 && status == 0 && $$ == 1)); then
     log NOTICE "capture finished (exit status ${status}); idle until SIGTERM"
     sleep infinity &
     trap 'kill -TERM $! 2>/dev/null || true' TERM INT

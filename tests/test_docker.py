@@ -64,7 +64,7 @@ def test_bad_settings_exit_2_with_one_line_each(docker_host, pcaptool_image):
     r = docker(
         docker_host,
         "run", "--rm",
-        "-e", "PCAP_COMPRESS=maybe", "-e", "PCAP_HC_PORT=99999", "-e", "PCAP_ROTATE_SECS=0",
+        "-e", "PCAP_IFACE=lo", "-e", "PCAP_COMPRESS=maybe", "-e", "PCAP_HC_PORT=99999", "-e", "PCAP_ROTATE_SECS=0",
         pcaptool_image,
         check=False,
     )  # fmt: skip

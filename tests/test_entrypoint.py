@@ -74,6 +74,7 @@ def test_entrypoint_is_shellcheck_clean():
 def test_every_bad_setting_is_one_line_and_exit_2(tmp_path):
     env = sidecar_env(
         tmp_path,
+        PCAP_IFACE="lo",
         PCAP_TCPDUMP="yes",
         PCAP_SNAPSHOT_LENGTH="-5",
         PCAP_HC_PORT="http",
@@ -120,8 +121,20 @@ def test_filter_and_cron_values_are_judged_by_pcaptool(tmp_path):
     assert "schedule settings:" in lines[1] and "7 fields" in lines[1]
 
 
+def test_an_interface_prefix_that_matches_nothing_is_refused(tmp_path):
+    r = run_entrypoint(sidecar_env(tmp_path, PCAP_IFACE="ptscnone"))
+    assert r.returncode == 2
+    assert (
+        r.stderr.splitlines() == [r.stderr.splitlines()[0]]
+        and "PCAP_IFACE='ptscnone' matches no interface (there are: " in r.stderr
+    )
+    assert " lo" in r.stderr or "(there are: lo" in r.stderr
+
+
 def test_nothing_to_capture_is_refused(tmp_path):
-    env = sidecar_env(tmp_path, PCAP_TCPDUMP="false", PCAP_JSON="0", PCAP_JSON_LOG="False")
+    env = sidecar_env(
+        tmp_path, PCAP_IFACE="lo", PCAP_TCPDUMP="false", PCAP_JSON="0", PCAP_JSON_LOG="False"
+    )
     r = run_entrypoint(env)
     assert r.returncode == 2
     assert "nothing would be captured" in r.stderr
