@@ -368,8 +368,10 @@ run_pipeline() {
 main() {
   read_settings
   fail_on_errors
-  validate_with_pcaptool
-  fail_on_errors
+  if [[ "${1:-}" != "__run_once" ]]; then # a scheduled run: checked when the sidecar started
+    validate_with_pcaptool
+    fail_on_errors
+  fi
 
   [[ "${PCAP_GAE}" != true || "${1:-}" == "__run_once" ]] || gae_environment
   PARTS_TMP="${GCS_MOUNT}-tmp"
