@@ -289,6 +289,9 @@ wait_for_exit() {
 # Runs capture and its consumers once; SIGTERM/SIGINT stop capture, the rest drains.
 run_pipeline() {
   local duration="$1" ready_file="$2"
+  # Until capture runs, a stop request is only noted (and honoured once it does).
+  local stop_requested=0
+  trap 'stop_requested=1' TERM INT
   RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pcaptool-run.XXXXXX")"
   mkdir -p "${PARTS_TMP}/pcap" "${PARTS_TMP}/json"
   local -A pids=()
@@ -342,7 +345,12 @@ run_pipeline() {
   local capture_pid=$!
   pids[capture]=${capture_pid}
   # Capture stops first; every other stage ends on end of input.
-  trap 'log INFO "stopping capture (pid '"${capture_pid}"'); the other stages drain"; kill -TERM '"${capture_pid}"' 2>/dev/null || true' TERM INT
+  stop_capture() {
+    log INFO "stopping capture (pid ${capture_pid}); the other stages drain"
+    kill -TERM "${capture_pid}" 2>/dev/null || true
+  }
+  trap stop_capture TERM INT
+  ((stop_requested == 0)) || stop_capture
 
   local name status failed=0
   for name in capture tee pcap json upload; do
@@ -392,6 +400,8 @@ main() {
     return
   fi
 
+  STOPPING=0
+  trap 'STOPPING=1' TERM INT
   local ready_file="${PCAP_READY_FILE:-/tmp/pcaptool/ready}"
   mkdir -p "$(dirname "${ready_file}")"
   rm -f "${ready_file}"
@@ -416,8 +426,12 @@ main() {
     run_pipeline "${PCAP_TIMEOUT_SECS}" "${ready_file}" &
     runner_pid=$!
   fi
-  trap 'kill -TERM '"${runner_pid}"' 2>/dev/null || true; STOPPING=1' TERM INT
-  STOPPING=0
+  stop_runner() {
+    STOPPING=1
+    kill -TERM "${runner_pid}" 2>/dev/null || true
+  }
+  trap stop_runner TERM INT
+  ((STOPPING == 0)) || stop_runner
   wait_for_exit "${runner_pid}"
   status="${WAIT_STATUS}"
   rm -f "${ready_file}"
@@ -430,7 +444,13 @@ main() {
     trap 'kill -TERM $! 2>/dev/null || true' TERM INT
     wait $! || true
   fi
-  kill -TERM "${hc_pid}" 2>/dev/null || true
+  if ! kill -TERM "${hc_pid}" 2>/dev/null; then
+    # It ended before we asked: most likely PCAP_HC_PORT was taken.
+    wait_for_exit "${hc_pid}"
+    log ERROR "healthcheck (port ${PCAP_HC_PORT}) exited early with status ${WAIT_STATUS}" \
+      stage healthcheck exit_status "${WAIT_STATUS}"
+    ((status != 0)) || status=1
+  fi
   wait "${hc_pid}" 2>/dev/null || true
   if ((status != 0)); then
     log ERROR "pcaptool sidecar finished with failures (exit status ${status})" exit_status "${status}"
