@@ -527,3 +527,36 @@ def test_app_engine_flex_names_parts_after_the_app_container(tmp_path):
     rel = parts[0].relative_to(out).parts
     assert rel[0] == "ptsc-gae-project" and rel[1] == "ptsc-gae-svc"
     assert "20250101t000000" in rel
+
+
+@needs_root
+@needs_pipeline
+def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server, metadata_server):
+    """The bucket does not exist: upload fails; the run says which stage and exits 1."""
+    with VethPair() as veth:
+        env = sidecar_env(
+            tmp_path,
+            PCAP_IFACE=veth.host_if,
+            PCAP_GCS_BUCKET="ptsc-no-such-bucket",
+            GCS_MOUNT=str(tmp_path / "pcap"),
+            PCAP_L4_PROTOS="udp",
+            PCAP_HC_PORT=str(free_port()),
+        )
+        env |= gcs_server.env | metadata_server.env
+        sidecar = Sidecar(env, tmp_path)
+        try:
+            wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
+            send_udp(veth, count=20, seconds=0.5)
+            rc, _ = sidecar.stop()
+        finally:
+            sidecar.kill()
+    assert rc == 1
+    errors = [
+        e
+        for e in sidecar.stderr_json()
+        if e.get("component") == "sidecar" and e["severity"] == "ERROR"
+    ]
+    assert [e.get("stage") for e in errors][0] == "upload"
+    assert errors[-1]["message"].startswith("pcaptool sidecar finished with failures")
+    # The part was not lost: it waits in the temporary directory for a later sweep.
+    assert list((tmp_path / "pcap-tmp").rglob("*.pcap.gz"))
