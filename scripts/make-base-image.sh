@@ -40,5 +40,12 @@ CFG
   mv "${tarball}.tmp" "${tarball}"
 fi
 
-docker import --change 'CMD ["/bin/bash"]' "${tarball}" "${tag}" >/dev/null
+# Import only when the tag is missing or came from another tarball: a re-import makes a
+# new image id, which would throw away the layer cache of every build on top of it.
+sum="$(sha256sum "${tarball}" | cut -c1-64)"
+have="$(docker image inspect --format '{{ index .Config.Labels "pcaptool.rootfs.sha256" }}' "${tag}" 2>/dev/null || true)"
+if [ "${have}" != "${sum}" ]; then
+  docker import --change 'CMD ["/bin/bash"]' --change "LABEL pcaptool.rootfs.sha256=${sum}" \
+    "${tarball}" "${tag}" >/dev/null
+fi
 echo "${tag}"
