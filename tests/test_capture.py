@@ -3,6 +3,7 @@ tshark as the independent reader of what was written."""
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import signal
@@ -15,7 +16,7 @@ import pytest
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from netns_helpers import Lab, stats_line, stop, tshark_fields, wait_for
 
-from pcaptool.pcapfile import CaptureReader
+from pcaptool.pcapfile import PCAP_HEADER, CaptureReader
 
 pytestmark = [needs_root, pytest.mark.root]
 
@@ -140,23 +141,14 @@ def test_stdout_is_live_and_sigterm_closes_it(lab, tmp_path):
     time.sleep(0.3)
     rc, rest, err = stop(proc)
     assert rc == 0
-    tail = list(CaptureReader(_Prefixed(rest), "rest"))
+    tail = list(CaptureReader(_prefixed(rest), "rest"))
     assert stats_line(err)["packets_written"] == 12
     assert len(tail) == 7
 
 
-class _Prefixed:
-    """The bytes after the first reader stopped, behind a fake pcap header for a new reader."""
-
-    def __init__(self, rest: bytes) -> None:
-        from pcaptool.pcapfile import PCAP_HEADER
-
-        import io
-
-        self._io = io.BytesIO(PCAP_HEADER["<"].pack(0xA1B2C3D4, 2, 4, 0, 0, 65536, 1) + rest)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._io.read(n)
+def _prefixed(rest: bytes) -> io.BytesIO:
+    """The bytes after the first reader stopped, behind a pcap header for a new reader."""
+    return io.BytesIO(PCAP_HEADER["<"].pack(0xA1B2C3D4, 2, 4, 0, 0, 65536, 1) + rest)
 
 
 def test_several_interfaces_pcapng_keeps_names(lab2, tmp_path):
