@@ -95,6 +95,7 @@ class CaptureOptions:
     compat: bool = False  # filter in user space, on each packet
     ready_file: str | None = DEFAULT_READY_FILE
     resolve_every: float = 0  # seconds, 0 = resolve once
+    engine: str = "auto"  # "auto": libpcap's own dump loop where possible; "pcapy": always pcapy
 
 
 @dataclass
@@ -259,15 +260,29 @@ def run_capture(
     result = CaptureResult()
     ready = ReadyFile(opts.ready_file)
     handles = []
+    fast = _dump_library(opts, out)
     try:
         for name in opts.interfaces:
-            handle = open_handle(name, opts)
+            if fast is not None:
+                from pcaptool.pcapdump import DumpHandle
+
+                handle = DumpHandle(
+                    fast, name, opts.snaplen, opts.promisc, opts.buffer_size, out.fileno()
+                )
+            else:
+                handle = open_handle(name, opts)
             handles.append(handle)
             result.interfaces.append(HandleStats(name, handle.datalink()))
         programs = _apply_filter(handles, result.interfaces, expression, opts)
         fmt = opts.fmt or ("pcapng" if len(handles) > 1 else "pcap")
-        writers = _writers(out, fmt, result.interfaces, opts.snaplen)
         out.flush()
+        if fast is not None:
+            handles[0].start_dump()  # libpcap writes the header and every record
+            handles[0].flush()
+            writers = [None]
+        else:
+            writers = _writers(out, fmt, result.interfaces, opts.snaplen)
+            out.flush()
         ready.create(interfaces=opts.interfaces, filter=expression, compat=opts.compat)
         log(
             "INFO",
@@ -277,6 +292,7 @@ def run_capture(
             compat=opts.compat,
             format=fmt,
             snaplen=opts.snaplen,
+            engine="libpcap-dump" if fast is not None else "pcapy",
         )
         with _StopFlag() as stop:
             _loop(opts, out, handles, writers, programs, result, stop, refresh)
@@ -284,10 +300,25 @@ def run_capture(
         ready.remove()
         result.written = sum(st.written for st in result.interfaces)
         for handle, stats in zip(handles, result.interfaces, strict=False):
-            with contextlib.suppress(pcapy.PcapError):
+            with contextlib.suppress(pcapy.PcapError, PcapToolError):
                 stats.received, stats.dropped, stats.ifdropped = handle.stats()
             handle.close()
     return result
+
+
+def _dump_library(opts: CaptureOptions, out: BinaryIO):
+    """libpcap for the C dump loop when it can do the job: one handle, pcap, kernel filter."""
+    if opts.engine == "pcapy" or opts.compat or len(opts.interfaces) != 1:
+        return None
+    if opts.fmt not in (None, "pcap"):
+        return None
+    try:
+        out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    from pcaptool.pcapdump import load
+
+    return load()
 
 
 def _apply_filter(handles, stats: list[HandleStats], expression: str, opts: CaptureOptions):
@@ -327,7 +358,7 @@ def _loop(opts, out, handles, writers, programs, result, stop, refresh) -> None:
     stats = result.interfaces
     remaining = opts.count or -1
     callbacks = [
-        _callback(w, programs[i] if programs else None, stats[i], out)
+        None if w is None else _callback(w, programs[i] if programs else None, stats[i], out)
         for i, w in enumerate(writers)
     ]
     while True:
@@ -361,15 +392,24 @@ def _loop(opts, out, handles, writers, programs, result, stop, refresh) -> None:
                 raise PcapToolError(f"capture on {stats[i].name} failed: {exc}") from None
             if n:
                 wrote = True
+                if callbacks[i] is None:  # libpcap dumped them itself
+                    stats[i].written += n
                 result.written = sum(st.written for st in stats)
             if opts.count and result.written >= opts.count:
-                out.flush()
+                _flush(out, handles)
                 result.reason = "count"
                 return
             if opts.count:
                 remaining = opts.count - result.written
         if wrote:
-            out.flush()  # per select batch, so `capture | translate` is live
+            _flush(out, handles)  # per select batch, so `capture | translate` is live
+
+
+def _flush(out: BinaryIO, handles) -> None:
+    out.flush()
+    for handle in handles:
+        if hasattr(handle, "flush"):
+            handle.flush()
 
 
 def _callback(writer, program, stats: HandleStats, out: BinaryIO):
@@ -423,7 +463,7 @@ def _refresh_filter(handles, stats, opts, refresh, programs, callbacks, writers,
         else:
             for handle in handles:
                 handle.setfilter(expression)
-    except pcapy.PcapError as exc:
+    except (pcapy.PcapError, PcapToolError) as exc:
         log("ERROR", f"new filter refused, old one kept: {exc}", filter=expression)
         return
     log("NOTICE", "filter updated after re-resolving host names", filter=expression)

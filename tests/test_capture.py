@@ -33,6 +33,13 @@ def lab2():
         yield lab
 
 
+@pytest.fixture(params=["auto", "pcapy"])
+def engine(request, monkeypatch):
+    """Both read paths: libpcap's C dump loop (one interface to pcap) and pcapy-ng's."""
+    monkeypatch.setenv("PCAPTOOL_CAPTURE_ENGINE", request.param)  # pcaptool_env() copies it
+    return request.param
+
+
 def start(lab: Lab, tmp_path, *args: str, **kw) -> tuple[subprocess.Popen, os.PathLike]:
     """Start capture in the lab and wait until its ready file says it is capturing."""
     ready = tmp_path / "ready"
@@ -46,7 +53,7 @@ def start(lab: Lab, tmp_path, *args: str, **kw) -> tuple[subprocess.Popen, os.Pa
     return proc, ready
 
 
-def test_count_equals_sent_and_ends_capture(lab, tmp_path):
+def test_count_equals_sent_and_ends_capture(lab, tmp_path, engine):
     out = tmp_path / "c.pcap"
     proc, ready = start(
         lab, tmp_path, "-i", "eth", "--filter", "udp port 9999", "-w", str(out), "--count", "300"
@@ -65,6 +72,13 @@ def test_count_equals_sent_and_ends_capture(lab, tmp_path):
     assert stats["stopped_by"] == "count"
     assert stats["packets_dropped_kernel"] == 0
     assert [i["name"] for i in stats["interfaces"]] == ["eth0"]
+    with open(out, "rb") as f:
+        reader = CaptureReader(f, "c.pcap")
+        assert len(list(reader)) == 300
+    # libpcap's own loop asks for nanoseconds; pcapy-ng only gives microseconds
+    assert reader.nanosecond == (engine == "auto")
+    expected_engine = "libpcap-dump" if engine == "auto" else "pcapy"
+    assert f'"engine":"{expected_engine}"' in err.decode()
 
 
 def test_count_stops_before_all_sent_packets(lab, tmp_path):
@@ -76,7 +90,7 @@ def test_count_stops_before_all_sent_packets(lab, tmp_path):
     assert stats_line(proc.stderr.read())["packets_written"] == 25
 
 
-def test_duration_ends_capture_even_when_nothing_matches(lab, tmp_path):
+def test_duration_ends_capture_even_when_nothing_matches(lab, tmp_path, engine):
     out = tmp_path / "c.pcap"
     t0 = time.monotonic()
     proc, ready = start(
@@ -102,7 +116,7 @@ def test_duration_from_env(lab, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_capture_leaves_a_whole_file(lab, tmp_path, sig):
+def test_signal_mid_capture_leaves_a_whole_file(lab, tmp_path, engine, sig):
     out = tmp_path / "c.pcap"
     proc, ready = start(lab, tmp_path, "-i", "eth", "-w", str(out), "--l4-protos", "udp")
     lab.send_udp(500, size=700)
@@ -119,7 +133,7 @@ def test_signal_mid_capture_leaves_a_whole_file(lab, tmp_path, sig):
     assert stats["packets_received"] == 500
 
 
-def test_stdout_is_live_and_sigterm_closes_it(lab, tmp_path):
+def test_stdout_is_live_and_sigterm_closes_it(lab, tmp_path, engine):
     """`capture | reader` sees packets while capture runs (flushed per batch)."""
     proc, _ = start(lab, tmp_path, "-i", "eth", "--ports", "9999")
     reader = CaptureReader(proc.stdout, "capture")
@@ -204,7 +218,7 @@ def test_compat_filters_in_user_space(lab, tmp_path):
     assert stats["packets_received"] >= 100  # the kernel delivered everything
 
 
-def test_snaplen_truncates_and_keeps_wire_length(lab, tmp_path):
+def test_snaplen_truncates_and_keeps_wire_length(lab, tmp_path, engine):
     out = tmp_path / "c.pcap"
     proc, _ = start(
         lab, tmp_path, "-i", "eth", "-w", str(out), "--ports", "9999", "--snaplen", "100", "-c", "3"
@@ -239,7 +253,7 @@ def test_ipv6_and_pcapng_on_one_interface(lab, tmp_path):
     assert rows == [[lab.addr6(0, 2), "eth0"]] * 8
 
 
-def test_resolve_every_updates_the_live_filter(lab, tmp_path):
+def test_resolve_every_updates_the_live_filter(lab, tmp_path, engine):
     """--hosts NAME re-resolved: when the name moves, the kernel filter follows."""
     hosts = lab.hosts_file(lab.cap)
     hosts.write_text(f"127.0.0.1 localhost\n{lab.addr(0, 2)} peer.ptcap.test\n")

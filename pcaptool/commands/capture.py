@@ -145,6 +145,13 @@ def capture(
         envvar="PCAP_COMPAT",
         help="Cloud Run gen1: interface 'any', filter applied per packet in user space.",
     ),
+    engine: str = typer.Option(
+        "auto",
+        "--engine",
+        envvar="PCAPTOOL_CAPTURE_ENGINE",
+        hidden=True,
+        help="auto (libpcap's C dump loop for one interface to pcap) or pcapy (always).",
+    ),
     ready_file: str = typer.Option(
         "/tmp/pcaptool/ready",
         "--ready-file",
@@ -201,6 +208,7 @@ def capture(
         compat=compat,
         ready_file=ready_file or None,
         resolve_every=resolve_every,
+        engine=engine,
     )
     if output in ("-", ""):
         if sys.stdout.isatty():
