@@ -3,7 +3,7 @@
 #
 # For each rate (packets/s), trafgen (netsniff-ng) sends RATE*SECS UDP packets from one
 # namespace to the other while the capture runs in the receiving namespace; first pcaptool,
-# then tcpdump, same load. Printed per tool: packets sent, captured (read back from the file
+# then tcpdump, then pcaptool --format pcapng (the pcapy-ng path), same load. Printed per tool: packets sent, captured (read back from the file
 # with capinfos), kernel drops, CPU seconds the capture process used while the load ran
 # (/proc/PID/schedstat, between "ready" and the stop signal, so start-up is left out),
 # and the CPU per packet ratio pcaptool/tcpdump. Needs root, trafgen, tcpdump, capinfos.
@@ -64,8 +64,12 @@ cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 run_one() {
   local tool=$1 rate=$2 n=$(($2 * SECS)) out="$work/$1.pcap" err="$work/$1.err" pid t0 t1 drops
   rm -f "$out" "$err" "$work/ready"
-  if [ "$tool" = pcaptool ]; then
-    ip netns exec "$cap" env PYTHONPATH="$PWD" python3 -m pcaptool capture -i eth \
+  if [ "$tool" != tcpdump ]; then
+    # pcaptool: libpcap's C dump loop (one interface to pcap, the default engine);
+    # pcaptool-ng: --format pcapng, every packet through pcapy-ng and Python
+    local fmt=pcap
+    [ "$tool" = pcaptool-ng ] && fmt=pcapng
+    ip netns exec "$cap" env PYTHONPATH="$PWD" python3 -m pcaptool capture -i eth --format "$fmt" \
       --filter "udp port 9999" -w "$out" --ready-file "$work/ready" 2>"$err" &
     pid=$!
     for _ in $(seq 200); do [ -e "$work/ready" ] && break; sleep 0.05; done
@@ -78,11 +82,11 @@ run_one() {
   t0=$(cpu_ns "$pid")
   ip netns exec "$peer" trafgen --dev eth0 --conf "$work/udp.cfg" --cpus 1 --rate "${rate}pps" \
     --num "$n" --no-sock-mem --notouch-irq --qdisc-path --no-cpu-stats >/dev/null 2>&1
-  sleep 0.5
+  sleep 1.2 # > tcpdump's 1 s TPACKET_V3 block timeout, so the last packets are delivered
   t1=$(cpu_ns "$pid")
   kill -TERM "$pid"
   wait "$pid" || true
-  if [ "$tool" = pcaptool ]; then
+  if [ "$tool" != tcpdump ]; then
     drops=$(tail -n1 "$err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["packets_dropped_kernel"])')
   else
     drops=$(awk '/dropped by kernel/ {print $1}' "$err")
@@ -90,17 +94,19 @@ run_one() {
   echo "$(capinfos -T -M -c -r "$out" | awk -F'\t' '{print $2}') ${drops:-?} $(awk -v d=$((t1 - t0)) 'BEGIN {printf "%.4f", d / 1e9}')"
 }
 
-printf '%-8s %-9s %9s %9s %7s %8s %12s\n' rate tool sent captured drops cpu_s us/packet
+printf '%-8s %-11s %9s %9s %7s %8s %12s\n' rate tool sent captured drops cpu_s us/packet
 for rate in $RATES; do
   n=$((rate * SECS))
   read -r pc_cap pc_drop pc_cpu < <(run_one pcaptool "$rate")
   read -r td_cap td_drop td_cpu < <(run_one tcpdump "$rate")
-  for row in "pcaptool $pc_cap $pc_drop $pc_cpu" "tcpdump $td_cap $td_drop $td_cpu"; do
+  read -r ng_cap ng_drop ng_cpu < <(run_one pcaptool-ng "$rate")
+  for row in "pcaptool $pc_cap $pc_drop $pc_cpu" "tcpdump $td_cap $td_drop $td_cpu" \
+    "pcaptool-ng $ng_cap $ng_drop $ng_cpu"; do
     read -r tool captured drops cpu <<<"$row"
-    printf '%-8s %-9s %9s %9s %7s %8s %12s\n' "$rate" "$tool" "$n" "$captured" "$drops" "$cpu" \
+    printf '%-8s %-11s %9s %9s %7s %8s %12s\n' "$rate" "$tool" "$n" "$captured" "$drops" "$cpu" \
       "$(awk -v c="$cpu" -v p="$captured" 'BEGIN {printf "%.3f", p ? c * 1e6 / p : 0}')"
   done
-  awk -v a="$pc_cpu" -v b="$td_cpu" -v r="$rate" \
-    'BEGIN {if (b > 0) printf "%-8s CPU ratio pcaptool/tcpdump: %.1fx\n", r, a / b; else printf "%-8s CPU ratio: tcpdump used < 1 tick\n", r}'
+  awk -v a="$pc_cpu" -v b="$td_cpu" -v c="$ng_cpu" -v r="$rate" -v pa="$pc_cap" -v pb="$td_cap" -v pc="$ng_cap" \
+    'BEGIN {printf "%-8s CPU per packet vs tcpdump: pcaptool %.1fx, pcaptool-ng %.1fx\n", r, (a / pa) / (b / pb), (c / pc) / (b / pb)}'
 done
 echo "(CPU = time on CPU of the capture process while the load ran, from /proc/PID/schedstat; payload ${SIZE} B; ${SECS} s per run)"

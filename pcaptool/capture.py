@@ -295,7 +295,11 @@ def run_capture(
             engine="libpcap-dump" if fast is not None else "pcapy",
         )
         with _StopFlag() as stop:
-            _loop(opts, out, handles, writers, programs, result, stop, refresh)
+            try:
+                _loop(opts, out, handles, writers, programs, result, stop, refresh)
+            except BrokenPipeError:
+                # `capture | head`: the reader left; what it read is whole, stop quietly.
+                result.reason = "output closed"
     finally:
         ready.remove()
         result.written = sum(st.written for st in result.interfaces)

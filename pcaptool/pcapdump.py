@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import glob
 import os
+import stat
 from functools import cache
 
 from pcaptool.errors import PcapToolError, UsageError
@@ -94,6 +95,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     libc = ctypes.CDLL(None)
     libc.fdopen.restype = p
     libc.fdopen.argtypes = [c_int, c_char_p]
+    libc.ferror.argtypes = [p]
     lib.libc = libc  # type: ignore[attr-defined]
 
 
@@ -119,6 +121,7 @@ class DumpHandle:
         err = ctypes.create_string_buffer(PCAP_ERRBUF_SIZE)
         self.p = lib.pcap_create(name.encode(), err)
         self.dumper = None
+        self._stream = None
         if not self.p:
             raise PcapToolError(
                 f"cannot open interface {name}: {err.value.decode(errors='replace')}"
@@ -150,6 +153,7 @@ class DumpHandle:
         if not stream:
             os.close(fd)
             raise PcapToolError("cannot open the output for libpcap")
+        self._stream = stream
         self.dumper = self.lib.pcap_dump_fopen(self.p, stream)
         if not self.dumper:
             raise PcapToolError(f"cannot write pcap: {self.lib.pcap_geterr(self.p).decode()}")
@@ -190,8 +194,15 @@ class DumpHandle:
         return n
 
     def flush(self) -> None:
-        if self.dumper and self.lib.pcap_dump_flush(self.dumper) < 0:
-            raise BrokenPipeError("the capture output was closed")
+        """fflush the output; a failed write (pcap_dump() ignores them) surfaces here."""
+        if not self.dumper:
+            return
+        if self.lib.pcap_dump_flush(self.dumper) < 0 or self.lib.libc.ferror(self._stream):
+            if stat.S_ISFIFO(os.fstat(self._out_fd).st_mode) or stat.S_ISSOCK(
+                os.fstat(self._out_fd).st_mode
+            ):
+                raise BrokenPipeError("the capture output was closed")
+            raise PcapToolError("writing the capture failed (disk full?)")
 
     def stats(self) -> tuple[int, int, int]:
         st = _Stat()

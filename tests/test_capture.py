@@ -373,3 +373,18 @@ def test_bad_values_are_one_line_exit_2(args, message):
 
 def _cli(*args: str) -> list[str]:
     return [*PCAPTOOL, *args]
+
+
+def test_reader_leaving_stops_capture_quietly(lab, tmp_path, engine):
+    """`capture | head -c 100`: exit 0, no traceback, the stats line says why."""
+    proc, ready = start(lab, tmp_path, "-i", "eth", "--ports", "9999")
+    lab.send_udp(50, size=200)
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()
+    lab.send_udp(600, size=1000)  # more than a pipe holds: the next write fails
+    rc = proc.wait(timeout=20)
+    err = proc.stderr.read()
+    assert rc == 0, err
+    assert b"Traceback" not in err
+    assert stats_line(err)["stopped_by"] == "output closed"
+    assert not ready.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -215,6 +216,10 @@ def capture(
             raise UsageError("refusing to write a capture to a terminal: use -w FILE or a pipe")
         out = sys.stdout.buffer
         result = run_capture(opts, out, expression, builder.refresh)
+        if result.reason == "output closed":
+            # nothing more can reach the reader; keep the interpreter's last flush quiet
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
     else:
         try:
             out = open(output, "wb")  # noqa: SIM115 - closed below, after the stats
