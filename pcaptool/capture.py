@@ -17,6 +17,7 @@ import json
 import os
 import select
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +26,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pcaptool.errors import PcapToolError, UsageError
-from pcaptool.pcapfile import LINKTYPE_NAMES, PCAP_RECORD, PcapngWriter, PcapWriter
+from pcaptool.pcapfile import (
+    BLOCK_EPB,
+    LINKTYPE_NAMES,
+    PCAP_RECORD,
+    PcapngWriter,
+    PcapWriter,
+)
 
 DEFAULT_READY_FILE = "/tmp/pcaptool/ready"
 DEFAULT_SNAPLEN = 65536
@@ -34,6 +41,10 @@ MAX_SNAPLEN = 262144
 IFF_LOOPBACK = 0x8
 SELECT_TICK = 0.25  # seconds: how often the loop looks at the clock with no packets
 SYS_CLASS_NET = Path("/sys/class/net")
+# pcapng enhanced packet block head: type, length, interface, ts high, ts low, caplen, wirelen
+EPB_HEAD = struct.Struct("<IIIIIII")
+U32_LE = struct.Struct("<I").pack
+_PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 def log(severity: str, message: str, **fields: object) -> None:
@@ -423,13 +434,22 @@ def _callback(writer, program, stats: HandleStats, out: BinaryIO):
     """
     match = program.filter if program is not None else None
     if isinstance(writer, tuple):
-        write_ng, iface = writer[0].write, writer[1]
+        # An enhanced packet block in two writes (PcapngWriter.write's layout, inlined:
+        # this runs once per packet).
+        iface = writer[1]
+        epb = EPB_HEAD.pack
+        write = out.write
 
         def on_packet(hdr, data: bytes) -> None:
             if match is not None and not match(data):
                 return
             sec, usec = hdr.getts()
-            write_ng(iface, sec * 1_000_000_000 + usec * 1000, data, hdr.getlen())
+            ts = sec * 1_000_000_000 + usec * 1000
+            n = len(data)
+            pad = -n & 3
+            blen = 32 + n + pad
+            write(epb(BLOCK_EPB, blen, iface, ts >> 32, ts & 0xFFFFFFFF, n, hdr.getlen()))
+            write(data + _PADDING[pad] + U32_LE(blen))
             stats.written += 1
 
         return on_packet

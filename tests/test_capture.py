@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import threading
@@ -388,3 +389,20 @@ def test_reader_leaving_stops_capture_quietly(lab, tmp_path, engine):
     assert b"Traceback" not in err
     assert stats_line(err)["stopped_by"] == "output closed"
     assert not ready.exists()
+
+
+@pytest.mark.skipif(not shutil.which("ping"), reason="needs ping (iputils-ping)")
+def test_ping_requests_and_replies_are_captured(lab, tmp_path):
+    out = tmp_path / "c.pcap"
+    proc, _ = start(lab, tmp_path, "-i", "eth", "-w", str(out), "--l4-protos", "icmp,icmp6")
+    r = lab.exec(lab.peer, "ping", "-c", "5", "-i", "0.05", "-W", "2", lab.addr(0, 1))
+    assert r.returncode == 0, r.stdout
+    r = lab.exec(lab.peer, "ping", "-6", "-c", "3", "-i", "0.05", "-W", "2", lab.addr6(0, 1))
+    assert r.returncode == 0, r.stdout
+    time.sleep(0.3)
+    rc, _, err = stop(proc)
+    assert rc == 0, err
+    kinds = Counter(tuple(r) for r in tshark_fields(out, "icmp.type", "icmpv6.type"))
+    # echo request/reply: ICMP 8/0, ICMPv6 128/129 (neighbour discovery is also ICMPv6)
+    assert kinds[("8", "")] == 5 and kinds[("0", "")] == 5
+    assert kinds[("", "128")] == 3 and kinds[("", "129")] == 3
