@@ -318,3 +318,22 @@ def test_ipv6_tcp_flags_match_tshark(flags, mask, corpus):
         assert ours == expected, path.name
         checked += len(expected)
     assert checked > 0
+
+
+def test_docs_examples_are_what_the_command_prints():
+    """docs/capture.md's `$ pcaptool capture --print-filter ...` examples, run for real."""
+    import shlex
+
+    from conftest import REPO
+
+    lines = (REPO / "docs" / "capture.md").read_text().splitlines()
+    examples = [
+        (line[2:], lines[i + 1])
+        for i, line in enumerate(lines)
+        if line.startswith("$ pcaptool capture --print-filter")
+    ]
+    assert len(examples) >= 8
+    for command, expected in examples:
+        r = run_pcaptool(*shlex.split(command)[1:])
+        assert r.returncode == 0, (command, r.stderr)
+        assert r.stdout.decode().strip() == expected, command
