@@ -8,8 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import corpus_files, run_pcaptool
 
+from conftest import corpus_files, run_pcaptool
 from pcaptool.bpf import FilterBuilder, FilterSettings, is_dns_name
 from pcaptool.errors import PcapToolError, UsageError
 

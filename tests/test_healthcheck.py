@@ -11,9 +11,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from netns_helpers import Lab, stats_line, wait_for
 
+from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from pcaptool.health import port_accepts
 
 
