@@ -162,15 +162,16 @@ def capture(
 ) -> None:
     """Capture packets to a pcap/pcapng stream (stdout or -w FILE).
 
-    Stops on --count, --duration, SIGTERM or SIGINT: the stream is flushed and closed,
-    the exit code is 0 and one JSON line on stderr gives the packets received, dropped
-    (kernel, interface) and written. Needs root or CAP_NET_RAW.
+    Stops on --count, --duration, SIGTERM or SIGINT: the stream is flushed and
+    closed, the exit code is 0 and one JSON line on stderr gives the packets
+    received, dropped (kernel, interface) and written. Needs root or
+    CAP_NET_RAW.
 
     Example:
 
         pcaptool capture -i eth --ports 443 --tcp-flags syn,rst -w syn.pcap
 
-        pcaptool capture --print-filter --hosts metadata.google.internal --exclude-ports 22
+        pcaptool capture --print-filter --hosts example.com --exclude-ports 22
 
         pcaptool capture -i eth --duration 60 | pcaptool translate
     """

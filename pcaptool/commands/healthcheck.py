@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(
-    help="Readiness signal for Cloud Run's TCP startup probe and Docker's HEALTHCHECK.",
-    no_args_is_help=True,
-)
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.callback()
+def healthcheck() -> None:
+    """Readiness signal for Cloud Run's TCP startup probe and Docker's
+    HEALTHCHECK.
+
+    `serve` keeps a TCP port open only while `pcaptool capture` runs (its
+    ready file exists); `probe` exits 0/1 on the same signal.
+
+    Example:
+
+        pcaptool healthcheck serve --port 12345 &
+
+        pcaptool healthcheck probe || echo "capture is not running"
+    """
+
 
 _READY_FILE = typer.Option(
     "/tmp/pcaptool/ready",
@@ -25,9 +39,10 @@ def serve(
 ) -> None:
     """Accept TCP connections on --port only while capture is running.
 
-    The port is listening while the ready file exists (capture's handles are open and
-    its filter applied) and closed otherwise, so connections are refused before capture
-    is ready and after it ends. Runs until SIGTERM/SIGINT (exit 0).
+    The port is listening while the ready file exists (capture's handles are
+    open and its filter applied) and closed otherwise, so connections are
+    refused before capture is ready and after it ends. Runs until
+    SIGTERM/SIGINT (exit 0).
 
     Example:
 
@@ -50,7 +65,8 @@ def probe(
     ),
     ready_file: str = _READY_FILE,
 ) -> None:
-    """Exit 0 if capture is running (ready file present, its process alive), else 1.
+    """Exit 0 if capture is running (ready file present, its process alive), else
+    1.
 
     Example:
 
