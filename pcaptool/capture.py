@@ -233,6 +233,9 @@ class _StopFlag:
         self._old_wakeup = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old[sig] = signal.signal(sig, self._handler)
+            # SA_RESTART: a write blocked inside libpcap's C dump loop (slow reader on a
+            # pipe) resumes instead of failing half-way; select() still wakes (self-pipe).
+            signal.siginterrupt(sig, False)
         return self
 
     def _handler(self, signum: int, _frame: object) -> None:
@@ -379,10 +382,12 @@ def _loop(opts, out, handles, writers, programs, result, stop, refresh) -> None:
     while True:
         if stop.signal is not None:
             result.reason = signal.Signals(stop.signal).name
+            _drain(opts, out, handles, callbacks, stats, result)
             return
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             result.reason = "duration"
+            _drain(opts, out, handles, callbacks, stats, result)
             return
         if next_resolve is not None and now >= next_resolve:
             next_resolve = now + opts.resolve_every
@@ -418,6 +423,20 @@ def _loop(opts, out, handles, writers, programs, result, stop, refresh) -> None:
                 remaining = opts.count - result.written
         if wrote:
             _flush(out, handles)  # per select batch, so `capture | translate` is live
+
+
+def _drain(opts, out, handles, callbacks, stats, result) -> None:
+    """On stop, write what the kernel already handed over (one non-blocking read each)."""
+    for i, handle in enumerate(handles):
+        remaining = opts.count - result.written if opts.count else -1
+        if remaining == 0:
+            break
+        with contextlib.suppress(Exception):
+            n = handle.dispatch(remaining, callbacks[i])
+            if n > 0 and callbacks[i] is None:
+                stats[i].written += n
+            result.written = sum(st.written for st in stats)
+    _flush(out, handles)
 
 
 def _flush(out: BinaryIO, handles) -> None:

@@ -406,3 +406,18 @@ def test_ping_requests_and_replies_are_captured(lab, tmp_path):
     # echo request/reply: ICMP 8/0, ICMPv6 128/129 (neighbour discovery is also ICMPv6)
     assert kinds[("8", "")] == 5 and kinds[("0", "")] == 5
     assert kinds[("", "128")] == 3 and kinds[("", "129")] == 3
+
+
+def test_sigterm_with_a_slow_reader_leaves_a_whole_stream(lab, tmp_path, engine):
+    """The writer is blocked on a full pipe when SIGTERM comes: the stream still reads whole."""
+    proc, _ = start(lab, tmp_path, "-i", "eth", "--ports", "9999")
+    lab.send_udp(3000, size=1000)  # ~3 MB: far more than the pipe holds
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    packets = list(CaptureReader(proc.stdout, "capture"))  # raises if a record is cut short
+    assert proc.wait(timeout=20) == 0
+    stats = stats_line(proc.stderr.read())
+    assert stats["stopped_by"] == "SIGTERM"
+    assert len(packets) == stats["packets_written"] > 0
+    assert stats["packets_received"] == 3000

@@ -194,6 +194,23 @@ def capture(
             exclude_ipv6=exclude_ipv6,
         )
     )
+    if builder.raw_filter:
+        ignored = {
+            "PCAP_L3_PROTOS": l3_protos not in ("ipv4,ipv6", "", None),
+            "PCAP_L4_PROTOS": l4_protos not in ("tcp,udp", "", None),
+            "PCAP_IPV4": (ipv4 or "DISABLED").upper() != "DISABLED",
+            "PCAP_IPV6": (ipv6 or "DISABLED").upper() != "DISABLED",
+            "PCAP_HOSTS": (hosts or "ALL").upper() != "ALL",
+            "PCAP_PORTS": (ports or "ALL").upper() != "ALL",
+            "PCAP_TCP_FLAGS": (tcp_flags or "ANY").upper() != "ANY",
+        }
+        if any(ignored.values()):
+            log(
+                "WARNING",
+                "--filter/PCAP_FILTER is set: the simple filter settings are ignored "
+                "(the exclusions still apply)",
+                ignored=[k for k, v in ignored.items() if v],
+            )
     expression = builder.build()
     bpf.compile_check(expression, snaplen=max(snaplen, 1))
     if print_filter:
