@@ -60,7 +60,7 @@ EOF
 # nanoseconds on CPU (user + system) of a process: the first field of schedstat
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 
-# run_one TOOL RATE -> prints "captured drops cpu_seconds"
+# run_one TOOL RATE -> prints "captured drops cpu_seconds achieved_send_rate"
 run_one() {
   local tool=$1 rate=$2 n=$(($2 * SECS)) out="$work/$1.pcap" err="$work/$1.err" pid t0 t1 drops
   rm -f "$out" "$err" "$work/ready"
@@ -80,8 +80,11 @@ run_one() {
   fi
   sleep 0.2
   t0=$(cpu_ns "$pid")
+  local w0 w1
+  w0=$(date +%s%N)
   ip netns exec "$peer" trafgen --dev eth0 --conf "$work/udp.cfg" --cpus 1 --rate "${rate}pps" \
     --num "$n" --no-sock-mem --notouch-irq --qdisc-path --no-cpu-stats >/dev/null 2>&1
+  w1=$(date +%s%N)
   sleep 1.2 # > tcpdump's 1 s TPACKET_V3 block timeout, so the last packets are delivered
   t1=$(cpu_ns "$pid")
   kill -TERM "$pid"
@@ -91,19 +94,19 @@ run_one() {
   else
     drops=$(awk '/dropped by kernel/ {print $1}' "$err")
   fi
-  echo "$(capinfos -T -M -c -r "$out" | awk -F'\t' '{print $2}') ${drops:-?} $(awk -v d=$((t1 - t0)) 'BEGIN {printf "%.4f", d / 1e9}')"
+  echo "$(capinfos -T -M -c -r "$out" | awk -F'\t' '{print $2}') ${drops:-?} $(awk -v d=$((t1 - t0)) 'BEGIN {printf "%.4f", d / 1e9}') $(awk -v n="$n" -v d=$((w1 - w0)) 'BEGIN {printf "%.0f", n * 1e9 / d}')"
 }
 
-printf '%-8s %-11s %9s %9s %7s %8s %12s\n' rate tool sent captured drops cpu_s us/packet
+printf '%-8s %-11s %9s %9s %9s %7s %8s %12s\n' rate tool sent sent_pps captured drops cpu_s us/packet
 for rate in $RATES; do
   n=$((rate * SECS))
-  read -r pc_cap pc_drop pc_cpu < <(run_one pcaptool "$rate")
-  read -r td_cap td_drop td_cpu < <(run_one tcpdump "$rate")
-  read -r ng_cap ng_drop ng_cpu < <(run_one pcaptool-ng "$rate")
-  for row in "pcaptool $pc_cap $pc_drop $pc_cpu" "tcpdump $td_cap $td_drop $td_cpu" \
-    "pcaptool-ng $ng_cap $ng_drop $ng_cpu"; do
-    read -r tool captured drops cpu <<<"$row"
-    printf '%-8s %-11s %9s %9s %7s %8s %12s\n' "$rate" "$tool" "$n" "$captured" "$drops" "$cpu" \
+  read -r pc_cap pc_drop pc_cpu pc_pps < <(run_one pcaptool "$rate")
+  read -r td_cap td_drop td_cpu td_pps < <(run_one tcpdump "$rate")
+  read -r ng_cap ng_drop ng_cpu ng_pps < <(run_one pcaptool-ng "$rate")
+  for row in "pcaptool $pc_cap $pc_drop $pc_cpu $pc_pps" "tcpdump $td_cap $td_drop $td_cpu $td_pps" \
+    "pcaptool-ng $ng_cap $ng_drop $ng_cpu $ng_pps"; do
+    read -r tool captured drops cpu pps <<<"$row"
+    printf '%-8s %-11s %9s %9s %9s %7s %8s %12s\n' "$rate" "$tool" "$n" "$pps" "$captured" "$drops" "$cpu" \
       "$(awk -v c="$cpu" -v p="$captured" 'BEGIN {printf "%.3f", p ? c * 1e6 / p : 0}')"
   done
   awk -v a="$pc_cpu" -v b="$td_cpu" -v c="$ng_cpu" -v r="$rate" -v pa="$pc_cap" -v pb="$td_cap" -v pc="$ng_cap" \
