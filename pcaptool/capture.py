@@ -275,52 +275,53 @@ def run_capture(
     ready = ReadyFile(opts.ready_file)
     handles = []
     fast = _dump_library(opts, out)
-    try:
-        for name in opts.interfaces:
-            if fast is not None:
-                from pcaptool.pcapdump import DumpHandle
+    # Signals are caught from here on: a SIGTERM while handles open ends capture cleanly.
+    with _StopFlag() as stop:
+        try:
+            for name in opts.interfaces:
+                if fast is not None:
+                    from pcaptool.pcapdump import DumpHandle
 
-                handle = DumpHandle(
-                    fast, name, opts.snaplen, opts.promisc, opts.buffer_size, out.fileno()
-                )
-            else:
-                handle = open_handle(name, opts)
-            handles.append(handle)
-            result.interfaces.append(HandleStats(name, handle.datalink()))
-        programs = _apply_filter(handles, result.interfaces, expression, opts)
-        fmt = opts.fmt or ("pcapng" if len(handles) > 1 else "pcap")
-        out.flush()
-        if fast is not None:
-            handles[0].start_dump()  # libpcap writes the header and every record
-            handles[0].flush()
-            writers = [None]
-        else:
-            writers = _writers(out, fmt, result.interfaces, opts.snaplen)
+                    handle = DumpHandle(
+                        fast, name, opts.snaplen, opts.promisc, opts.buffer_size, out.fileno()
+                    )
+                else:
+                    handle = open_handle(name, opts)
+                handles.append(handle)
+                result.interfaces.append(HandleStats(name, handle.datalink()))
+            programs = _apply_filter(handles, result.interfaces, expression, opts)
+            fmt = opts.fmt or ("pcapng" if len(handles) > 1 else "pcap")
             out.flush()
-        ready.create(interfaces=opts.interfaces, filter=expression, compat=opts.compat)
-        log(
-            "INFO",
-            "capture started",
-            interfaces=opts.interfaces,
-            filter=expression,
-            compat=opts.compat,
-            format=fmt,
-            snaplen=opts.snaplen,
-            engine="libpcap-dump" if fast is not None else "pcapy",
-        )
-        with _StopFlag() as stop:
+            if fast is not None:
+                handles[0].start_dump()  # libpcap writes the header and every record
+                handles[0].flush()
+                writers = [None]
+            else:
+                writers = _writers(out, fmt, result.interfaces, opts.snaplen)
+                out.flush()
+            ready.create(interfaces=opts.interfaces, filter=expression, compat=opts.compat)
+            log(
+                "INFO",
+                "capture started",
+                interfaces=opts.interfaces,
+                filter=expression,
+                compat=opts.compat,
+                format=fmt,
+                snaplen=opts.snaplen,
+                engine="libpcap-dump" if fast is not None else "pcapy",
+            )
             try:
                 _loop(opts, out, handles, writers, programs, result, stop, refresh)
             except BrokenPipeError:
                 # `capture | head`: the reader left; what it read is whole, stop quietly.
                 result.reason = "output closed"
-    finally:
-        ready.remove()
-        result.written = sum(st.written for st in result.interfaces)
-        for handle, stats in zip(handles, result.interfaces, strict=False):
-            with contextlib.suppress(pcapy.PcapError, PcapToolError):
-                stats.received, stats.dropped, stats.ifdropped = handle.stats()
-            handle.close()
+        finally:
+            ready.remove()
+            result.written = sum(st.written for st in result.interfaces)
+            for handle, stats in zip(handles, result.interfaces, strict=False):
+                with contextlib.suppress(pcapy.PcapError, PcapToolError):
+                    stats.received, stats.dropped, stats.ifdropped = handle.stats()
+                handle.close()
     return result
 
 
