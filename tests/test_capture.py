@@ -4,6 +4,7 @@ tshark as the independent reader of what was written."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import shutil
@@ -421,3 +422,25 @@ def test_sigterm_with_a_slow_reader_leaves_a_whole_stream(lab, tmp_path, engine)
     assert stats["stopped_by"] == "SIGTERM"
     assert len(packets) == stats["packets_written"] > 0
     assert stats["packets_received"] == 3000
+
+
+def test_capture_pipe_translate_shows_interface_names(lab2, tmp_path):
+    """capture (2 interfaces, pcapng) | translate: each record names its interface."""
+    lab = lab2
+    proc, _ = start(lab, tmp_path, "-i", "eth", "--ports", "9999", "-c", "10")
+    translate = subprocess.Popen(
+        [*PCAPTOOL, "translate"],
+        stdin=proc.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=pcaptool_env(),
+    )
+    proc.stdout.close()
+    lab.send_udp(4, link=0)
+    lab.send_udp(6, link=1)
+    out, err = translate.communicate(timeout=30)
+    assert proc.wait(timeout=20) == 0
+    assert translate.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    names = Counter(r["pcap"]["iface"]["name"] for r in records)
+    assert names == {"eth0": 4, "eth1": 6}
