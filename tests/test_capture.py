@@ -444,3 +444,28 @@ def test_capture_pipe_translate_shows_interface_names(lab2, tmp_path):
     records = [json.loads(line) for line in out.splitlines()]
     names = Counter(r["pcap"]["iface"]["name"] for r in records)
     assert names == {"eth0": 4, "eth1": 6}
+
+
+@pytest.mark.parametrize("engine_name", ["auto", "pcapy"])
+def test_buffer_size_is_applied(lab, tmp_path, monkeypatch, engine_name):
+    monkeypatch.setenv("PCAPTOOL_CAPTURE_ENGINE", engine_name)
+    out = tmp_path / "c.pcap"
+    proc, _ = start(
+        lab,
+        tmp_path,
+        "-i",
+        "eth",
+        "-w",
+        str(out),
+        "--ports",
+        "9999",
+        "-c",
+        "5",
+        "--buffer-size",
+        str(8 << 20),
+    )
+    lab.send_udp(5)
+    assert proc.wait(timeout=20) == 0
+    assert len(tshark_fields(out, "frame.number")) == 5
+    r = run_pcaptool("capture", "-w", os.devnull, "--buffer-size", "-1")
+    assert r.returncode == 2 and b"cannot be negative" in r.stderr
