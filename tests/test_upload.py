@@ -406,6 +406,37 @@ def test_sigterm_lets_the_upload_in_hand_finish_and_leaves_the_queue(gcs_server,
     assert last["severity"] == "WARNING" and sorted(last["left"]) == kept
 
 
+def test_drain_input_takes_the_last_parts_upstream_sends_after_sigterm(
+    gcs_server, bucket, tmp_path
+):
+    parts = make_parts(tmp_path / "parts", 4)
+    run = Running("-b", bucket, "--prefix", PREFIX, "--drain-input", env=env_for(gcs_server))
+    run.feed(parts[:2])
+    run.expect_urls(2)
+    run.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    run.feed(parts[2:])  # rotate/compress finishing their last parts, then closing the pipe
+    assert run.close(30) == 0, run.stderr.decode()
+    assert set(gcs_server.objects(bucket)) == {f"{PREFIX}/{p.name}" for p in parts}
+    assert not any(p.exists() for p in parts)
+    last = json_lines(run.stderr)[-1]
+    assert last["severity"] == "NOTICE" and last["left"] == [] and last["uploaded"] == 4
+
+
+def test_drain_input_ends_at_the_drain_deadline_if_input_stays_open(gcs_server, bucket, tmp_path):
+    parts = make_parts(tmp_path / "parts", 1)
+    run = Running(
+        "-b", bucket, "--prefix", PREFIX, "--drain-input", "--drain-timeout", "1",
+        env=env_for(gcs_server),
+    )  # fmt: skip
+    run.feed(parts)
+    run.expect_urls(1)
+    run.proc.send_signal(signal.SIGTERM)
+    rc = run.wait(30)  # stdin is still open: only the deadline ends it
+    assert rc == 0, run.stderr.decode()
+    assert json_lines(run.stderr)[-1]["message"].startswith("SIGTERM: stopped; 0 file")
+
+
 def test_sweep_leaves_files_still_being_written(gcs_server, bucket, tmp_path):
     parts_dir = tmp_path / "parts"
     done = make_parts(parts_dir, 2)
