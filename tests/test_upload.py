@@ -330,6 +330,26 @@ def test_storage_server_down_for_20s_mid_run_loses_nothing(gcs_server, bucket, t
     assert list_parts(parts_dir) == []
 
 
+def test_a_file_that_keeps_failing_stays_on_disk_and_is_retried_later(gcs_server, bucket, tmp_path):
+    (part,) = make_parts(tmp_path / "parts", 1)
+    gcs_server.stop()
+    run = Running(
+        "-b", bucket, "--prefix", PREFIX, "--retry-timeout", "1", "--retry-later", "1",
+        env=env_for(gcs_server),
+    )  # fmt: skip
+    run.feed([part])
+    time.sleep(4)  # the in-upload retries gave up at least once
+    assert part.exists()
+    gcs_server.start()
+    (url,) = run.expect_urls(1, timeout=60)
+    assert run.close(30) == 0, run.stderr.decode()
+    assert url == f"gs://{bucket}/{PREFIX}/{part.name}" and not part.exists()
+    errors = [rec for rec in json_lines(run.stderr) if rec["severity"] == "ERROR"]
+    assert errors and all(
+        str(part) in e["message"] and "retrying in" in e["message"] for e in errors
+    )
+
+
 def test_sigterm_when_idle_exits_0_after_finishing(gcs_server, bucket, tmp_path):
     parts = make_parts(tmp_path / "parts", 3)
     run = Running("-b", bucket, "--prefix", PREFIX, env=env_for(gcs_server))
