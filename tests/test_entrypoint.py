@@ -562,3 +562,21 @@ def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server,
     assert errors[-1]["message"].startswith("pcaptool sidecar finished with failures")
     # The part was not lost: it waits in the temporary directory for a later sweep.
     assert list((tmp_path / "pcap-tmp").rglob("*.pcap.gz"))
+
+
+def test_example_service_yaml_wires_the_sidecar():
+    yaml = pytest.importorskip("yaml")
+    svc = yaml.safe_load((REPO / "examples" / "service.yaml").read_text())
+    template = svc["spec"]["template"]
+    deps = json.loads(
+        template["metadata"]["annotations"]["run.googleapis.com/container-dependencies"]
+    )
+    containers = {c["name"]: c for c in template["spec"]["containers"]}
+    (app,) = [c for c in containers.values() if c.get("ports")]  # one ingress container
+    sidecar = containers["pcap-sidecar"]
+    assert deps == {app["name"]: ["pcap-sidecar"]}
+    env = {e["name"]: e["value"] for e in sidecar["env"]}
+    assert set(env) <= set(documented_settings())
+    port = int(env.get("PCAP_HC_PORT", "12345"))
+    assert sidecar["startupProbe"]["tcpSocket"]["port"] == port == 12345
+    assert "ports" not in sidecar
