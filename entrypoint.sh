@@ -137,7 +137,7 @@ read_settings() {
   export INSTANCE_STARTUP_TIMESTAMP="${INSTANCE_STARTUP_TIMESTAMP:-$(date -u +%Y/%m/%d/%H-%M)}"
   # The commands read these themselves (each option has its PCAP_* env var); the
   # normalised values are what they see.
-  export PCAP_COMPAT PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
+  export PCAP_COMPAT PCAP_COMPRESS PCAP_ORDERED PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
 }
 
 # Values only pcaptool can judge: the capture filter (simple filters, BPF syntax) and
@@ -163,6 +163,32 @@ fail_on_errors() {
       printf 'pcaptool-sidecar: error: %s\n' "${e}" >&2
     done
     exit 2
+  fi
+}
+
+# Cloud Logging links a record to Cloud Trace only with "projects/PROJECT/traces/ID", and
+# Cloud Run does not set the project in the environment: ask the metadata server once
+# (GCE_METADATA_HOST honoured, as Google's libraries do) so translate can qualify traces.
+discover_project() {
+  [[ -z "${PROJECT_ID:-}" && -z "${GOOGLE_CLOUD_PROJECT:-}" ]] || return 0
+  local project
+  project="$(python3 - <<'PY' 2>/dev/null || true
+import os, urllib.request
+
+host = os.environ.get("GCE_METADATA_HOST") or "metadata.google.internal"
+req = urllib.request.Request(
+    f"http://{host}/computeMetadata/v1/project/project-id", headers={"Metadata-Flavor": "Google"}
+)
+try:
+    with urllib.request.urlopen(req, timeout=1) as resp:
+        if resp.status == 200 and resp.headers.get("Metadata-Flavor") == "Google":
+            print(resp.read().decode().strip())
+except OSError:
+    pass
+PY
+  )"
+  if [[ "${project}" =~ ^[a-z][a-z0-9.:-]{3,62}$ ]]; then
+    export GOOGLE_CLOUD_PROJECT="${project}"
   fi
 }
 
@@ -381,7 +407,10 @@ main() {
     fail_on_errors
   fi
 
-  [[ "${PCAP_GAE}" != true || "${1:-}" == "__run_once" ]] || gae_environment
+  if [[ "${1:-}" != "__run_once" ]]; then
+    [[ "${PCAP_GAE}" != true ]] || gae_environment
+    discover_project
+  fi
   PARTS_TMP="${GCS_MOUNT}-tmp"
   if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
     UPLOAD_ARGS=(--bucket "${PCAP_GCS_BUCKET}")

@@ -277,6 +277,12 @@ def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata
         if "logging.googleapis.com/trace" in x
     }
     assert set(trace_ids) <= traced
+    # Qualified with the project the metadata server gave, as Cloud Logging links traces.
+    assert all(
+        x["logging.googleapis.com/trace"].startswith("projects/test-project/traces/")
+        for x in lines
+        if "logging.googleapis.com/trace" in x
+    )
     assert not list((tmp_path / "pcap-tmp").rglob("*.gz"))  # nothing left behind
 
     # The jq recipes of docs/sidecar.md, run as written on this run's NDJSON.
