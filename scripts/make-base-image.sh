@@ -17,11 +17,19 @@ mkdir -p "${cache}"
 if [ ! -s "${tarball}" ]; then
   work="$(mktemp -d "${cache}/rootfs.XXXXXX")"
   trap 'rm -rf "${work}"' EXIT
-  debootstrap --variant=minbase bookworm "${work}/root" "${mirror}" >"${work}/debootstrap.log" 2>&1 || {
+  # One retry: a mirror hiccup should not fail a CI run.
+  for attempt in 1 2; do
+    if debootstrap --variant=minbase bookworm "${work}/root" "${mirror}" >"${work}/debootstrap.log" 2>&1; then
+      break
+    fi
     tail -n 20 "${work}/debootstrap.log" >&2
-    echo "make-base-image: debootstrap failed" >&2
-    exit 1
-  }
+    if [ "${attempt}" = 2 ]; then
+      echo "make-base-image: debootstrap failed" >&2
+      exit 1
+    fi
+    rm -rf "${work}/root"
+    sleep 5
+  done
   # Slim like the official debian:*-slim images: no apt lists, caches or downloaded
   # .debs, and dpkg told to skip docs, man pages and translations in later installs.
   rm -rf "${work}/root/var/lib/apt/lists/"* "${work}/root/var/cache/apt/"*.bin \
