@@ -77,6 +77,11 @@ def test_bad_settings_exit_2_with_one_line_each(docker_host, pcaptool_image):
     assert any("PCAP_ROTATE_SECS='0'" in line for line in lines)
 
 
+def _health(host: str, name: str) -> str:
+    out = docker(host, "inspect", "--format", "{{.State.Health.Status}}", name).stdout
+    return out.strip()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,6 +127,11 @@ def test_container_captures_rotates_and_stops_cleanly(docker_host, pcaptool_imag
             )
             assert probe.returncode == 0
             sent = send_udp(veth, count=300, seconds=5)
+            # Docker's own HEALTHCHECK (every 10 s) reports the container healthy.
+            deadline = time.monotonic() + 30
+            while (health := _health(docker_host, name)) != "healthy":
+                assert health == "starting" and time.monotonic() < deadline, health
+                time.sleep(1)
             # Let the last datagrams reach capture (libpcap hands packets over in batches)
             # before the stop: this test counts them all.
             time.sleep(1.5)
