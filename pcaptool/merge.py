@@ -1,0 +1,703 @@
+"""Merge capture parts (pcap/pcapng, gzip or plain) or NDJSON parts into one stream.
+
+The capture merge is a streaming k-way merge (`heapq`) keyed by `(ts_ns, -input_index)`:
+at each step the earliest pending packet is written. On equal timestamps the input given
+*last* wins, because that is what `mergecap -w` does: Wireshark's `merge_read_packet()`
+scans the inputs in order and its `is_earlier()` treats an equal time as earlier, so the
+last input holding the smallest time stamp is picked (checked against mergecap 4.0 in
+tests/test_merge.py). Within one input the packet order is kept. So the output equals
+`mergecap -w` packet for packet. Memory grows with the number of inputs, not their size.
+
+Two things keep it fast and bounded:
+- a raw path: a little-endian pcap input whose time resolution equals the output's is
+  copied record by record (16-byte header + data, as read) with no decode/re-encode;
+- lazy opening: every input is probed once for its header and first time stamp and then
+  closed; it is opened again only when its first packet is due. Rotated parts rarely
+  overlap, so a merge of thousands of parts keeps only a few files open at a time.
+
+A part that breaks in the middle ends the merge with what was written so far (what
+`mergecap` does, exit 1), or with `skip_bad` is reported and left out from that point on.
+"""
+
+from __future__ import annotations
+
+import glob
+import heapq
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO
+
+from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
+from pcaptool.pcapfile import (
+    BLOCK_EPB,
+    BLOCK_HEADER,
+    EPB_BODY,
+    LINKTYPE_NAMES,
+    MAX_RECORD,
+    PCAP_HEADER,
+    PCAP_MAGIC,
+    PCAP_RECORD,
+    PCAPNG_SHB,
+    U32,
+    CaptureReader,
+    PcapngWriter,
+    PcapWriter,
+    open_input,
+)
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
+NDJSON_SUFFIXES = (".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz", ".jsonl.gz")
+GLOB_CHARS = frozenset("*?[")
+
+PCAP_MAGIC_US, PCAP_MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
+_NEW_STREAM_WORDS = frozenset(PCAP_MAGIC) | {PCAPNG_SHB}
+_PCAP_REC = PCAP_RECORD["<"]
+_EPB_HEAD = BLOCK_HEADER["<"]
+_EPB_BODY = EPB_BODY["<"]
+_U32 = U32["<"]
+# Read size per open input: large for a few inputs, smaller when many are open at once.
+_READ_BUDGET = 32 << 20
+
+
+def _decompress_errors() -> tuple[type[BaseException], ...]:
+    # isal's IsalError (corrupt deflate data) is not an OSError; catch it by name.
+    import zlib
+
+    from isal import isal_zlib
+
+    return (OSError, EOFError, ValueError, zlib.error, isal_zlib.error)
+
+
+@dataclass
+class Part:
+    """One input as the user named it (a path, `-`, or gs://bucket/object) and where it is."""
+
+    name: str
+    path: str | None  # local path or "-"; None until a Cloud Storage object is downloaded
+    size: int | None = None
+    updated: datetime | None = None
+    gcs: object = None  # pcaptool.gcsfetch.GcsObject for gs:// parts
+
+
+@dataclass
+class MergeResult:
+    packets: int = 0
+    inputs: int = 0
+    format: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+def expand_local(spec: str, suffixes: tuple[str, ...]) -> list[Part]:
+    """A file, `-`, a directory (every part in it, recursively, in name order) or a glob."""
+    if spec == "-":
+        return [Part("<stdin>", "-")]
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted((p for p in path.rglob("*") if _is_part(p, suffixes)), key=lambda p: str(p))
+        if not found:
+            raise PcapToolError(f"{spec}: no {' / '.join(suffixes[:3])} parts in this directory")
+        return [_local_part(p) for p in found]
+    if not path.exists() and GLOB_CHARS & set(spec):
+        found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not found:
+            raise PcapToolError(f"{spec}: no file matches")
+        return [_local_part(Path(p)) for p in found]
+    if not path.exists():
+        raise PcapToolError(f"{spec}: no such file or directory")
+    return [_local_part(path)]
+
+
+def _is_part(path: Path, suffixes: tuple[str, ...]) -> bool:
+    # Hidden names are temporaries (a part being written or downloaded), never a part.
+    name = path.name
+    return not name.startswith(".") and name.endswith(suffixes) and path.is_file()
+
+
+def _local_part(path: Path) -> Part:
+    st = path.stat()
+    return Part(str(path), str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def exclude_output(parts: list[Part], output: str | None, explicit: set[str]) -> list[Part]:
+    """Drop the output file from expanded inputs; refuse it when it was named as an input."""
+    if not output or output == "-" or not os.path.exists(output):
+        return parts
+    kept = []
+    for part in parts:
+        if part.path not in (None, "-") and os.path.samefile(part.path, output):
+            if part.name in explicit:
+                raise UsageError(f"{output} is both an input and the output")
+            continue
+        kept.append(part)
+    return kept
+
+
+# -- probing --------------------------------------------------------------------------------
+
+
+class _Prefixed:
+    """A read-only stream: bytes already read, then the rest of the underlying stream."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self._prefix = prefix
+        self._stream = stream
+        self._read = getattr(stream, "read1", stream.read)
+
+    def read1(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if 0 <= n < len(self._prefix):
+                out, self._prefix = self._prefix[:n], self._prefix[n:]
+                return out
+            out, self._prefix = self._prefix, b""
+            return out
+        return self._read(n)
+
+    read = read1
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _Recorder:
+    """Keeps what a probe read from stdin, so the merge can read it again."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._read = getattr(stream, "read1", stream.read)
+        self.stream = stream
+        self.seen: list[bytes] = []
+
+    def read1(self, n: int = -1) -> bytes:
+        chunk = self._read(n)
+        self.seen.append(chunk)
+        return chunk
+
+    read = read1
+
+
+@dataclass
+class _Probe:
+    part: Part
+    format: str  # "pcap" | "pcapng"
+    first_ts: int | None  # None: no packet
+    interfaces: list[tuple[int, int, str | None]]  # (linktype, snaplen, name) of section 0
+    nanosecond: bool
+    stdin_prefix: _Prefixed | None = None
+
+
+def _probe(part: Part) -> _Probe:
+    """Open a part, read its header(s) and first packet, and close it again."""
+    source = sys.stdin.buffer if part.path == "-" else part.path
+    stream = open_input(source)
+    recorder = _Recorder(stream) if part.path == "-" else None
+    try:
+        reader = CaptureReader(recorder or stream, part.name)
+        try:
+            first = next(iter(reader), None)
+        except _decompress_errors() as exc:
+            raise CaptureFormatError(f"{part.name}: compressed data is corrupt ({exc})") from None
+        interfaces = [(i.linktype, i.snaplen, i.name) for i in reader.interfaces]
+        probe = _Probe(
+            part,
+            reader.format or "pcap",
+            first.ts_ns if first else None,
+            interfaces,
+            reader.nanosecond,
+        )
+        if recorder is not None:
+            probe.stdin_prefix = _Prefixed(b"".join(recorder.seen), stream)
+        return probe
+    finally:
+        if recorder is None:
+            stream.close()
+
+
+def _open_again(probe: _Probe) -> BinaryIO:
+    if probe.stdin_prefix is not None:
+        return probe.stdin_prefix  # type: ignore[return-value]
+    return open_input(probe.part.path)
+
+
+# -- record sources -------------------------------------------------------------------------
+
+
+def _pcap_records(
+    stream: BinaryIO, name: str, idx: int, linktype: int, nanosecond: bool, chunk: int
+) -> Iterator[tuple[int, int, bytes]]:
+    """(ts_ns, -idx, raw pcap record) of one input, for a pcap output of LINKTYPE/resolution.
+
+    A little-endian input of the output's resolution is sliced, not decoded; anything
+    else (big-endian, other resolution, pcapng, a second section) goes through
+    CaptureReader and is re-encoded.
+    """
+    read = getattr(stream, "read1", stream.read)
+    errors = _decompress_errors()
+    key = -idx  # heap order: see _kway
+    try:
+        head = b""
+        while len(head) < 24:
+            more = read(chunk)
+            if not more:
+                break
+            head += more
+        magic = _U32.unpack_from(head)[0] if len(head) >= 4 else None
+        want = PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US
+        if len(head) < 24 or magic != want or PCAP_HEADER["<"].unpack_from(head)[1] != 2:
+            yield from _pcap_reencode(_Prefixed(head, stream), name, idx, linktype, nanosecond)
+            return
+        _, _, _, _, _, snaplen, network = PCAP_HEADER["<"].unpack_from(head)
+        if network & 0x0FFFFFFF != linktype:
+            yield from _pcap_reencode(_Prefixed(head, stream), name, idx, linktype, nanosecond)
+            return
+        frac_mul = 1 if nanosecond else 1000
+        limit = max(snaplen, MAX_RECORD)
+        unpack = _PCAP_REC.unpack_from
+        buf, pos, count, consumed = head, 24, 0, 0
+        while True:
+            size = len(buf)
+            while pos + 16 <= size:
+                sec, frac, incl, _orig = unpack(buf, pos)
+                end = pos + 16 + incl
+                if end > size or incl > limit:
+                    break
+                yield (sec * 1_000_000_000 + frac * frac_mul, key, buf[pos:end])
+                pos = end
+                count += 1
+            if pos + 16 <= size:
+                sec, _, incl, _ = unpack(buf, pos)
+                if sec in _NEW_STREAM_WORDS:
+                    # A new capture header on the same input: let the full reader go on.
+                    rest = _Prefixed(buf[pos:], stream)
+                    yield from _pcap_reencode(rest, name, idx, linktype, nanosecond)
+                    return
+                if incl > limit:
+                    raise CaptureFormatError(
+                        f"{name}: corrupt packet record {count + 1} at byte {consumed + pos}: "
+                        f"captured length {incl} exceeds the limit {limit}"
+                    )
+            try:
+                more = read(max(chunk, 16 + incl if pos + 16 <= size else 16))
+            except errors as exc:
+                raise CaptureFormatError(
+                    f"{name}: compressed data is corrupt or cut short ({exc}) after packet {count}"
+                ) from None
+            if not more:
+                if pos == size:
+                    return
+                raise CaptureFormatError(
+                    f"{name}: file cut short in packet record {count + 1} at byte "
+                    f"{consumed + pos} (after packet {count}; {size - pos} bytes left over)"
+                )
+            consumed += pos
+            buf = buf[pos:] + more
+            pos = 0
+    finally:
+        stream.close()
+
+
+def _pcap_reencode(
+    stream, name: str, idx: int, linktype: int, nanosecond: bool
+) -> Iterator[tuple[int, int, bytes]]:
+    reader = CaptureReader(stream, name)
+    pack = _PCAP_REC.pack
+    try:
+        for pkt in reader:
+            if pkt.linktype != linktype:
+                raise PcapToolError(
+                    f"{name}: packet {reader.count} has link type {_linktype_name(pkt.linktype)}, "
+                    f"the pcap output has {_linktype_name(linktype)}: use --format pcapng"
+                )
+            ts = pkt.ts_ns
+            sec, frac = divmod(ts, 1_000_000_000)
+            if not nanosecond:
+                frac //= 1000
+            yield (ts, -idx, pack(sec, frac, pkt.caplen, pkt.wirelen) + pkt.data)
+    except _decompress_errors() as exc:
+        raise CaptureFormatError(f"{name}: compressed data is corrupt ({exc})") from None
+
+
+class _Interfaces:
+    """Output pcapng interfaces: one per (link type, interface name) over all inputs."""
+
+    def __init__(self, writer: PcapngWriter) -> None:
+        self.writer = writer
+        self.index: dict[tuple[int, str | None], int] = {}
+
+    def declare(self, keys: dict[tuple[int, str | None], int]) -> None:
+        for (linktype, ifname), snaplen in keys.items():
+            self.index[(linktype, ifname)] = self.writer.add_interface(linktype, snaplen, ifname)
+
+    def get(self, linktype: int, ifname: str | None, snaplen: int) -> int:
+        key = (linktype, ifname)
+        found = self.index.get(key)
+        if found is None:
+            # A section or interface first seen mid-merge: its IDB goes out before its
+            # first packet (pcapng allows an IDB anywhere in a section).
+            found = self.index[key] = self.writer.add_interface(
+                linktype, snaplen or MAX_RECORD, ifname
+            )
+        return found
+
+
+def _pcapng_records(
+    stream, name: str, idx: int, interfaces: _Interfaces
+) -> Iterator[tuple[int, int, bytes]]:
+    """(ts_ns, -idx, enhanced packet block) of one input, mapped onto the output interfaces."""
+    reader = CaptureReader(stream, name)
+    head, body, tail = _EPB_HEAD.pack, _EPB_BODY.pack, _U32.pack
+    section = -1
+    mapping: dict[int, int] = {}
+    try:
+        for pkt in reader:
+            if reader.section != section:
+                section, mapping = reader.section, {}
+            out = mapping.get(pkt.iface)
+            if out is None:
+                iface = reader.interfaces[pkt.iface]
+                out = mapping[pkt.iface] = interfaces.get(iface.linktype, iface.name, iface.snaplen)
+            ts, n = pkt.ts_ns, pkt.caplen
+            pad = -n & 3
+            blen = 32 + n + pad
+            yield (
+                ts,
+                -idx,
+                head(BLOCK_EPB, blen)
+                + body(out, ts >> 32, ts & 0xFFFFFFFF, n, pkt.wirelen)
+                + pkt.data
+                + b"\0" * pad
+                + tail(blen),
+            )
+    except _decompress_errors() as exc:
+        raise CaptureFormatError(f"{name}: compressed data is corrupt ({exc})") from None
+    finally:
+        stream.close()
+
+
+# -- the merge ------------------------------------------------------------------------------
+
+
+def choose_format(probes: list[_Probe], requested: str | None) -> str:
+    linktypes = {lt for p in probes for lt, _, _ in p.interfaces}
+    if requested == "pcap" and len(linktypes) > 1:
+        names = ", ".join(_linktype_name(lt) for lt in sorted(linktypes))
+        raise UsageError(
+            f"the inputs have different link types ({names}); pcap holds one: "
+            "use --format pcapng (or leave --format out)"
+        )
+    if requested:
+        return requested
+    return "pcap" if len(linktypes) <= 1 else "pcapng"
+
+
+def probe_parts(
+    parts: list[Part], skip_bad: bool, warn: Callable[[str], None], result: MergeResult
+) -> list[_Probe]:
+    """Probe every part; a bad one is an error, or with `skip_bad` a warning."""
+    probes = []
+    for part in parts:
+        try:
+            probes.append(_probe(part))
+        except CaptureFormatError as exc:
+            if not skip_bad:
+                raise
+            result.skipped.append((part.name, str(exc)))
+            warn(f"{exc}; skipped this part")
+    return probes
+
+
+def merge_captures(
+    parts: list[Part],
+    open_output: Callable[[], BinaryIO],
+    fmt: str | None = None,
+    append: bool = False,
+    skip_bad: bool = False,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> MergeResult:
+    """Merge capture PARTS into the stream `open_output()` returns (called once probed).
+
+    fmt: "pcap", "pcapng" or None (pcap when every input has the same link type).
+    append: concatenate in the given order instead of merging by time (`mergecap -a`).
+    """
+    result = MergeResult()
+    probes = probe_parts(parts, skip_bad, warn, result)
+    if not probes:
+        raise PcapToolError("nothing to merge: no readable capture among the inputs")
+    result.format = fmt = choose_format(probes, fmt)
+    result.inputs = len(probes)
+    out = open_output()
+    chunk = max(64 << 10, min(1 << 20, _READ_BUDGET // len(probes)))
+
+    if fmt == "pcap":
+        linktype = next((p.interfaces[0][0] for p in probes if p.interfaces), 1)
+        snaplen = max((s or MAX_RECORD for p in probes for _, s, _ in p.interfaces), default=0)
+        nanosecond = any(p.nanosecond for p in probes)
+        PcapWriter(out, linktype, snaplen or MAX_RECORD, nanosecond=nanosecond)
+
+        def source(i: int) -> Iterator[tuple[int, int, bytes]]:
+            p = probes[i]
+            return _pcap_records(_open_again(p), p.part.name, i, linktype, nanosecond, chunk)
+
+    else:
+        interfaces = _Interfaces(PcapngWriter(out))
+        keys: dict[tuple[int, str | None], int] = {}
+        for p in probes:
+            for lt, snap, ifname in p.interfaces:
+                keys[(lt, ifname)] = max(keys.get((lt, ifname), 0), snap or MAX_RECORD)
+        interfaces.declare(keys)
+
+        def source(i: int) -> Iterator[tuple[int, int, bytes]]:
+            p = probes[i]
+            return _pcapng_records(_open_again(p), p.part.name, i, interfaces)
+
+    def bad(i: int, exc: CaptureFormatError) -> None:
+        if not skip_bad:
+            out.flush()
+            raise exc
+        result.skipped.append((probes[i].part.name, str(exc)))
+        warn(f"{exc}; skipped the rest of this part")
+
+    write = out.write
+    if append:
+        for i in range(len(probes)):
+            if probes[i].first_ts is None:
+                continue
+            try:
+                for _ts, _i, raw in source(i):
+                    write(raw)
+                    result.packets += 1
+            except CaptureFormatError as exc:
+                bad(i, exc)
+    else:
+        result.packets = _kway(probes, source, write, bad)
+    out.flush()
+    return result
+
+
+def _kway(
+    probes: list[_Probe],
+    source: Callable[[int], Iterator[tuple[int, int, bytes]]],
+    write: Callable[[bytes], object],
+    bad: Callable[[int, CaptureFormatError], None],
+) -> int:
+    # Heap entries are (ts_ns, -input index, raw record): the index is unique in the heap,
+    # so a tie on time goes to the input given last (mergecap's rule, see the module
+    # docstring) and the bytes are never compared.
+    # An entry with raw None stands for an input not opened yet: its first packet.
+    heap = [(p.first_ts, -i, None) for i, p in enumerate(probes) if p.first_ts is not None]
+    heapq.heapify(heap)
+    nexts: list[Callable[[], tuple[int, int, bytes]] | None] = [None] * len(probes)
+    heapreplace, heappop = heapq.heapreplace, heapq.heappop
+    written = 0
+    idx = 0
+    while heap:
+        try:
+            while heap:
+                _ts, idx, raw = heap[0]
+                idx = -idx
+                if raw is None:
+                    nexts[idx] = source(idx).__next__
+                else:
+                    write(raw)
+                    written += 1
+                heapreplace(heap, nexts[idx]())  # type: ignore[misc]
+        except StopIteration:
+            heappop(heap)
+            nexts[idx] = None
+        except CaptureFormatError as exc:
+            heappop(heap)
+            nexts[idx] = None
+            bad(idx, exc)
+    return written
+
+
+# -- NDJSON ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _epoch_seconds(stamp: str, zone: str) -> int:
+    when = datetime.fromisoformat(stamp + ("+00:00" if zone in ("Z", "z") else zone))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def rfc3339_ns(text: str) -> int:
+    """`2024-05-01T12:00:00.123456789Z` (any fraction, Z or ±HH:MM) -> integer ns."""
+    stamp, rest = text[:19], text[19:]
+    frac = 0
+    if rest[:1] == ".":
+        end = 1
+        while end < len(rest) and rest[end].isdigit():
+            end += 1
+        frac = int(rest[1:end][:9].ljust(9, "0"))
+        rest = rest[end:]
+    return _epoch_seconds(stamp, rest or "Z") * 1_000_000_000 + frac
+
+
+def _ndjson_records(
+    part: Part, idx: int, skip_bad: bool, warn: Callable[[str], None], result: MergeResult
+) -> Iterator[tuple[tuple[int, int], int, bytes]]:
+    import orjson
+
+    stream = open_input(sys.stdin.buffer if part.path == "-" else part.path)
+    lineno = 0
+    try:
+        for line in stream:
+            lineno += 1
+            if not line.strip():
+                continue
+            try:
+                pcap = orjson.loads(line)["pcap"]
+                key = (rfc3339_ns(pcap["date"]), int(pcap["num"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                why = f"{part.name}: line {lineno} is not a pcaptool NDJSON record ({exc})"
+                if not skip_bad:
+                    raise CaptureFormatError(why) from None
+                result.skipped.append((part.name, why))
+                warn(f"{why}; skipped this line")
+                continue
+            yield (key, idx, line if line.endswith(b"\n") else line + b"\n")
+    except _decompress_errors() as exc:
+        raise CaptureFormatError(
+            f"{part.name}: compressed data is corrupt or cut short after line {lineno} ({exc})"
+        ) from None
+    finally:
+        if part.path != "-":
+            stream.close()
+
+
+def merge_ndjson(
+    parts: list[Part],
+    open_output: Callable[[], BinaryIO],
+    append: bool = False,
+    skip_bad: bool = False,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> MergeResult:
+    """Merge NDJSON parts into one stream ordered by `pcap.date`, then `pcap.num`.
+
+    Ties keep input order; memory holds one line per input.
+    """
+    result = MergeResult(format="ndjson", inputs=len(parts))
+    out = open_output()
+    write = out.write
+    sources = [_ndjson_records(p, i, skip_bad, warn, result) for i, p in enumerate(parts)]
+    if append:
+        for i, src in enumerate(sources):
+            try:
+                for _key, _i, line in src:
+                    write(line)
+                    result.packets += 1
+            except CaptureFormatError as exc:
+                _ndjson_bad(parts[i], exc, skip_bad, out, result, warn)
+        out.flush()
+        return result
+    heap = []
+    for i, src in enumerate(sources):
+        try:
+            heap.append(next(src))
+        except StopIteration:
+            pass
+        except CaptureFormatError as exc:
+            _ndjson_bad(parts[i], exc, skip_bad, out, result, warn)
+    heapq.heapify(heap)
+    nexts = [s.__next__ for s in sources]
+    while heap:
+        idx = heap[0][1]
+        try:
+            while heap:
+                _key, idx, line = heap[0]
+                write(line)
+                result.packets += 1
+                heapq.heapreplace(heap, nexts[idx]())
+        except StopIteration:
+            heapq.heappop(heap)
+        except CaptureFormatError as exc:
+            heapq.heappop(heap)
+            _ndjson_bad(parts[idx], exc, skip_bad, out, result, warn)
+    out.flush()
+    return result
+
+
+def _ndjson_bad(part, exc, skip_bad, out, result, warn) -> None:
+    if not skip_bad:
+        out.flush()
+        raise exc
+    result.skipped.append((part.name, str(exc)))
+    warn(f"{exc}; skipped the rest of this part")
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+@dataclass
+class PartSummary:
+    name: str
+    size: int | None
+    updated: datetime | None
+    first_ns: int | None = None
+    last_ns: int | None = None
+    packets: int | None = None
+    error: str | None = None
+
+
+def summarize(part: Part, path: str | None = None) -> PartSummary:
+    """Name, size, time range and packet count of one part (reads it through)."""
+    summary = PartSummary(part.name, part.size, part.updated)
+    path = path or part.path
+    if path is None:
+        return summary
+    if path != "-" and part.name.endswith(NDJSON_SUFFIXES):
+        return _summarize_ndjson(summary, path)
+    first = last = None
+    count = 0
+    try:
+        stream = open_input(sys.stdin.buffer if path == "-" else path)
+        try:
+            for pkt in CaptureReader(stream, part.name):
+                if first is None:
+                    first = pkt.ts_ns
+                last = pkt.ts_ns
+                count += 1
+        finally:
+            stream.close()
+    except CaptureFormatError as exc:
+        summary.error = str(exc)
+    except _decompress_errors() as exc:
+        summary.error = f"{part.name}: compressed data is corrupt ({exc})"
+    summary.first_ns, summary.last_ns, summary.packets = first, last, count
+    return summary
+
+
+def _summarize_ndjson(summary: PartSummary, path: str) -> PartSummary:
+    result = MergeResult()
+    part = Part(summary.name, path)
+    count, first, last = 0, None, None
+    try:
+        for (ts, _num), _i, _line in _ndjson_records(part, 0, False, lambda m: None, result):
+            first = ts if first is None else min(first, ts)
+            last = ts if last is None else max(last, ts)
+            count += 1
+    except CaptureFormatError as exc:
+        summary.error = str(exc)
+    summary.first_ns, summary.last_ns, summary.packets = first, last, count
+    return summary
+
+
+def format_ns(ts_ns: int | None) -> str:
+    """Integer ns -> RFC 3339 UTC with nanoseconds (`-` for none)."""
+    if ts_ns is None:
+        return "-"
+    sec, frac = divmod(ts_ns, 1_000_000_000)
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def _linktype_name(linktype: int) -> str:
+    name = LINKTYPE_NAMES.get(linktype)
+    return f"{linktype} ({name})" if name else str(linktype)
