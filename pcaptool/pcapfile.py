@@ -127,8 +127,11 @@ class CaptureReader:
     are read on; `section` counts the headers seen so far minus one.
     """
 
-    def __init__(self, stream: BinaryIO, name: str = "-") -> None:
+    def __init__(self, stream: BinaryIO, name: str = "-", before_read=None) -> None:
         self.name = name
+        # Called before each read that may block: a live consumer flushes its output here,
+        # so `capture | translate` is live without a flush per record.
+        self.before_read = before_read
         self._stream = stream
         self._read = getattr(stream, "read1", stream.read)
         self._buf = b""
@@ -152,6 +155,8 @@ class CaptureReader:
         self._consumed += self._pos
         self._pos = 0
         while have < need:
+            if self.before_read is not None:
+                self.before_read()
             try:
                 chunk = self._read(max(CHUNK, need - have))
             except (OSError, EOFError, ValueError) as exc:
