@@ -89,21 +89,32 @@ def make_client():
         ) from None
 
 
-def list_objects(url: str, suffixes: tuple[str, ...], client=None) -> list[GcsObject]:
+def _retry(timeout: float):
+    """The library's default retry (backoff on 429/5xx/connection errors), within TIMEOUT."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(timeout)
+
+
+def list_objects(
+    url: str, suffixes: tuple[str, ...], client=None, timeout: float = 60.0
+) -> list[GcsObject]:
     """Every part under gs://BUCKET/PREFIX (all pages), in name order."""
     bucket, prefix = parse_url(url)
     client = client or make_client()
     pattern = None
+    folder = prefix
     if any(c in prefix for c in GLOB_CHARS):
         pattern = prefix
         prefix = prefix[: min(prefix.find(c) for c in GLOB_CHARS if c in prefix)]
     elif prefix and not prefix.endswith("/"):
         folder = prefix + "/"
-    else:
-        folder = prefix
     found = []
     with _gcs_errors(url):
-        for blob in client.list_blobs(bucket, prefix=prefix):
+        blobs = client.list_blobs(
+            bucket, prefix=prefix, timeout=min(timeout, 60.0), retry=_retry(timeout)
+        )
+        for blob in blobs:
             name = blob.name
             if pattern is not None:
                 if not fnmatch.fnmatchcase(name, pattern):
@@ -193,6 +204,7 @@ def fetch(
     cache_dir: Path,
     jobs: int = 8,
     progress: bool | None = None,
+    timeout: float = 60.0,
 ) -> tuple[list[Path], FetchStats]:
     """Make every object a local file in CACHE_DIR; returns their paths (same order)."""
     paths = [cache_path(cache_dir, o) for o in objects]
@@ -217,7 +229,7 @@ def fetch(
     bar = _Bar(len(todo), sum(o.size for o, _ in todo)) if progress else None
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(_download, client, o, p, bar) for o, p in todo]
+            futures = [pool.submit(_download, client, o, p, bar, timeout) for o, p in todo]
             for fut in futures:
                 stats.downloaded_bytes += fut.result()
                 stats.downloaded += 1
@@ -227,7 +239,7 @@ def fetch(
     return paths, stats
 
 
-def _download(client_fn, obj: GcsObject, path: Path, bar: _Bar | None) -> int:
+def _download(client_fn, obj: GcsObject, path: Path, bar: _Bar | None, timeout: float) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.download")
     hasher = _Hasher(obj)
@@ -237,7 +249,13 @@ def _download(client_fn, obj: GcsObject, path: Path, bar: _Bar | None) -> int:
             blob = client_fn().bucket(obj.bucket).blob(obj.name, generation=obj.generation)
             # raw_download: the stored bytes (a gzip part stays gzip, whatever its
             # Content-Encoding), which is what the checksum in the metadata covers.
-            blob.download_to_file(_Sink(f, hasher, advance), raw_download=True, checksum=None)
+            blob.download_to_file(
+                _Sink(f, hasher, advance),
+                raw_download=True,
+                checksum=None,
+                timeout=min(timeout, 60.0),
+                retry=_retry(timeout),
+            )
         size = tmp.stat().st_size
         if size != obj.size or ((obj.crc32c or obj.md5) and not hasher.matches()):
             raise PcapToolError(
@@ -309,6 +327,12 @@ class _gcs_errors:  # noqa: N801 - used as a context manager, reads like a state
         from google.api_core import exceptions as gexc
 
         bucket = self.url[5:].split("/", 1)[0]
+        if isinstance(exc, gexc.RetryError):
+            # retries ran out: say what the last attempt met (usually no connection)
+            cause = exc.cause or exc
+            raise PcapToolError(
+                f"{self.url}: cannot reach Cloud Storage: {_one_line(cause)}"
+            ) from None
         if isinstance(exc, gexc.NotFound):
             if "bucket" in str(exc).lower() or "/o/" not in str(exc):
                 raise PcapToolError(f"gs://{bucket}: bucket not found") from None

@@ -62,6 +62,10 @@ def merge(
         ),
     ] = None,
     jobs: Annotated[int, typer.Option("-j", "--jobs", min=1, help="Parallel downloads.")] = 8,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1, help="Seconds to keep retrying a Cloud Storage request."),
+    ] = 60.0,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Say on stderr what was downloaded and merged.")
     ] = False,
@@ -95,7 +99,7 @@ def merge(
     parts: list[lib.Part] = []
     for spec in inputs:
         if spec.startswith("gs://"):
-            parts.extend(_gcs_parts(spec, suffixes))
+            parts.extend(_gcs_parts(spec, suffixes, timeout))
         else:
             parts.extend(lib.expand_local(spec, suffixes))
     parts = lib.exclude_output(parts, output, set(inputs))
@@ -104,7 +108,7 @@ def merge(
     if list_only:
         _print_list(parts, cache)
         return
-    _download(parts, cache, jobs, verbose)
+    _download(parts, cache, jobs, verbose, timeout)
 
     def warn(message: str) -> None:
         print(f"pcaptool: warning: {message}", file=sys.stderr, flush=True)
@@ -148,20 +152,23 @@ def _default_cache() -> Path:
     return default_cache_dir()
 
 
-def _gcs_parts(url: str, suffixes: tuple[str, ...]):
+def _gcs_parts(url: str, suffixes: tuple[str, ...], timeout: float):
     from pcaptool.gcsfetch import list_objects
     from pcaptool.merge import Part
 
-    return [Part(o.url, None, o.size, o.updated, o) for o in list_objects(url, suffixes)]
+    return [
+        Part(o.url, None, o.size, o.updated, o)
+        for o in list_objects(url, suffixes, timeout=timeout)
+    ]
 
 
-def _download(parts, cache: Path, jobs: int, verbose: bool) -> None:
+def _download(parts, cache: Path, jobs: int, verbose: bool, timeout: float) -> None:
     remote = [p for p in parts if p.gcs is not None]
     if not remote:
         return
     from pcaptool.gcsfetch import fetch
 
-    paths, stats = fetch([p.gcs for p in remote], cache, jobs)
+    paths, stats = fetch([p.gcs for p in remote], cache, jobs, timeout=timeout)
     for part, path in zip(remote, paths, strict=True):
         part.path = str(path)
     if verbose:
