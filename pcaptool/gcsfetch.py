@@ -14,6 +14,7 @@ import base64
 import fnmatch
 import hashlib
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -329,9 +330,10 @@ class _gcs_errors:  # noqa: N801 - used as a context manager, reads like a state
         bucket = self.url[5:].split("/", 1)[0]
         if isinstance(exc, gexc.RetryError):
             # retries ran out: say what the last attempt met (usually no connection)
-            cause = exc.cause or exc
+            cause = _one_line(exc.cause or exc)
+            errno = re.search(r"\[Errno -?\d+\] ([^\"'\])]+)", cause)
             raise PcapToolError(
-                f"{self.url}: cannot reach Cloud Storage: {_one_line(cause)}"
+                f"{self.url}: cannot reach Cloud Storage: {errno.group(1) if errno else cause}"
             ) from None
         if isinstance(exc, gexc.NotFound):
             if "bucket" in str(exc).lower() or "/o/" not in str(exc):

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, pcaptool_env, run_pcaptool
+from conftest import CORPUS, PCAPTOOL, pcaptool_env, run_pcaptool
 
 from pcaptool.errors import CaptureFormatError
 from pcaptool.pcapfile import read_packets
@@ -184,6 +184,52 @@ def test_gcs_ndjson_parts(gcs_server, tmp_path):
     assert len(res.stdout.splitlines()) == 14 + len(
         [1 for _ in read_packets(CORPUS / "zeek-icmp-ping.pcap")]
     )
+
+
+def test_progress_bar_on_a_terminal_only(gcs_server, parts, tmp_path):
+    import pty
+
+    upload(gcs_server, "ptmrg-tty", "r/", parts)
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [*PCAPTOOL, "merge", "gs://ptmrg-tty/r/", "-o", str(tmp_path / "o.pcap")]
+            + ["--cache-dir", str(tmp_path / "c")],
+            stderr=child,
+            stdout=subprocess.DEVNULL,
+            env=pcaptool_env() | gcs_server.env | {"COLUMNS": "120"},
+            timeout=120,
+            check=False,
+        )
+        os.close(child)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(main)
+    assert proc.returncode == 0
+    assert f"download {len(parts)}/{len(parts)} files".encode() in shown
+    # and quiet when stderr is not a terminal
+    res = run(gcs_server, "merge", "gs://ptmrg-tty/r/", "-o", str(tmp_path / "p.pcap"))
+    assert res.returncode == 0 and res.stderr == b""
+
+
+def test_no_credentials_is_one_line(tmp_path):
+    env = {k: v for k, v in pcaptool_env().items() if k not in ("STORAGE_EMULATOR_HOST",)}
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    # keep google.auth's metadata-server probe on loopback, where nothing answers
+    env |= {"HOME": str(tmp_path), "GCE_METADATA_HOST": "127.0.0.1:9"}
+    env |= {"GCE_METADATA_IP": "127.0.0.1:9", "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
+    res = run_pcaptool("merge", "gs://b/p/", "-o", str(tmp_path / "o"), env=env, timeout=60)
+    assert res.returncode == 1
+    lines = res.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "credentials" in lines[0], lines
 
 
 # -- a minimal fake-gcs-server starter until the shared `gcs_server` fixture is on main ----
