@@ -35,8 +35,7 @@ def translate(
         pcaptool capture -i eth | pcaptool translate
     """
     from pcaptool.ndjson import NdjsonWriter, PrettyWriter
-    from pcaptool.pcapfile import CaptureReader, open_input
-    from pcaptool.translate import Translator
+    from pcaptool.stdio import quiet_broken_pipe
 
     sources = inputs or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
@@ -44,6 +43,16 @@ def translate(
             "no input: name a capture file or pipe one in (e.g. pcaptool capture | pcaptool translate)"
         )
     out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
+    with quiet_broken_pipe():
+        failed = _translate_all(sources, out)
+    if failed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+def _translate_all(sources: list[str], out) -> bool:
+    from pcaptool.pcapfile import CaptureReader, open_input
+    from pcaptool.translate import Translator
+
     failed = False
     for source in sources:
         name = "-" if source == "-" else Path(source).name
@@ -66,5 +75,4 @@ def translate(
             if source != "-":
                 stream.close()
     out.flush()
-    if failed:
-        raise typer.Exit(EXIT_RUNTIME)
+    return failed
