@@ -13,10 +13,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import CORPUS, PCAPTOOL, corpus_files, pcaptool_env, run_pcaptool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import CORPUS, PCAPTOOL, corpus_files, pcaptool_env, run_pcaptool
 from pcaptool.errors import CaptureFormatError, PcapToolError
 from pcaptool.merge import Part, format_ns, merge_captures, rfc3339_ns
 from pcaptool.pcapfile import CaptureReader, PcapngWriter, PcapWriter, open_input, read_packets

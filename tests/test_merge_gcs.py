@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, PCAPTOOL, pcaptool_env, run_pcaptool
 
+from conftest import CORPUS, PCAPTOOL, pcaptool_env, run_pcaptool
 from pcaptool.errors import CaptureFormatError
 from pcaptool.pcapfile import read_packets
 
