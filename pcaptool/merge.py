@@ -82,6 +82,7 @@ class Part:
     size: int | None = None
     updated: datetime | None = None
     gcs: object = None  # pcaptool.gcsfetch.GcsObject for gs:// parts
+    listed: bool = False  # found in a directory or under a gs:// prefix, not named
 
 
 @dataclass
@@ -103,13 +104,13 @@ def expand_local(spec: str, suffixes: tuple[str, ...]) -> list[Part]:
     if path.is_dir():
         found = sorted((p for p in path.rglob("*") if _is_part(p, suffixes)), key=lambda p: str(p))
         if not found:
-            raise PcapToolError(f"{spec}: no {' / '.join(suffixes[:3])} parts in this directory")
-        return [_local_part(p) for p in found]
+            raise PcapToolError(f"{spec}: no parts ({', '.join(suffixes)}) in this directory")
+        return [_local_part(p, listed=True) for p in found]
     if not path.exists() and GLOB_CHARS & set(spec):
         found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
         if not found:
             raise PcapToolError(f"{spec}: no file matches")
-        return [_local_part(Path(p)) for p in found]
+        return [_local_part(Path(p), listed=True) for p in found]
     if not path.exists():
         raise PcapToolError(f"{spec}: no such file or directory")
     return [_local_part(path)]
@@ -121,9 +122,10 @@ def _is_part(path: Path, suffixes: tuple[str, ...]) -> bool:
     return not name.startswith(".") and name.endswith(suffixes) and path.is_file()
 
 
-def _local_part(path: Path) -> Part:
+def _local_part(path: Path, listed: bool = False) -> Part:
     st = path.stat()
-    return Part(str(path), str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+    mtime = datetime.fromtimestamp(st.st_mtime, UTC)
+    return Part(str(path), str(path), st.st_size, mtime, listed=listed)
 
 
 def exclude_output(parts: list[Part], output: str | None, explicit: set[str]) -> list[Part]:

@@ -510,6 +510,17 @@ def test_ndjson_merge_orders_by_date_then_num(tmp_path):
         assert len(jq.stdout.split()) == len(records)
 
 
+def test_folder_with_captures_and_ndjson(tmp_path):
+    parts = _ndjson_parts(tmp_path, 2)
+    write_pcap(tmp_path / "cap.pcap", [(10**18, b"x" * 60)])
+    res = run_pcaptool("merge", str(tmp_path), "-o", str(tmp_path / "out.pcap"))
+    assert res.returncode == 0, res.stderr.decode()
+    assert packets(tmp_path / "out.pcap") == [(10**18, b"x" * 60, 60)]
+    res = run_pcaptool("merge", str(tmp_path), "--format", "ndjson", "-o", "-")
+    assert res.returncode == 0, res.stderr.decode()
+    assert len(res.stdout.splitlines()) == 2 * 199 and len(parts) == 2
+
+
 def test_ndjson_bad_line(tmp_path):
     parts = _ndjson_parts(tmp_path, 2)
     bad = tmp_path / "part-9.json"

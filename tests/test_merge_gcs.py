@@ -172,9 +172,7 @@ def test_gcs_ndjson_parts(gcs_server, tmp_path):
     res = run(
         gcs_server,
         "merge",
-        "gs://ptmrg-nd/j/",
-        "--format",
-        "ndjson",
+        "gs://ptmrg-nd/j/",  # NDJSON found by the part names, no --format needed
         "-o",
         "-",
         "--cache-dir",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -91,17 +90,28 @@ def merge(
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if output is None and not list_only:
         raise UsageError("say where the merge goes: -o FILE, or -o - for stdout")
-    ndjson = fmt == "ndjson" or (fmt is None and all(_looks_ndjson(spec) for spec in inputs))
-    suffixes = lib.NDJSON_SUFFIXES if ndjson else lib.CAPTURE_SUFFIXES
     if inputs.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
 
+    # Directories and gs:// prefixes are listed for both kinds of part; the kind decides
+    # what is merged: NDJSON when asked for or when every part found is NDJSON.
+    wanted = {
+        "ndjson": lib.NDJSON_SUFFIXES,
+        "pcap": lib.CAPTURE_SUFFIXES,
+        "pcapng": lib.CAPTURE_SUFFIXES,
+    }.get(fmt or "", lib.CAPTURE_SUFFIXES + lib.NDJSON_SUFFIXES)
     parts: list[lib.Part] = []
     for spec in inputs:
         if spec.startswith("gs://"):
-            parts.extend(_gcs_parts(spec, suffixes, timeout))
+            parts.extend(_gcs_parts(spec, wanted, timeout))
         else:
-            parts.extend(lib.expand_local(spec, suffixes))
+            parts.extend(lib.expand_local(spec, wanted))
+    ndjson = fmt == "ndjson" or (
+        fmt is None and all(p.name.endswith(lib.NDJSON_SUFFIXES) for p in parts)
+    )
+    if fmt is None and not ndjson:
+        # a folder holding both: merge the captures, leave listed NDJSON parts out
+        parts = [p for p in parts if not p.listed or p.name.endswith(lib.CAPTURE_SUFFIXES)]
     parts = lib.exclude_output(parts, output, set(inputs))
 
     cache = cache_dir or _default_cache()
@@ -136,16 +146,6 @@ def merge(
         )
 
 
-def _looks_ndjson(spec: str) -> bool:
-    from pcaptool.merge import NDJSON_SUFFIXES
-
-    if spec.endswith(NDJSON_SUFFIXES):
-        return True
-    return os.path.isdir(spec) and any(
-        name.endswith(NDJSON_SUFFIXES) for _, _, names in os.walk(spec) for name in names
-    )
-
-
 def _default_cache() -> Path:
     from pcaptool.gcsfetch import default_cache_dir
 
@@ -157,7 +157,7 @@ def _gcs_parts(url: str, suffixes: tuple[str, ...], timeout: float):
     from pcaptool.merge import Part
 
     return [
-        Part(o.url, None, o.size, o.updated, o)
+        Part(o.url, None, o.size, o.updated, o, listed=True)
         for o in list_objects(url, suffixes, timeout=timeout)
     ]
 
