@@ -21,6 +21,7 @@ A part that breaks in the middle ends the merge with what was written so far (wh
 
 from __future__ import annotations
 
+import bisect
 import glob
 import heapq
 import os
@@ -29,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,7 +64,7 @@ _EPB_HEAD = BLOCK_HEADER["<"]
 _EPB_BODY = EPB_BODY["<"]
 _U32 = U32["<"]
 # Read size per open input: large for a few inputs, smaller when many are open at once.
-_READ_BUDGET = 32 << 20
+_READ_BUDGET = 8 << 20
 
 
 def _decompress_errors() -> tuple[type[BaseException], ...]:
@@ -231,17 +234,17 @@ def _open_again(probe: _Probe) -> BinaryIO:
 
 
 def _pcap_records(
-    stream: BinaryIO, name: str, idx: int, linktype: int, nanosecond: bool, chunk: int
-) -> Iterator[tuple[int, int, bytes]]:
-    """(ts_ns, -idx, raw pcap record) of one input, for a pcap output of LINKTYPE/resolution.
+    stream: BinaryIO, name: str, idx: int, n: int, linktype: int, nanosecond: bool, chunk: int
+) -> Iterator[list[tuple[int, bytes]]]:
+    """Batches of (merge key, raw pcap record) of input IDX of N, for a pcap output.
 
-    A little-endian input of the output's resolution is sliced, not decoded; anything
-    else (big-endian, other resolution, pcapng, a second section) goes through
-    CaptureReader and is re-encoded.
+    A little-endian input of the output's resolution and link type is sliced, not
+    decoded; anything else (big-endian, other resolution, pcapng, a second section) goes
+    through CaptureReader and is re-encoded. The merge key is explained in `_merge`.
     """
     read = getattr(stream, "read1", stream.read)
     errors = _decompress_errors()
-    key = -idx  # heap order: see _kway
+    rank = n - 1 - idx
     try:
         head = b""
         while len(head) < 24:
@@ -249,35 +252,43 @@ def _pcap_records(
             if not more:
                 break
             head += more
-        magic = _U32.unpack_from(head)[0] if len(head) >= 4 else None
+        fields = PCAP_HEADER["<"].unpack_from(head) if len(head) >= 24 else None
         want = PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US
-        if len(head) < 24 or magic != want or PCAP_HEADER["<"].unpack_from(head)[1] != 2:
-            yield from _pcap_reencode(_Prefixed(head, stream), name, idx, linktype, nanosecond)
+        if fields is None or fields[0] != want or fields[1] != 2 or fields[6] != linktype:
+            rest = _Prefixed(head, stream)
+            entries = _pcap_reencode(rest, name, linktype, nanosecond)
+            yield from _keyed(entries, n, idx, -1, 1 if nanosecond else 1000)
             return
-        _, _, _, _, _, snaplen, network = PCAP_HEADER["<"].unpack_from(head)
-        if network & 0x0FFFFFFF != linktype:
-            yield from _pcap_reencode(_Prefixed(head, stream), name, idx, linktype, nanosecond)
-            return
-        frac_mul = 1 if nanosecond else 1000
-        limit = max(snaplen, MAX_RECORD)
+        # Keys count in the input's own unit (us or ns: the output's too), scaled by n so
+        # that adding the rank orders ties; `high * n + rank` -> `high_n + rank`.
+        per_sec = (1_000_000_000 if nanosecond else 1_000_000) * n
+        limit = max(fields[5], MAX_RECORD)
         unpack = _PCAP_REC.unpack_from
-        buf, pos, count, consumed = head, 24, 0, 0
+        buf, pos, count, consumed, high = head, 24, 0, 0, -1
         while True:
             size = len(buf)
+            batch: list[tuple[int, bytes]] = []
+            append = batch.append
             while pos + 16 <= size:
                 sec, frac, incl, _orig = unpack(buf, pos)
                 end = pos + 16 + incl
                 if end > size or incl > limit:
                     break
-                yield (sec * 1_000_000_000 + frac * frac_mul, key, buf[pos:end])
+                key = sec * per_sec + frac * n + rank
+                if key > high:
+                    high = key
+                append((high, buf[pos:end]))
                 pos = end
-                count += 1
+            if batch:
+                count += len(batch)
+                yield batch
             if pos + 16 <= size:
                 sec, _, incl, _ = unpack(buf, pos)
                 if sec in _NEW_STREAM_WORDS:
                     # A new capture header on the same input: let the full reader go on.
                     rest = _Prefixed(buf[pos:], stream)
-                    yield from _pcap_reencode(rest, name, idx, linktype, nanosecond)
+                    entries = _pcap_reencode(rest, name, linktype, nanosecond)
+                    yield from _keyed(entries, n, idx, high, 1 if nanosecond else 1000)
                     return
                 if incl > limit:
                     raise CaptureFormatError(
@@ -304,9 +315,41 @@ def _pcap_records(
         stream.close()
 
 
+def _keyed(
+    entries: Iterator[tuple[int, bytes]],
+    n: int,
+    idx: int,
+    high: int = -1,
+    unit_ns: int = 1,
+    size: int = 1024,
+) -> Iterator[list[tuple[int, bytes]]]:
+    """(ts_ns, record) -> batches of (merge key, record); good entries come before an error.
+
+    The key is `ts * n + rank` in units of UNIT_NS, kept at its running maximum (`_merge`).
+    """
+    rank = n - 1 - idx
+    batch: list[tuple[int, bytes]] = []
+    error = None
+    try:
+        for ts, record in entries:
+            key = ts // unit_ns * n + rank
+            if key > high:
+                high = key
+            batch.append((high, record))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    except CaptureFormatError as exc:
+        error = exc
+    if batch:
+        yield batch
+    if error is not None:
+        raise error
+
+
 def _pcap_reencode(
-    stream, name: str, idx: int, linktype: int, nanosecond: bool
-) -> Iterator[tuple[int, int, bytes]]:
+    stream, name: str, linktype: int, nanosecond: bool
+) -> Iterator[tuple[int, bytes]]:
     reader = CaptureReader(stream, name)
     pack = _PCAP_REC.pack
     try:
@@ -320,7 +363,7 @@ def _pcap_reencode(
             sec, frac = divmod(ts, 1_000_000_000)
             if not nanosecond:
                 frac //= 1000
-            yield (ts, -idx, pack(sec, frac, pkt.caplen, pkt.wirelen) + pkt.data)
+            yield (ts, pack(sec, frac, pkt.caplen, pkt.wirelen) + pkt.data)
     except _decompress_errors() as exc:
         raise CaptureFormatError(f"{name}: compressed data is corrupt ({exc})") from None
 
@@ -348,10 +391,8 @@ class _Interfaces:
         return found
 
 
-def _pcapng_records(
-    stream, name: str, idx: int, interfaces: _Interfaces
-) -> Iterator[tuple[int, int, bytes]]:
-    """(ts_ns, -idx, enhanced packet block) of one input, mapped onto the output interfaces."""
+def _pcapng_records(stream, name: str, interfaces: _Interfaces) -> Iterator[tuple[int, bytes]]:
+    """(ts_ns, enhanced packet block) of one input, mapped onto the output interfaces."""
     reader = CaptureReader(stream, name)
     head, body, tail = _EPB_HEAD.pack, _EPB_BODY.pack, _U32.pack
     section = -1
@@ -369,7 +410,6 @@ def _pcapng_records(
             blen = 32 + n + pad
             yield (
                 ts,
-                -idx,
                 head(BLOCK_EPB, blen)
                 + body(out, ts >> 32, ts & 0xFFFFFFFF, n, pkt.wirelen)
                 + pkt.data
@@ -434,17 +474,18 @@ def merge_captures(
     result.format = fmt = choose_format(probes, fmt)
     result.inputs = len(probes)
     out = open_output()
-    chunk = max(64 << 10, min(1 << 20, _READ_BUDGET // len(probes)))
+    n = len(probes)
+    chunk = max(64 << 10, min(128 << 10, _READ_BUDGET // n))
+    nanosecond = any(p.nanosecond for p in probes)
 
     if fmt == "pcap":
         linktype = next((p.interfaces[0][0] for p in probes if p.interfaces), 1)
         snaplen = max((s or MAX_RECORD for p in probes for _, s, _ in p.interfaces), default=0)
-        nanosecond = any(p.nanosecond for p in probes)
         PcapWriter(out, linktype, snaplen or MAX_RECORD, nanosecond=nanosecond)
 
-        def source(i: int) -> Iterator[tuple[int, int, bytes]]:
+        def source(i: int) -> Iterator[list[tuple[int, bytes]]]:
             p = probes[i]
-            return _pcap_records(_open_again(p), p.part.name, i, linktype, nanosecond, chunk)
+            return _pcap_records(_open_again(p), p.part.name, i, n, linktype, nanosecond, chunk)
 
     else:
         interfaces = _Interfaces(PcapngWriter(out))
@@ -454,9 +495,9 @@ def merge_captures(
                 keys[(lt, ifname)] = max(keys.get((lt, ifname), 0), snap or MAX_RECORD)
         interfaces.declare(keys)
 
-        def source(i: int) -> Iterator[tuple[int, int, bytes]]:
+        def source(i: int) -> Iterator[list[tuple[int, bytes]]]:
             p = probes[i]
-            return _pcapng_records(_open_again(p), p.part.name, i, interfaces)
+            return _keyed(_pcapng_records(_open_again(p), p.part.name, interfaces), n, i)
 
     def bad(i: int, exc: CaptureFormatError) -> None:
         if not skip_bad:
@@ -471,51 +512,99 @@ def merge_captures(
             if probes[i].first_ts is None:
                 continue
             try:
-                for _ts, _i, raw in source(i):
-                    write(raw)
-                    result.packets += 1
+                for batch in source(i):
+                    write(b"".join(map(_RECORD, batch)))
+                    result.packets += len(batch)
             except CaptureFormatError as exc:
                 bad(i, exc)
     else:
-        result.packets = _kway(probes, source, write, bad)
+        unit_ns = 1000 if fmt == "pcap" and not nanosecond else 1
+        result.packets = _merge(probes, source, write, bad, unit_ns)
     out.flush()
     return result
 
 
-def _kway(
+_KEY, _RECORD = itemgetter(0), itemgetter(1)
+
+
+def _merge(
     probes: list[_Probe],
-    source: Callable[[int], Iterator[tuple[int, int, bytes]]],
+    source: Callable[[int], Iterator[list[tuple[int, bytes]]]],
     write: Callable[[bytes], object],
     bad: Callable[[int, CaptureFormatError], None],
+    unit_ns: int = 1,
 ) -> int:
-    # Heap entries are (ts_ns, -input index, raw record): the index is unique in the heap,
-    # so a tie on time goes to the input given last (mergecap's rule, see the module
-    # docstring) and the bytes are never compared.
-    # An entry with raw None stands for an input not opened yet: its first packet.
-    heap = [(p.first_ts, -i, None) for i, p in enumerate(probes) if p.first_ts is not None]
-    heapq.heapify(heap)
-    nexts: list[Callable[[], tuple[int, int, bytes]] | None] = [None] * len(probes)
-    heapreplace, heappop = heapq.heapreplace, heapq.heappop
+    """Merge the inputs in batches; returns the number of packets written.
+
+    The merge key of a record is `high * n + (n - 1 - i)` for input i of n, where `high`
+    is the largest time stamp of input i up to and including the record, counted in
+    units of UNIT_NS (the output's resolution). Sorting by it
+    (stably) is exactly mergecap's head-by-head merge: an input's packets never pass each
+    other; on equal times the input given last goes first; and a packet whose time is
+    earlier than one before it in the same input follows that one at once, which is what
+    repeatedly taking the earliest head of every input does. Sorting lets the work per
+    packet run in C: a round takes every buffered record up to the horizon H (the
+    smallest last key among the inputs' buffered batches, below which no input can
+    still deliver), sorts them, and writes them in one call. The input that set H then
+    reads its next batch, so a broken input stops the merge right after its last good
+    packet, as in mergecap.
+    """
+    n = len(probes)
+    # inputs not opened yet, by the key of their first packet (lazy opening)
+    waiting = [
+        (p.first_ts // unit_ns * n + n - 1 - i, i)
+        for i, p in enumerate(probes)
+        if p.first_ts is not None
+    ]
+    heapq.heapify(waiting)
+    batches: dict[int, Iterator[list[tuple[int, bytes]]]] = {}
+    pending: dict[int, list[tuple[int, bytes]]] = {}  # i -> buffered records, never empty
     written = 0
-    idx = 0
-    while heap:
+
+    def refill(i: int) -> None:
         try:
-            while heap:
-                _ts, idx, raw = heap[0]
-                idx = -idx
-                if raw is None:
-                    nexts[idx] = source(idx).__next__
-                else:
-                    write(raw)
-                    written += 1
-                heapreplace(heap, nexts[idx]())  # type: ignore[misc]
-        except StopIteration:
-            heappop(heap)
-            nexts[idx] = None
+            for batch in batches[i]:
+                if batch:
+                    pending[i] = batch
+                    return
         except CaptureFormatError as exc:
-            heappop(heap)
-            nexts[idx] = None
-            bad(idx, exc)
+            del batches[i]
+            bad(i, exc)  # raises unless --skip-bad
+            return
+        del batches[i]
+
+    while pending or waiting:
+        horizon = min(p[-1][0] for p in pending.values()) if pending else None
+        if waiting and (horizon is None or waiting[0][0] <= horizon):
+            i = heapq.heappop(waiting)[1]
+            try:
+                batches[i] = source(i)
+            except CaptureFormatError as exc:
+                bad(i, exc)
+                continue
+            refill(i)
+            continue
+        pieces: list[list[tuple[int, bytes]]] = []
+        drained = []
+        for i, p in pending.items():
+            if p[-1][0] <= horizon:
+                drained.append(i)
+                pieces.append(p)
+            else:
+                k = bisect.bisect_right(p, horizon, key=_KEY)
+                if k:
+                    pieces.append(p[:k])
+                    pending[i] = p[k:]
+        if len(pieces) == 1:
+            out = pieces[0]  # parts that do not overlap in time: nothing to sort
+        else:
+            out = list(chain.from_iterable(pieces))
+            out.sort(key=_KEY)  # stable: one input's records keep their order
+        write(b"".join(map(_RECORD, out)))
+        written += len(out)
+        for i in drained:
+            del pending[i]
+            refill(i)
     return written
 
 

@@ -183,6 +183,26 @@ def test_glob_and_round_robin_parts_with_ties(tmp_path):
     assert packets(tmp_path / "p2.pcap") != packets(tmp_path / "p.pcap")
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_out_of_order_parts_like_mergecap(tmp_path, seed):
+    # Real captures are not always in time order (multi-queue NICs, merged rings);
+    # mergecap then takes the earliest head each time, and so must we.
+    rng = random.Random(seed)
+    parts = []
+    for i in range(rng.randrange(2, 7)):
+        pkts = []
+        ts = 10**18
+        for k in range(rng.randrange(1, 400)):
+            ts += rng.choice([-3000, -1000, 0, 0, 1000, 2000, 50_000])
+            pkts.append((ts, bytes([i, k % 256]) * 40))
+        parts.append(write_pcap(tmp_path / f"o{i}.pcap", pkts))
+    assert mergecap(tmp_path / "m.pcap", parts) == 0
+    assert merge(tmp_path / "p.pcap", parts).returncode == 0
+    assert packets(tmp_path / "p.pcap") == packets(tmp_path / "m.pcap")
+    assert merge(tmp_path / "q.pcapng", parts, "--format", "pcapng").returncode == 0
+    assert packets(tmp_path / "q.pcapng") == packets(tmp_path / "m.pcap")
+
+
 def test_overlapping_many_parts(tmp_path):
     # More parts than are comfortably open at once, with overlapping time ranges.
     rng = random.Random(5)
