@@ -71,8 +71,7 @@ def merge(
 ) -> None:
     """Merge capture parts into one file ordered by time, like `mergecap -w`.
 
-    Packets with equal timestamps keep input order; the output equals `mergecap -w` on
-    the same inputs packet for packet. Parts may be pcap or pcapng, gzip or plain, mixed.
+    The result equals `mergecap -w` on the same inputs packet for packet. Parts may be pcap or pcapng, gzip or plain, mixed; gs:// parts are downloaded into a cache that a rerun reuses. See docs/merge.md.
 
     Example:
 
