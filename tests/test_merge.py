@@ -216,6 +216,58 @@ def test_overlapping_many_parts(tmp_path):
     assert packets(tmp_path / "p.out") == packets(tmp_path / "m.out")
 
 
+def test_thousand_rotated_parts_with_few_file_handles(tmp_path):
+    # Rotated parts do not overlap in time: they are opened one after another, so a
+    # merge of 1000 parts works under a limit of 64 open files.
+    import resource
+
+    rng = random.Random(9)
+    parts, want = [], []
+    ts = 1_700_000_000 * 10**9
+    for i in range(1000):
+        pkts = []
+        for _ in range(rng.randrange(0, 4)):
+            ts += rng.randrange(1, 10**6) * 1000
+            pkts.append((ts, bytes([i % 256]) * rng.choice([60, 300])))
+        parts.append(write_pcap(tmp_path / f"part__eth0__{i:05d}.pcap", pkts))
+        want += pkts
+    rng.shuffle(parts)  # the order given does not matter when times do not tie
+
+    def limit_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    res = subprocess.run(
+        [*PCAPTOOL, "merge", str(tmp_path), "-o", str(tmp_path / "out" / "all.pcap")],
+        capture_output=True,
+        env=pcaptool_env(),
+        preexec_fn=limit_files,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 1  # the output directory does not exist: one line
+    assert "cannot write" in one_error_line(res.stderr)
+    (tmp_path / "out").mkdir()
+    res = subprocess.run(
+        [*PCAPTOOL, "merge", *map(str, parts), "-o", str(tmp_path / "out" / "all.pcap")],
+        capture_output=True,
+        env=pcaptool_env(),
+        preexec_fn=limit_files,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr.decode()
+    assert [(t, d) for t, d, _ in packets(tmp_path / "out" / "all.pcap")] == want
+
+
+def test_stdin_among_the_inputs(corpus, tmp_path):
+    a, b = CORPUS / "zeek-http-get.pcap", CORPUS / "zeek-http-1000-requests-ipv6.pcap.gz"
+    res = run_pcaptool("merge", str(a), "-", "-o", "-", input=b.read_bytes())
+    assert res.returncode == 0, res.stderr.decode()
+    (tmp_path / "p.pcap").write_bytes(res.stdout)
+    assert mergecap(tmp_path / "m.pcap", [a, b]) == 0
+    assert packets(tmp_path / "p.pcap") == packets(tmp_path / "m.pcap")
+
+
 def test_append_equals_mergecap_a(corpus, tmp_path):
     inputs = [CORPUS / "zeek-icmp-ping.pcap", CORPUS / "zeek-http-get.pcap"]
     inputs += [CORPUS / "zeek-http-1000-requests-ipv6.pcap.gz", CORPUS / "zeek-http-vlan.pcap"]

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import CORPUS, PCAPTOOL, pcaptool_env, run_pcaptool
 from pcaptool.errors import CaptureFormatError
+from pcaptool.merge import rfc3339_ns
 from pcaptool.pcapfile import read_packets
 
 pytestmark = pytest.mark.skipif(not shutil.which("mergecap"), reason="needs mergecap")
@@ -117,6 +118,20 @@ def test_glob_and_list_without_download(gcs_server, parts, tmp_path):
     assert [int(r[1]) for r in rows[1:]] == [p.stat().st_size for p in gz_parts]
     assert all(r[2].endswith("Z") and r[3] == "-" for r in rows[1:])
     assert not cache.exists()  # --list never downloads
+
+    # once the parts are in the cache, --list reads their time range from there
+    out = tmp_path / "o.pcap"
+    url = "gs://ptmrg-list/run/*.gz"
+    assert run(gcs_server, "merge", url, "-o", str(out), "--cache-dir", str(cache)).returncode == 0
+    res = run(gcs_server, "merge", "--list", url, "--cache-dir", str(cache))
+    rows = [line.split("\t") for line in res.stdout.decode().splitlines()][1:]
+    for row, part in zip(rows, gz_parts, strict=True):
+        times = [p[0] for p in packets(part)]
+        assert (rfc3339_ns(row[3]), rfc3339_ns(row[4]), int(row[5])) == (
+            times[0],
+            times[-1],
+            len(times),
+        )
 
 
 def test_corrupt_object_skipped_with_skip_bad(gcs_server, parts, tmp_path):
