@@ -243,3 +243,44 @@ def test_no_credentials_is_one_line(tmp_path):
     assert res.returncode == 1
     lines = res.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "credentials" in lines[0], lines
+
+
+def test_permission_denied_is_one_line(tmp_path):
+    # A loopback server that answers like Cloud Storage does to a caller without access.
+    import http.server
+    import json
+    import threading
+
+    class Deny(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = json.dumps(
+                {
+                    "error": {
+                        "code": 403,
+                        "message": "caller does not have storage.objects.list access",
+                        "errors": [{"reason": "forbidden"}],
+                    }
+                }
+            ).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deny)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = pcaptool_env() | {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{server.server_port}"}
+        res = run_pcaptool("merge", "gs://private/run/", "-o", str(tmp_path / "o"), env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.returncode == 1
+    lines = res.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "permission denied" in lines[0], lines
+    assert lines[0].startswith("pcaptool: error: gs://private/run/")
