@@ -341,11 +341,14 @@ class _gcs_errors:  # noqa: N801 - used as a context manager, reads like a state
             raise PcapToolError(f"{self.url}: object not found") from None
         if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
             raise PcapToolError(
-                f"{self.url}: permission denied ({_one_line(exc)}); the account needs "
+                f"{self.url}: permission denied ({_one_line(getattr(exc, 'message', exc))}); "
+                "the account needs "
                 "storage.objects.list and storage.objects.get on the bucket"
             ) from None
         if isinstance(exc, gexc.GoogleAPIError):
-            raise PcapToolError(f"{self.url}: Cloud Storage error: {_one_line(exc)}") from None
+            raise PcapToolError(
+                f"{self.url}: Cloud Storage error: {_one_line(getattr(exc, 'message', exc))}"
+            ) from None
         if isinstance(exc, OSError) or type(exc).__module__.startswith(
             ("requests", "urllib3", "google.auth")
         ):
@@ -355,6 +358,6 @@ class _gcs_errors:  # noqa: N801 - used as a context manager, reads like a state
         return False
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: object) -> str:
     text = " ".join(str(exc).split())
     return text[:300] + ("…" if len(text) > 300 else "")
