@@ -70,12 +70,13 @@ def make_client():
     """A storage Client; anonymous against an emulator (STORAGE_EMULATOR_HOST)."""
     from google.cloud import storage
 
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    from pcaptool.gcs import emulator_endpoint
+
+    endpoint = emulator_endpoint()
     try:
-        if emulator:
+        if endpoint:
             from google.auth.credentials import AnonymousCredentials
 
-            endpoint = emulator if "://" in emulator else f"http://{emulator}"
             return storage.Client(
                 project=os.environ.get("GOOGLE_CLOUD_PROJECT", "pcaptool"),
                 credentials=AnonymousCredentials(),

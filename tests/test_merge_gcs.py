@@ -106,6 +106,39 @@ def test_merge_from_gcs_and_cache_reused(gcs_server, parts, tmp_path):
     assert out2.read_bytes() == out.read_bytes()
 
 
+def test_parts_uploaded_by_pcaptool_upload(gcs_server, parts, tmp_path):
+    # The pipeline's own uploader puts the parts there; merge gets them back.
+    gcs_server.client().create_bucket("ptmrg-pipe")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for p in parts:
+        shutil.copy(p, staged / p.name)  # upload deletes what it has uploaded
+    res = run(
+        gcs_server,
+        "upload",
+        "--bucket",
+        "ptmrg-pipe",
+        "--prefix",
+        "proj/svc/run1",
+        *sorted(map(str, staged.iterdir())),
+    )
+    if res.returncode != 0:
+        pytest.skip(f"pcaptool upload is not usable here: {res.stderr.decode()[-300:]}")
+    out = tmp_path / "full.pcap"
+    res = run(
+        gcs_server,
+        "merge",
+        "gs://ptmrg-pipe/proj/svc/run1",
+        "-o",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert res.returncode == 0, res.stderr.decode()
+    mergecap(tmp_path / "m.pcap", parts)
+    assert packets(out) == packets(tmp_path / "m.pcap")
+
+
 def test_glob_and_list_without_download(gcs_server, parts, tmp_path):
     upload(gcs_server, "ptmrg-list", "run/", parts)
     cache = tmp_path / "cache"
