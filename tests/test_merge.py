@@ -593,6 +593,25 @@ def test_folder_with_captures_and_ndjson(tmp_path):
     assert len(res.stdout.splitlines()) == 2 * 199 and len(parts) == 2
 
 
+def test_ndjson_append_and_list(tmp_path):
+    parts = _ndjson_parts(tmp_path, 3)
+    res = run_pcaptool("merge", "--append", *map(str, parts), "-o", "-")
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout.splitlines() == [
+        line for p in parts for line in open_input(p).read().splitlines()
+    ]
+    res = run_pcaptool("merge", "--list", *map(str, parts))
+    assert res.returncode == 0, res.stderr.decode()
+    rows = [line.split("\t") for line in res.stdout.decode().splitlines()[1:]]
+    for row, part in zip(rows, parts, strict=True):
+        dates = [
+            rfc3339_ns(orjson.loads(line)["pcap"]["date"])
+            for line in open_input(part).read().splitlines()
+        ]
+        assert (row[0], int(row[5])) == (str(part), len(dates))
+        assert (rfc3339_ns(row[3]), rfc3339_ns(row[4])) == (min(dates), max(dates))
+
+
 def test_ndjson_bad_line(tmp_path):
     parts = _ndjson_parts(tmp_path, 2)
     bad = tmp_path / "part-9.json"
