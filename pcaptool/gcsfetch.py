@@ -232,9 +232,15 @@ def fetch(
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = [pool.submit(_download, client, o, p, bar, timeout) for o, p in todo]
-            for fut in futures:
-                stats.downloaded_bytes += fut.result()
-                stats.downloaded += 1
+            try:
+                for fut in futures:
+                    stats.downloaded_bytes += fut.result()
+                    stats.downloaded += 1
+            except BaseException:
+                # the first failure (or Ctrl-C) ends the run: do not start the others
+                for fut in futures:
+                    fut.cancel()
+                raise
     finally:
         if bar:
             bar.stop()
