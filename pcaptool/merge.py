@@ -25,6 +25,7 @@ import bisect
 import glob
 import heapq
 import os
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,9 +40,16 @@ from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
 from pcaptool.pcapfile import (
     BLOCK_EPB,
     BLOCK_HEADER,
+    BLOCK_IDB,
+    BLOCK_PB,
+    BLOCK_SPB,
     EPB_BODY,
+    IDB_BODY,
     LINKTYPE_NAMES,
+    MAX_BLOCK,
     MAX_RECORD,
+    OPTION,
+    PB_BODY,
     PCAP_HEADER,
     PCAP_MAGIC,
     PCAP_RECORD,
@@ -391,7 +399,9 @@ class _Interfaces:
         return found
 
 
-def _pcapng_records(stream, name: str, interfaces: _Interfaces) -> Iterator[tuple[int, bytes]]:
+def _pcapng_records(
+    stream, name: str, interfaces: _Interfaces, close: bool = True
+) -> Iterator[tuple[int, bytes]]:
     """(ts_ns, enhanced packet block) of one input, mapped onto the output interfaces."""
     reader = CaptureReader(stream, name)
     head, body, tail = _EPB_HEAD.pack, _EPB_BODY.pack, _U32.pack
@@ -420,6 +430,183 @@ def _pcapng_records(stream, name: str, interfaces: _Interfaces) -> Iterator[tupl
         raise CaptureFormatError(f"{name}: compressed data is corrupt ({exc})") from None
     finally:
         stream.close()
+
+
+_BLOCK_LE = BLOCK_HEADER["<"]
+_EPB_FULL = struct.Struct("<IIIIIII")  # type, length, interface, ts high, ts low, incl, orig
+_IDB_LE = IDB_BODY["<"]
+_OPT_LE = OPTION["<"]
+_PB_LE = PB_BODY["<"]
+_BOM_LE = b"\x4d\x3c\x2b\x1a"  # 0x1A2B3C4D written little-endian
+
+
+def _pcapng_fast(
+    stream: BinaryIO, name: str, idx: int, n: int, interfaces: _Interfaces, chunk: int
+) -> Iterator[list[tuple[int, bytes]]]:
+    """Batches of (merge key, enhanced packet block) of a little-endian pcapng input.
+
+    An EPB whose interface has nanosecond time stamps and keeps its index in the output
+    is copied as it is (options included); otherwise only its 28-byte head is rewritten.
+    A big-endian section (rare) or a pcap stream, and what follows, go to CaptureReader.
+    """
+    read = getattr(stream, "read1", stream.read)
+    errors = _decompress_errors()
+    rank = n - 1 - idx
+    buf, pos, consumed, count, high = b"", 0, 0, 0, -1
+    # per interface of the current section: (output index, ts_mul, ts_div, offset_ns, snaplen)
+    section: list[tuple[int, int, int, int, int]] = []
+    try:
+        while True:
+            size = len(buf)
+            batch: list[tuple[int, bytes]] = []
+            append = batch.append
+            handover = False
+            while pos + 12 <= size:
+                btype, blen = _BLOCK_LE.unpack_from(buf, pos)
+                if btype in PCAP_MAGIC or (
+                    btype == PCAPNG_SHB and buf[pos + 8 : pos + 12] != _BOM_LE
+                ):
+                    # a pcap stream or a big-endian (or broken) section: CaptureReader's
+                    handover = True
+                    break
+                if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                    raise CaptureFormatError(
+                        f"{name}: corrupt pcapng block at byte {consumed + pos}: "
+                        f"type 0x{btype:08x}, length {blen}"
+                    )
+                end = pos + blen
+                if end > size:
+                    break  # read more
+                if _U32.unpack_from(buf, end - 4)[0] != blen:
+                    raise CaptureFormatError(
+                        f"{name}: corrupt pcapng block at byte {consumed + pos}: "
+                        "trailing length does not match"
+                    )
+                if btype == BLOCK_EPB:
+                    _, _, iface, hi, lo, incl, orig = _EPB_FULL.unpack_from(buf, pos)
+                    if 28 + incl > blen - 4 or iface >= len(section):
+                        raise _bad_epb(name, consumed + pos, iface, len(section), count)
+                    out, mul, div, offset, _ = section[iface]
+                    if mul == 1 and div == 1 and not offset:
+                        ts = (hi << 32) | lo
+                        if out == iface:
+                            block = buf[pos:end]
+                        else:
+                            head = _EPB_FULL.pack(BLOCK_EPB, blen, out, hi, lo, incl, orig)
+                            block = head + buf[pos + 28 : end]
+                    else:
+                        ts = ((hi << 32) | lo) * mul // div + offset
+                        head = _EPB_FULL.pack(
+                            BLOCK_EPB, blen, out, ts >> 32, ts & 0xFFFFFFFF, incl, orig
+                        )
+                        block = head + buf[pos + 28 : end]
+                    key = ts * n + rank
+                    if key > high:
+                        high = key
+                    append((high, block))
+                    count += 1
+                elif btype == PCAPNG_SHB:
+                    major = struct.unpack_from("<H", buf, pos + 12)[0]
+                    if major != 1:
+                        raise CaptureFormatError(
+                            f"{name}: pcapng section at byte {consumed + pos} has unsupported "
+                            f"version {major} (after packet {count})"
+                        )
+                    section = []
+                elif btype == BLOCK_IDB:
+                    section.append(_idb(buf, pos, blen, interfaces))
+                elif btype in (BLOCK_PB, BLOCK_SPB):
+                    if not section:
+                        raise _bad_epb(name, consumed + pos, 0, 0, count)
+                    ts, record = _old_packet_block(buf, pos, blen, btype, section, name, consumed)
+                    key = ts * n + rank
+                    if key > high:
+                        high = key
+                    append((high, record))
+                    count += 1
+                pos = end
+            if batch:
+                yield batch
+            if handover:
+                rest = _Prefixed(buf[pos:], stream)
+                entries = _pcapng_records(rest, name, interfaces, close=False)
+                yield from _keyed(entries, n, idx, high)
+                return
+            try:
+                more = read(chunk)
+            except errors as exc:
+                raise CaptureFormatError(
+                    f"{name}: compressed data is corrupt or cut short ({exc}) after packet {count}"
+                ) from None
+            if not more:
+                if pos == size:
+                    return
+                raise CaptureFormatError(
+                    f"{name}: file cut short in a pcapng block at byte {consumed + pos} "
+                    f"(after packet {count}; {size - pos} bytes left over)"
+                )
+            consumed += pos
+            buf = buf[pos:] + more
+            pos = 0
+    finally:
+        stream.close()
+
+
+def _bad_epb(name: str, at: int, iface: int, declared: int, count: int) -> CaptureFormatError:
+    if iface >= declared:
+        return CaptureFormatError(
+            f"{name}: packet {count + 1} names interface {iface}, "
+            f"but the section declares {declared}"
+        )
+    return CaptureFormatError(f"{name}: corrupt enhanced packet block at byte {at}")
+
+
+def _idb(
+    buf: bytes, pos: int, blen: int, interfaces: _Interfaces
+) -> tuple[int, int, int, int, int]:
+    """An interface description block -> (output index, ts_mul, ts_div, offset_ns, snaplen)."""
+    linktype, _, snaplen = _IDB_LE.unpack_from(buf, pos + 8)
+    ifname, mul, div, offset = None, 1000, 1, 0
+    at, end = pos + 16, pos + blen - 4
+    while at + 4 <= end:
+        code, length = _OPT_LE.unpack_from(buf, at)
+        if code == 0:
+            break
+        value = buf[at + 4 : at + 4 + length]
+        if code == 2:  # if_name
+            ifname = value.rstrip(b"\0").decode("utf-8", "replace")
+        elif code == 9 and value:  # if_tsresol
+            resol = value[0]
+            if resol & 0x80:
+                mul, div = 1_000_000_000, 1 << (resol & 0x7F)
+            elif resol <= 9:
+                mul, div = 10 ** (9 - resol), 1
+            else:
+                mul, div = 1, 10 ** (resol - 9)
+        elif code == 14 and length == 8:  # if_tsoffset, seconds
+            offset = struct.unpack("<q", value)[0] * 1_000_000_000
+        at += 4 + ((length + 3) & ~3)
+    return (interfaces.get(linktype, ifname, snaplen), mul, div, offset, snaplen)
+
+
+def _old_packet_block(buf, pos, blen, btype, section, name, consumed) -> tuple[int, bytes]:
+    """A (deprecated) packet block or a simple packet block, as an EPB of the output."""
+    if btype == BLOCK_PB:
+        iface, _drops, hi, lo, incl, orig = _PB_LE.unpack_from(buf, pos + 8)
+        if 28 + incl > blen - 4 or iface >= len(section):
+            raise _bad_epb(name, consumed + pos, iface, len(section), 0)
+        out, mul, div, offset, _ = section[iface]
+        ts = ((hi << 32) | lo) * mul // div + offset
+        data = buf[pos + 28 : pos + 28 + incl]
+    else:  # simple packet block: interface 0, no time stamp
+        (orig,) = _U32.unpack_from(buf, pos + 8)
+        out, _, _, _, snaplen = section[0]
+        incl = min(orig, blen - 16, snaplen or orig)
+        ts, data = 0, buf[pos + 12 : pos + 12 + incl]
+    pad = -incl & 3
+    size = 32 + incl + pad
+    head = _EPB_FULL.pack(BLOCK_EPB, size, out, ts >> 32, ts & 0xFFFFFFFF, incl, orig)
+    return ts, head + data + b"\0" * pad + _U32.pack(size)
 
 
 # -- the merge ------------------------------------------------------------------------------
@@ -497,6 +684,8 @@ def merge_captures(
 
         def source(i: int) -> Iterator[list[tuple[int, bytes]]]:
             p = probes[i]
+            if p.format == "pcapng":
+                return _pcapng_fast(_open_again(p), p.part.name, i, n, interfaces, chunk)
             return _keyed(_pcapng_records(_open_again(p), p.part.name, interfaces), n, i)
 
     def bad(i: int, exc: CaptureFormatError) -> None:

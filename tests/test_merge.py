@@ -358,6 +358,43 @@ def test_pcapng_inputs_and_pcapng_output(corpus, tmp_path):
         assert tshark_fields(tmp_path / f"p.{fmt}") == tshark_fields(tmp_path / "m.out")
 
 
+@pytest.mark.parametrize("maker", ["pcaptool", "editcap"])
+def test_pcapng_parts_like_mergecap(tmp_path, maker):
+    # pcapng parts: nanosecond ones written by PcapngWriter (copied block by block) and
+    # microsecond ones converted by editcap (block heads rewritten); some gzip'd, some
+    # with two interfaces, time stamps tying and going backwards.
+    rng = random.Random(len(maker))
+    parts = []
+    for i in range(5):
+        pkts = []
+        ts = 10**18
+        for k in range(rng.randrange(50, 300)):
+            ts += rng.choice([-2000, 0, 1000, 3000, 70_000])
+            pkts.append((ts, k % 2 if i % 2 else 0, bytes([i, k % 256]) * rng.choice([30, 700])))
+        path = tmp_path / f"n{i}.pcapng"
+        if maker == "pcaptool":
+            with open(path, "wb") as f:
+                w = PcapngWriter(f)
+                ids = [w.add_interface(1, name="eth0"), w.add_interface(1, name=f"eth{i}")]
+                for t, j, data in pkts:
+                    w.write(ids[j], t, data)
+        else:
+            pcap = write_pcap(tmp_path / f"n{i}.pcap", [(t, d) for t, _, d in pkts])
+            subprocess.run(["editcap", "-F", "pcapng", str(pcap), str(path)], check=True)
+            pcap.unlink()
+        parts.append(gz(path) if i % 2 else path)
+    assert mergecap(tmp_path / "m.pcapng", parts) == 0
+    want = packets(tmp_path / "m.pcapng")
+    for fmt in ("pcapng", "pcap"):
+        res = merge(tmp_path / f"p.{fmt}", parts, "--format", fmt)
+        assert res.returncode == 0, res.stderr.decode()
+        assert packets(tmp_path / f"p.{fmt}") == want
+        assert tshark_fields(tmp_path / f"p.{fmt}") == tshark_fields(tmp_path / "m.pcapng")
+    reader = CaptureReader(open_input(tmp_path / "p.pcapng"))
+    names = {reader.interfaces[p.iface].name for p in reader}
+    assert names == ({"eth0", "eth1", "eth3"} if maker == "pcaptool" else {None})
+
+
 def test_gzip_output(corpus, tmp_path):
     inputs = [CORPUS / "zeek-http-get.pcap", CORPUS / "zeek-icmp-ping.pcap"]
     assert merge(tmp_path / "p.pcap.gz", inputs).returncode == 0
