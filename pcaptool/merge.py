@@ -622,7 +622,11 @@ def choose_format(probes: list[_Probe], requested: str | None) -> str:
         )
     if requested:
         return requested
-    return "pcap" if len(linktypes) <= 1 else "pcapng"
+    # pcap when that loses nothing: one link type and no pcapng input (whose interface
+    # names, comments and resolutions pcap cannot hold)
+    if len(linktypes) > 1 or any(p.format == "pcapng" for p in probes):
+        return "pcapng"
+    return "pcap"
 
 
 def probe_parts(
@@ -651,7 +655,7 @@ def merge_captures(
 ) -> MergeResult:
     """Merge capture PARTS into the stream `open_output()` returns (called once probed).
 
-    fmt: "pcap", "pcapng" or None (pcap when every input has the same link type).
+    fmt: "pcap", "pcapng" or None (pcap when every input is pcap of one link type).
     append: concatenate in the given order instead of merging by time (`mergecap -a`).
     """
     result = MergeResult()

@@ -393,6 +393,10 @@ def test_pcapng_parts_like_mergecap(tmp_path, maker):
     reader = CaptureReader(open_input(tmp_path / "p.pcapng"))
     names = {reader.interfaces[p.iface].name for p in reader}
     assert names == ({"eth0", "eth1", "eth3"} if maker == "pcaptool" else {None})
+    # with no --format, pcapng parts give pcapng (nothing is lost)
+    assert merge(tmp_path / "d.out", parts).returncode == 0
+    assert (tmp_path / "d.out").read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    assert packets(tmp_path / "d.out") == want
 
 
 def test_gzip_output(corpus, tmp_path):

@@ -38,8 +38,8 @@ def merge(
         typer.Option(
             "--format",
             "-F",
-            help="pcap, pcapng or ndjson. Default: ndjson for .json/.ndjson parts, else pcap "
-            "when every input has the same link type, pcapng otherwise.",
+            help="pcap, pcapng or ndjson. Default: ndjson for .json/.ndjson parts; pcap when "
+            "every input is pcap of one link type; pcapng otherwise.",
             show_default=False,
         ),
     ] = None,
