@@ -99,7 +99,11 @@ def _retry(timeout: float):
 
 
 def list_objects(
-    url: str, suffixes: tuple[str, ...], client=None, timeout: float = 60.0
+    url: str,
+    suffixes: tuple[str, ...],
+    client=None,
+    timeout: float = 60.0,
+    page_size: int | None = None,
 ) -> list[GcsObject]:
     """Every part under gs://BUCKET/PREFIX (all pages), in name order."""
     bucket, prefix = parse_url(url)
@@ -114,7 +118,11 @@ def list_objects(
     found = []
     with _gcs_errors(url):
         blobs = client.list_blobs(
-            bucket, prefix=prefix, timeout=min(timeout, 60.0), retry=_retry(timeout)
+            bucket,
+            prefix=prefix,
+            page_size=page_size,
+            timeout=min(timeout, 60.0),
+            retry=_retry(timeout),
         )
         for blob in blobs:
             name = blob.name

@@ -317,3 +317,19 @@ def test_permission_denied_is_one_line(tmp_path):
     lines = res.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "permission denied" in lines[0], lines
     assert lines[0].startswith("pcaptool: error: gs://private/run/")
+
+
+def test_listing_reads_every_page(gcs_server, monkeypatch):
+    from pcaptool.gcsfetch import list_objects
+
+    client = gcs_server.client()
+    bucket = client.create_bucket("ptmrg-pages")
+    names = [f"run/part__eth0__{i:04d}.pcap.gz" for i in range(23)]
+    for name in names:
+        bucket.blob(name).upload_from_string(b"x")
+    bucket.blob("run/notes.txt").upload_from_string(b"not a part")
+    bucket.blob("run2/part__eth0__0000.pcap.gz").upload_from_string(b"another folder")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint)
+    found = list_objects("gs://ptmrg-pages/run", (".pcap.gz",), page_size=5)
+    assert [o.name for o in found] == names
+    assert all(o.size == 1 and o.crc32c for o in found)
