@@ -1,16 +1,19 @@
 """Merge capture parts (pcap/pcapng, gzip or plain) or NDJSON parts into one stream.
 
-The capture merge is a streaming k-way merge (`heapq`) keyed by `(ts_ns, -input_index)`:
-at each step the earliest pending packet is written. On equal timestamps the input given
-*last* wins, because that is what `mergecap -w` does: Wireshark's `merge_read_packet()`
-scans the inputs in order and its `is_earlier()` treats an equal time as earlier, so the
-last input holding the smallest time stamp is picked (checked against mergecap 4.0 in
-tests/test_merge.py). Within one input the packet order is kept. So the output equals
-`mergecap -w` packet for packet. Memory grows with the number of inputs, not their size.
+The capture merge is a streaming k-way merge by time stamp whose output equals
+`mergecap -w` packet for packet (checked against mergecap 4.0 in tests/test_merge.py):
+- on equal time stamps the input given *last* goes first: Wireshark's
+  `merge_read_packet()` scans the inputs in order and its `is_earlier()` counts an equal
+  time as earlier, so the last input holding the smallest time stamp wins;
+- within one input the packet order is kept, even where its time goes backwards.
+`_merge` gets this by sorting batches on a running-maximum key (see there), so the work
+per packet runs in C. Memory grows with the number of inputs open at once, not their size.
 
-Two things keep it fast and bounded:
-- a raw path: a little-endian pcap input whose time resolution equals the output's is
-  copied record by record (16-byte header + data, as read) with no decode/re-encode;
+What keeps it fast and bounded:
+- raw paths: a little-endian pcap input of the output's resolution and link type is
+  copied record by record (16-byte header + data, as read), and a little-endian pcapng
+  input's enhanced packet blocks are copied into pcapng output (only the block head is
+  rewritten when the interface number or the time unit changes);
 - lazy opening: every input is probed once for its header and first time stamp and then
   closed; it is opened again only when its first packet is due. Rotated parts rarely
   overlap, so a merge of thousands of parts keeps only a few files open at a time.
