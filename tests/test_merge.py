@@ -425,6 +425,27 @@ def test_stdout_pipes_into_tshark(corpus, tmp_path):
     assert len(tshark.stdout.split()) == len(packets(tmp_path / "p.pcap"))
 
 
+def test_reader_going_away_is_quiet(tmp_path):
+    # `pcaptool merge parts/ -o - | head -c 100`: exit 0, nothing on stderr
+    big = write_pcap(
+        tmp_path / "big.pcap", [(10**18 + k * 1000, b"z" * 1400) for k in range(20000)]
+    )
+    other = write_pcap(
+        tmp_path / "other.pcap", [(10**18 + k * 1000 + 1, b"y" * 1400) for k in range(20000)]
+    )
+    proc = subprocess.Popen(
+        [*PCAPTOOL, "merge", str(big), str(other), "-o", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=pcaptool_env(),
+    )
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert stderr == b""
+
+
 def test_refuses_binary_to_a_terminal(corpus):
     main, child = pty.openpty()
     try:

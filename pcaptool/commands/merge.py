@@ -84,6 +84,7 @@ def merge(
         pcaptool merge gs://my-bucket/run1/ --list
     """
     from pcaptool import merge as lib
+    from pcaptool.stdio import quiet_broken_pipe
 
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -129,14 +130,16 @@ def merge(
         opened.append(out)
         return out
 
-    try:
-        if ndjson:
-            result = lib.merge_ndjson(parts, open_output, append, skip_bad, warn)
-        else:
-            result = lib.merge_captures(parts, open_output, fmt, append, skip_bad, warn)
-    finally:
-        for out in opened:
-            _close_output(out)
+    # `merge … -o - | head`: the reader going away ends the merge quietly, exit 0
+    with quiet_broken_pipe():
+        try:
+            if ndjson:
+                result = lib.merge_ndjson(parts, open_output, append, skip_bad, warn)
+            else:
+                result = lib.merge_captures(parts, open_output, fmt, append, skip_bad, warn)
+        finally:
+            for out in opened:
+                _close_output(out)
     if verbose:
         print(
             f"pcaptool: merged {result.packets} packets from {result.inputs} parts "
