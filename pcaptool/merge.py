@@ -130,6 +130,36 @@ def expand_local(spec: str, suffixes: tuple[str, ...]) -> list[Part]:
     return [_local_part(path)]
 
 
+def resolve_parts(
+    specs: list[str],
+    fmt: str | None,
+    output: str | None,
+    list_gcs: Callable[[str, tuple[str, ...]], list[Part]],
+) -> tuple[list[Part], bool]:
+    """The parts SPECS name, in order, and whether they are NDJSON.
+
+    Directories and gs:// prefixes are listed for both kinds of part; the kind is NDJSON
+    when FMT says so or when every part found is NDJSON by name. A folder holding both
+    merges its captures. The OUTPUT file is left out of listings (see exclude_output).
+    """
+    wanted = {
+        "ndjson": NDJSON_SUFFIXES,
+        "pcap": CAPTURE_SUFFIXES,
+        "pcapng": CAPTURE_SUFFIXES,
+    }.get(fmt or "", CAPTURE_SUFFIXES + NDJSON_SUFFIXES)
+    parts: list[Part] = []
+    for spec in specs:
+        parts.extend(
+            list_gcs(spec, wanted) if spec.startswith("gs://") else expand_local(spec, wanted)
+        )
+    ndjson = fmt == "ndjson" or (
+        fmt is None and all(p.name.endswith(NDJSON_SUFFIXES) for p in parts)
+    )
+    if fmt is None and not ndjson:
+        parts = [p for p in parts if not p.listed or p.name.endswith(CAPTURE_SUFFIXES)]
+    return exclude_output(parts, output, set(specs)), ndjson
+
+
 def _is_part(path: Path, suffixes: tuple[str, ...]) -> bool:
     # Hidden names are temporaries (a part being written or downloaded), never a part.
     name = path.name

@@ -93,27 +93,9 @@ def merge(
     if inputs.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
 
-    # Directories and gs:// prefixes are listed for both kinds of part; the kind decides
-    # what is merged: NDJSON when asked for or when every part found is NDJSON.
-    wanted = {
-        "ndjson": lib.NDJSON_SUFFIXES,
-        "pcap": lib.CAPTURE_SUFFIXES,
-        "pcapng": lib.CAPTURE_SUFFIXES,
-    }.get(fmt or "", lib.CAPTURE_SUFFIXES + lib.NDJSON_SUFFIXES)
-    parts: list[lib.Part] = []
-    for spec in inputs:
-        if spec.startswith("gs://"):
-            parts.extend(_gcs_parts(spec, wanted, timeout))
-        else:
-            parts.extend(lib.expand_local(spec, wanted))
-    ndjson = fmt == "ndjson" or (
-        fmt is None and all(p.name.endswith(lib.NDJSON_SUFFIXES) for p in parts)
+    parts, ndjson = lib.resolve_parts(
+        inputs, fmt, output, lambda url, suffixes: _gcs_parts(url, suffixes, timeout)
     )
-    if fmt is None and not ndjson:
-        # a folder holding both: merge the captures, leave listed NDJSON parts out
-        parts = [p for p in parts if not p.listed or p.name.endswith(lib.CAPTURE_SUFFIXES)]
-    parts = lib.exclude_output(parts, output, set(inputs))
-
     cache = cache_dir or _default_cache()
     if list_only:
         _print_list(parts, cache)
