@@ -11,8 +11,10 @@ emulator) the client uses anonymous credentials, as Google's own tools do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import hashlib
+import json
 import os
 import re
 import sys
@@ -159,19 +161,49 @@ def cache_path(cache_dir: Path, obj: GcsObject) -> Path:
 
 
 def is_cached(path: Path, obj: GcsObject) -> bool:
-    """The cached file has the object's size and checksum (CRC32C, else MD5)."""
+    """The cached file has the object's size and checksum (CRC32C, else MD5).
+
+    A verified file gets a note beside it (`.NAME.verified`: its size, mtime and the
+    object's checksums); while the file's size and mtime still match the note and the
+    object's checksums equal the noted ones, the file is not read again, so a rerun over
+    gigabytes of cached parts starts at once.
+    """
     try:
-        if path.stat().st_size != obj.size:
-            return False
+        st = path.stat()
     except OSError:
+        return False
+    if st.st_size != obj.size:
         return False
     if obj.crc32c is None and obj.md5 is None:
         return True
+    note = _note_path(path)
+    try:
+        noted = json.loads(note.read_text())
+        if noted == _note(st, obj):
+            return True
+    except (OSError, ValueError):
+        pass
     hasher = _Hasher(obj)
     with open(path, "rb") as f:
         while chunk := f.read(READ_CHUNK):
             hasher.update(chunk)
-    return hasher.matches()
+    if not hasher.matches():
+        return False
+    _write_note(path, obj)
+    return True
+
+
+def _note_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _note(st: os.stat_result, obj: GcsObject) -> dict:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "crc32c": obj.crc32c, "md5": obj.md5}
+
+
+def _write_note(path: Path, obj: GcsObject) -> None:
+    with contextlib.suppress(OSError):  # a cache that cannot take notes still works
+        _note_path(path).write_text(json.dumps(_note(path.stat(), obj)))
 
 
 class _Hasher:
@@ -278,6 +310,7 @@ def _download(client_fn, obj: GcsObject, path: Path, bar: _Bar | None, timeout: 
                 f"{obj.url}: download does not match the object's size/checksum; try again"
             )
         os.replace(tmp, path)
+        _write_note(path, obj)
     finally:
         tmp.unlink(missing_ok=True)
     if bar:

@@ -80,8 +80,10 @@ def test_merge_from_gcs_and_cache_reused(gcs_server, parts, tmp_path):
     mergecap(tmp_path / "m.pcap", parts)
     assert packets(out) == packets(tmp_path / "m.pcap")
     assert len(packets(out)) > 4000
-    cached = sorted(p for p in cache.rglob("*") if p.is_file())
+    cached = sorted(p for p in cache.rglob("*") if p.is_file() and not p.name.startswith("."))
     assert [p.name for p in cached] == sorted(p.name for p in parts)
+    # each verified file has its note, so a rerun need not read it again
+    assert all((p.parent / f".{p.name}.verified").is_file() for p in cached)
     assert all(p.read_bytes() == (parts[0].parent / p.name).read_bytes() for p in cached)
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cached}
 
