@@ -561,6 +561,21 @@ def test_corrupt_gzip_middle_is_reported(corpus, tmp_path):
     assert "bad.pcap.gz" in res.stderr.decode() and "Traceback" not in res.stderr.decode()
 
 
+def test_invalid_deflate_data_is_one_line(tmp_path):
+    # a gzip header followed by a deflate block of the reserved type: isal raises its own
+    # IsalError (not an OSError); merge still says it in one line
+    good = write_pcap(tmp_path / "good.pcap", [(10**18, b"g" * 60)])
+    bad = tmp_path / "bad.pcap.gz"
+    bad.write_bytes(gzip.compress(good.read_bytes())[:10] + b"\xff" * 64)
+    res = merge(tmp_path / "p.pcap", [good, bad])
+    assert res.returncode == 1
+    line = one_error_line(res.stderr)
+    assert "bad.pcap.gz" in line and "compressed data is corrupt" in line
+    res = merge(tmp_path / "p.pcap", [good, bad], "--skip-bad")
+    assert res.returncode == 0 and "bad.pcap.gz" in res.stderr.decode()
+    assert packets(tmp_path / "p.pcap") == packets(good)
+
+
 # -- --list ----------------------------------------------------------------------------------
 
 
