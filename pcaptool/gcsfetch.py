@@ -288,12 +288,18 @@ def fetch(
 
 
 def _download(client_fn, obj: GcsObject, path: Path, bar: _Bar | None, timeout: float) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.download")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise PcapToolError(
+            f"cannot write the cache {path.parent}: {exc.strerror}; choose one with --cache-dir"
+        ) from None
     hasher = _Hasher(obj)
     advance = bar.advance if bar else (lambda n: None)
     try:
-        with _gcs_errors(obj.url), open(tmp, "wb") as f:
+        with _gcs_errors(obj.url), f:
             blob = client_fn().bucket(obj.bucket).blob(obj.name, generation=obj.generation)
             # raw_download: the stored bytes (a gzip part stays gzip, whatever its
             # Content-Encoding), which is what the checksum in the metadata covers.

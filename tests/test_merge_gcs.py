@@ -61,6 +61,12 @@ def run(gcs, *args: str):
     return run_pcaptool(*args, env=pcaptool_env() | gcs.env)
 
 
+@pytest.fixture(autouse=True)
+def _cache_home(tmp_path, monkeypatch):
+    # the default cache ($XDG_CACHE_HOME/pcaptool/gcs) of every run here is the test's own
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 def mergecap(out: Path, inputs: list[Path]) -> None:
     subprocess.run(["mergecap", "-w", str(out), *map(str, inputs)], check=True)
 
@@ -264,7 +270,15 @@ def test_progress_bar_on_a_terminal_only(gcs_server, parts, tmp_path):
     assert proc.returncode == 0
     assert f"download {len(parts)}/{len(parts)} files".encode() in shown
     # and quiet when stderr is not a terminal
-    res = run(gcs_server, "merge", "gs://ptmrg-tty/r/", "-o", str(tmp_path / "p.pcap"))
+    res = run(
+        gcs_server,
+        "merge",
+        "gs://ptmrg-tty/r/",
+        "-o",
+        str(tmp_path / "p.pcap"),
+        "--cache-dir",
+        str(tmp_path / "c2"),
+    )
     assert res.returncode == 0 and res.stderr == b""
 
 
@@ -335,3 +349,26 @@ def test_listing_reads_every_page(gcs_server, monkeypatch):
     found = list_objects("gs://ptmrg-pages/run", (".pcap.gz",), page_size=5)
     assert [o.name for o in found] == names
     assert all(o.size == 1 and o.crc32c for o in found)
+
+
+def test_unwritable_cache_is_one_line(gcs_server, parts, tmp_path):
+    upload(gcs_server, "ptmrg-ro", "r/", parts[:2])
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    # the default cache: $XDG_CACHE_HOME/pcaptool/gcs
+    env = pcaptool_env() | gcs_server.env | {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    res = run_pcaptool("merge", "gs://ptmrg-ro/r/", "-o", str(tmp_path / "o"), env=env)
+    assert res.returncode == 0, res.stderr.decode()
+    assert (tmp_path / "xdg" / "pcaptool" / "gcs" / "ptmrg-ro" / "r" / parts[0].name).is_file()
+    res = run(
+        gcs_server,
+        "merge",
+        "gs://ptmrg-ro/r/",
+        "-o",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(blocker),
+    )
+    assert res.returncode == 1
+    lines = res.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "cannot write the cache" in lines[0], lines
