@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from netns import VethPair, http_requests_with_traceparent, pipeline_built, send_udp
 
-from conftest import needs_root, pcaptool_env
+from conftest import PCAPTOOL, needs_root, pcaptool_env
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "entrypoint.sh"
@@ -266,6 +266,21 @@ def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata
     json_records = sum(len(gzip.decompress(objects[n]).splitlines()) for n in json_parts)
     assert json_records >= stats[0]["packets_written"]
 
+    # docs/sidecar.md's download and merge, from the URL of the NOTICE line.
+    notice = [e for e in sidecar.stderr_json() if e.get("severity") == "NOTICE"]
+    url = next(
+        e["message"].split(": ", 1)[1] for e in notice if "PCAP files available at" in e["message"]
+    )
+    fetch_env = pcaptool_env() | gcs_server.env | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run_pcap, run_json = tmp_path / "run.pcap", tmp_path / "run.json"
+    for args in ([url, "-o", str(run_pcap)], [url, "--format", "ndjson", "-o", str(run_json)]):
+        r = subprocess.run(
+            [*PCAPTOOL, "merge", *args], env=fetch_env, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+    assert count_packets(run_pcap.read_bytes(), tmp_path) == stats[0]["packets_written"]
+    assert len(run_json.read_bytes().splitlines()) == json_records
+
     # JSON lines on stdout for Cloud Logging, with the requests' trace ids.
     lines = sidecar.stdout_json()
     assert lines and all("severity" in x for x in lines)
@@ -288,8 +303,6 @@ def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata
     # The jq recipes of docs/sidecar.md, run as written on this run's NDJSON.
     if shutil.which("jq") is None:
         return
-    run_json = tmp_path / "run.json"
-    run_json.write_bytes(b"".join(gzip.decompress(objects[n]) for n in json_parts))
     recipes = jq_recipes()
     by_time = [json.loads(x) for x in run_recipe(recipes["every record in time order"], tmp_path)]
     dates = [r["pcap"]["date"] for r in by_time]
