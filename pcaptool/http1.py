@@ -161,6 +161,7 @@ class Http1Parser:
         "peer_acked",
         "garbage",
         "skipped",
+        "switch_msg",
     )
 
     def __init__(
@@ -186,6 +187,7 @@ class Http1Parser:
         self.peer_acked = -1  # the other direction's stream position the peer ACKed
         self.garbage = 0
         self.skipped = 0  # garbage before the start line of the message being parsed
+        self.switch_msg: Message | None = None  # the message that switched protocols
 
     def feed(self, data: bytes, ts: int) -> list[Message]:
         """Parse the next bytes of the stream; return the messages they completed."""
@@ -342,8 +344,9 @@ class Http1Parser:
             self._complete(ts, self.offset, done)
         elif self.state == HEAD and self.buf:
             self._error("incomplete", "stream ended inside the headers")
-        elif self.garbage:
-            self._error("not_http", f"{self.garbage} bytes that are not HTTP/1.x")
+        elif self.garbage or (self.state == SEEK and self.buf):
+            lost = self.garbage + len(self.buf)
+            self._error("not_http", f"{lost} bytes that are not HTTP/1.x")
             self.garbage = 0
         self.state = START
         self.buf = b""
@@ -485,6 +488,7 @@ class Http1Parser:
             if status == 101 or (req is not None and req.method == "CONNECT" and status < 300):
                 up = h.get("upgrade", "").lower()
                 self.switched = "h2" if up == "h2c" else "tunnel"
+                self.switch_msg = msg
                 self.state = SWITCHED
                 self._complete(ts, base + end, done, switching=True)
                 return end

@@ -150,6 +150,20 @@ class HalfStream:
         self.gap_reason = reason
         return out
 
+    def seen(self, seq: int, n: int) -> None:
+        """Bookkeeping only (streams nobody parses): count retransmissions, keep no data."""
+        nxt = self.next_seq
+        if nxt is None:
+            self.next_seq = (seq + n) & MASK
+            return
+        diff = (seq - nxt) & MASK
+        if diff >= HALF and ((nxt - seq) & MASK) >= n:
+            self.retransmissions += 1
+            return
+        end = (seq + n) & MASK
+        if ((end - nxt) & MASK) < HALF:
+            self.next_seq = end
+
     def peer_ack(self, ack: int) -> bytes | None:
         """The peer acknowledged `ack`: if that is past a hole we hold data behind, the
         peer got bytes the capture lost, so the hole will never fill."""
