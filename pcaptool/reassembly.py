@@ -256,6 +256,7 @@ class Conn:
         "closed",
         "app",
         "endpoints",
+        "tag",
     )
 
     def __init__(self, key, orig: int, budget: Budget, ts_ns: int, num: int) -> None:
@@ -275,6 +276,7 @@ class Conn:
         self.closed = False
         self.app = None
         self.endpoints = None  # ((orig ip, port), (resp ip, port)), set by the analyzer
+        self.tag = None  # whatever the caller wants to find again (translate's Flow)
 
     def state(self) -> str:
         """Zeek-style connection state (conn.log `conn_state`)."""

@@ -81,6 +81,7 @@ class TcpAnalyzer:
         payload: bytes,
         ts: int,
         num: int,
+        tag=None,
     ) -> list[dict]:
         """Analyze one TCP segment; add keys to `rec`; return connection records that ended
         (evicted connections first)."""
@@ -94,6 +95,7 @@ class TcpAnalyzer:
             self._close(c, ts, out, "evicted")
         i = 0 if direction == conn.orig else 1
         if conn.endpoints is None:
+            conn.tag = tag
             conn.endpoints = (
                 ((src, sport), (dst, dport)) if i == 0 else ((dst, dport), (src, sport))
             )
@@ -466,6 +468,7 @@ class TcpAnalyzer:
         return {
             "conn": c,
             "_ts": conn.last_ts,
+            "_flow": conn.tag,
             "message": (
                 f"conn TCP {fmt} > {fmt2} {state} {format_latency(dur)} "
                 f"{total} pkts {conn.bytes[0]}/{conn.bytes[1]} bytes"
@@ -473,5 +476,110 @@ class TcpAnalyzer:
         }
 
 
-TRACE_FIELDS = TRACE_KEYS
-__all__ = ["TcpAnalyzer", "format_latency", "Limits", "RST", "FIN"]
+_LETTERS = {"S": SYN, "F": FIN, "R": RST, "P": 0x08, "U": 0x20, "E": 0x40, "W": 0x80, ".": ACK}
+_FLAG_BITS: dict[str, int] = {}
+
+
+def _bits(letters: str) -> int:
+    b = _FLAG_BITS.get(letters)
+    if b is None:
+        b = _FLAG_BITS[letters] = sum(_LETTERS.get(c, 0) for c in letters)
+    return b
+
+
+class HttpAnalyzer(TcpAnalyzer):
+    """The `Analyzer` that `pcaptool.translate.Translator` calls for every TCP packet."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self._pending: list[dict] = []
+        self._last_ts = 0
+
+    def on_tcp(self, rec, flow, src, sport, dst, dport, seg, payload, ts_ns) -> None:
+        direction = 0 if (src, sport) < (dst, dport) else 1
+        self._last_ts = ts_ns
+        num = rec["pcap"]["num"] if "pcap" in rec else 0
+        out = self.segment(
+            rec,
+            flow.id,
+            direction,
+            src,
+            sport,
+            dst,
+            dport,
+            seg["seq"],
+            seg["ack"],
+            _bits(seg["flags_str"]),
+            payload,
+            ts_ns,
+            num,
+            flow,
+        )
+        if out:
+            self._pending.extend(out)
+        h = rec.get("http")
+        if h is not None:
+            return _note(h)
+        return None
+
+    def take_records(self) -> list[dict]:
+        if not self._pending:
+            return []
+        out = [conn_record(r) for r in self._pending]
+        self._pending = []
+        return out
+
+    def sweep(self, ts_ns: int) -> list[dict]:
+        """Connection records of connections idle as of `ts_ns` (parallel workers' tick)."""
+        return [conn_record(r) for r in self.tick(ts_ns)]
+
+    def finish(self) -> list[dict]:
+        out = [conn_record(r) for r in self._pending]
+        self._pending = []
+        out += [conn_record(r) for r in super().finish(self._last_ts or None)]
+        return out
+
+
+def _note(h: dict) -> str:
+    """`HTTP GET /x`, `HTTP/2 200 (GET /x) 12.3ms`: what the packet completed."""
+    parts = []
+    for m in [h, *h.get("more", ())]:
+        t = m.get("type")
+        proto = "HTTP/2" if m.get("version") == "HTTP/2" else "HTTP"
+        if t == "request":
+            parts.append(f"{proto} {m.get('method')} {m.get('target')}")
+        elif t == "response":
+            r = m.get("request")
+            s = f"{proto} {m.get('status')}"
+            if r:
+                s += f" ({r.get('method')} {r.get('target')}) {format_latency(m['latency'])}"
+            if "grpc_status" in m:
+                s += f" grpc-status={m['grpc_status']}"
+            if m.get("reset"):
+                s += f" reset={m['reset']}"
+            parts.append(s)
+        if "error" in m:
+            parts.append(f"HTTP error {m['error']['code']}")
+    return "; ".join(parts)
+
+
+def conn_record(r: dict) -> dict:
+    """A connection summary as a Cloud Logging record (like Zeek's conn.log line)."""
+    ts = r.pop("_ts")
+    flow = r.pop("_flow", None)
+    sec, nanos = divmod(ts, 1_000_000_000)
+    rec = {
+        "timestamp": {"seconds": sec, "nanos": nanos},
+        "severity": "INFO",
+        "message": r["message"],
+        "conn": r["conn"],
+    }
+    if flow is not None:
+        rec["flow"] = {"id": flow.id, "community_id": flow.community_id}
+        rec["logging.googleapis.com/labels"] = {"flow": flow.id, "proto": "tcp"}
+        rec["logging.googleapis.com/operation"] = {
+            "id": flow.id,
+            "producer": "github.com/pcaptool",
+            "last": True,
+        }
+    return rec

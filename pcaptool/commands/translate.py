@@ -19,6 +19,57 @@ def translate(
     pretty: bool = typer.Option(
         False, "--pretty", help="Indented, coloured JSON for humans instead of NDJSON."
     ),
+    http: bool = typer.Option(
+        True,
+        "--http/--no-http",
+        envvar="PCAP_HTTP",
+        help="TCP reassembly with HTTP/1.x, HTTP/2 and trace analysis (docs/http.md).",
+    ),
+    flows: bool = typer.Option(
+        False,
+        "--flows",
+        envvar="PCAP_FLOWS",
+        help="Also emit one connection record per TCP connection when it ends (like Zeek conn.log).",
+    ),
+    project: str = typer.Option(
+        None,
+        "--project",
+        envvar=["PROJECT_ID", "GOOGLE_CLOUD_PROJECT"],
+        help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE.",
+    ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        envvar="PCAP_WORKERS",
+        help="Worker processes; packets are sharded by flow so reassembly stays whole.",
+    ),
+    ordered: bool = typer.Option(
+        False,
+        "--ordered/--unordered",
+        envvar="PCAP_ORDERED",
+        help="With --workers > 1: records in capture order (else as soon as ready).",
+    ),
+    flow_timeout: float = typer.Option(
+        300.0,
+        "--flow-timeout",
+        min=0.001,
+        envvar="PCAP_FLOW_TIMEOUT",
+        help="Seconds of capture time after which an idle TCP connection is evicted.",
+    ),
+    tcp_flow_memory: int = typer.Option(
+        1 << 20,
+        "--tcp-flow-memory",
+        min=1024,
+        help="Out-of-order bytes held per direction of a connection (beyond: tcp.gap).",
+    ),
+    tcp_memory: int = typer.Option(
+        64 << 20,
+        "--tcp-memory",
+        min=65536,
+        help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
+    ),
 ) -> None:
     """Translate packets into structured JSON for Cloud Logging and jq.
 
@@ -33,6 +84,8 @@ def translate(
         pcaptool translate capture.pcap.gz | jq -c 'select(.tcp) | .message'
 
         pcaptool capture -i eth | pcaptool translate
+
+        pcaptool translate --flows --project my-proj --workers 2 --ordered big.pcap
     """
     from pcaptool.ndjson import NdjsonWriter, PrettyWriter
     from pcaptool.pcapfile import CaptureReader, open_input
@@ -43,6 +96,19 @@ def translate(
         raise UsageError(
             "no input: name a capture file or pipe one in (e.g. pcaptool capture | pcaptool translate)"
         )
+    analyzer_kw = None
+    if http:
+        from pcaptool.reassembly import Limits
+        from pcaptool.tcpapp import HttpAnalyzer
+
+        limits = Limits(
+            flow_bytes=tcp_flow_memory,
+            total_bytes=tcp_memory,
+            idle_timeout_ns=int(flow_timeout * 1_000_000_000),
+        )
+        analyzer_kw = {"project": project, "flows": flows, "limits": limits}
+    elif flows:
+        raise UsageError("--flows needs the TCP analysis: drop --no-http")
     out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
     failed = False
     for source in sources:
@@ -54,8 +120,14 @@ def translate(
             failed = True
             continue
         reader = CaptureReader(stream, name if source != "-" else "<stdin>", before_read=out.flush)
-        translator = Translator(name)
         try:
+            if workers > 1 and not pretty:
+                from pcaptool.parallel import translate_parallel
+
+                translate_parallel(reader, name, out.out.write, workers, ordered, analyzer_kw)
+                continue
+            analyzer = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
+            translator = Translator(name, analyzer)
             for rec in translator.records(reader):
                 out.write(rec)
         except CaptureFormatError as exc:

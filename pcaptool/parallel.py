@@ -1,0 +1,315 @@
+"""Parallel translate: packets sharded by flow to N worker processes.
+
+The main process reads the capture, finds each packet's flow (addresses and, for TCP and
+UDP, ports, in an order that is the same for both directions) and sends the packet to the
+worker that owns that flow, so reassembly and HTTP state stay whole inside one process.
+Workers translate and serialise; the main process writes their lines either as they come
+(`ordered=False`) or in capture order (`ordered=True`).
+
+Ordered output equals single-process output record for record. Two things make that hold:
+every worker's idle-connection sweep runs at the same packet as the single process's
+(the main process broadcasts a tick to the other workers whenever a TCP packet starts a
+new second of capture time), and connection records that several workers produce at the
+same packet are merged by the number of their connection's last packet, which is the
+order the single process's flow table (least recently active first) yields them in.
+Limits that count across flows (table size, total reassembly memory) apply per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import queue
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from operator import itemgetter
+
+import orjson
+
+from pcaptool.errors import CaptureFormatError
+from pcaptool.pcapfile import CaptureReader, Packet
+
+U16 = struct.Struct("!H")
+PORTS = struct.Struct("!HH")
+VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+IPV6_EXT = (0, 43, 60)
+BATCH = 512
+MAX_OUTSTANDING = 6  # batches in flight per worker before the reader waits
+_OPT = orjson.OPT_APPEND_NEWLINE
+_first = itemgetter(0)
+
+
+def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
+    """(a direction-independent flow key, is TCP) of a packet, from its headers only."""
+    try:
+        if linktype == 1:
+            etype = U16.unpack_from(data, 12)[0]
+            off = 14
+            while etype in VLAN_TYPES:
+                etype = U16.unpack_from(data, off + 2)[0]
+                off += 4
+            if etype not in (0x0800, 0x86DD):
+                return None, False
+        elif linktype == 113:
+            off = 16
+        elif linktype == 276:
+            off = 20
+        elif linktype in (0, 108):
+            off = 4
+        elif linktype in (101, 228, 229, 12, 14):
+            off = 0
+        else:
+            return None, False
+        v = data[off] >> 4
+        if v == 4:
+            ihl = (data[off] & 15) * 4
+            proto = data[off + 9]
+            src = data[off + 12 : off + 16]
+            dst = data[off + 16 : off + 20]
+            frag = U16.unpack_from(data, off + 6)[0] & 0x1FFF
+            p = off + ihl
+            if frag or proto not in (6, 17):
+                return (src, dst) if src < dst else (dst, src), False
+        elif v == 6:
+            proto = data[off + 6]
+            src = data[off + 8 : off + 24]
+            dst = data[off + 24 : off + 40]
+            p = off + 40
+            while proto in IPV6_EXT:
+                proto = data[p]
+                p += (data[p + 1] + 1) * 8
+            if proto == 44:
+                if U16.unpack_from(data, p + 2)[0] & 0xFFF8:
+                    return (src, dst) if src < dst else (dst, src), False
+                proto = data[p]
+                p += 8
+            if proto not in (6, 17):
+                return (src, dst) if src < dst else (dst, src), False
+        else:
+            return None, False
+        sport, dport = PORTS.unpack_from(data, p)
+        a = (src, sport)
+        b = (dst, dport)
+        key = (proto, a, b) if a < b else (proto, b, a)
+        return key, proto == 6 and len(data) >= p + 20
+    except (IndexError, struct.error):
+        return None, False
+
+
+def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
+    from pcaptool.tcpapp import HttpAnalyzer
+    from pcaptool.translate import Translator
+
+    an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
+    tr = Translator(name, an)
+    translate = tr.translate
+    dumps = orjson.dumps
+    while True:
+        batch = conn.recv()
+        if batch is None:
+            break
+        out = []
+        for m in batch:
+            if len(m) == 2:  # tick: (num, ts) or ("finish", last TCP ts)
+                if m[0] == "finish":
+                    an._last_ts = m[1] or an._last_ts
+                    recs = an.finish()
+                else:
+                    recs = an.sweep(m[1])
+                out.append([(r["conn"]["last_num"], dumps(r, option=_OPT)) for r in recs])
+                continue
+            num, ts, caplen, wirelen, data, iface, linktype, iname = m
+            rec = translate(num, Packet(ts, caplen, wirelen, data, iface, linktype), iname)
+            res = [(-1, dumps(rec, option=_OPT))]
+            if an is not None and an._pending:
+                for r in an.take_records():
+                    res.append((r["conn"]["last_num"], dumps(r, option=_OPT)))
+            out.append(res)
+        conn.send(out)
+    conn.close()
+
+
+class _Pool:
+    def __init__(self, workers: int, name: str, analyzer_kw: dict | None) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conns = []
+        self.procs = []
+        self.queues: list[queue.SimpleQueue] = []
+        self.threads = []
+        for _ in range(workers):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(child, name, analyzer_kw), daemon=True)
+            p.start()
+            child.close()
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            t = threading.Thread(target=_pump, args=(parent, q), daemon=True)
+            t.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+            self.queues.append(q)
+            self.threads.append(t)
+
+    def close(self) -> None:
+        for c in self.conns:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                c.send(None)
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+
+
+def _pump(conn, q: queue.SimpleQueue) -> None:
+    """Receive a worker's result batches into a queue (a thread per worker)."""
+    try:
+        while True:
+            q.put(conn.recv())
+    except (EOFError, OSError):
+        q.put(None)
+
+
+def translate_parallel(
+    reader: Iterable[Packet],
+    name: str,
+    write: Callable[[bytes], object],
+    workers: int,
+    ordered: bool,
+    analyzer_kw: dict | None,
+) -> None:
+    """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
+    pool = _Pool(workers, name, analyzer_kw)
+    try:
+        _run(pool, reader, write, workers, ordered, analyzer_kw is not None)
+    finally:
+        pool.close()
+
+
+def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -> None:
+    batches: list[list] = [[] for _ in range(workers)]
+    outstanding = [0] * workers
+    ready: list[deque] = [deque() for _ in range(workers)]
+    log: deque = deque()  # ordered: which workers hold the results of each next message
+    conns = pool.conns
+    queues = pool.queues
+    gsec = -1
+    last_tcp_ts = 0
+    if isinstance(reader, CaptureReader):
+
+        def iname(i: int):
+            ifs = reader.interfaces
+            return ifs[i].name if i < len(ifs) else None
+
+    else:
+
+        def iname(i: int):
+            return None
+
+    def take(w: int, block: bool) -> bool:
+        q = queues[w]
+        try:
+            got = q.get() if block else q.get_nowait()
+        except queue.Empty:
+            return False
+        if got is None:
+            raise RuntimeError("a translate worker ended unexpectedly")
+        outstanding[w] -= 1
+        if ordered:
+            ready[w].extend(got)
+        else:
+            write(b"".join(line for res in got for _, line in res))
+        return True
+
+    def emit() -> None:
+        while log:
+            e = log[0]
+            if e.__class__ is int:
+                r = ready[e]
+                if not r:
+                    return
+                res = r.popleft()
+                log.popleft()
+                if len(res) == 1:
+                    write(res[0][1])
+                else:
+                    write(b"".join(line for _, line in res))
+            else:
+                for w in e:
+                    if not ready[w]:
+                        return
+                log.popleft()
+                items = []
+                for w in e:
+                    items += ready[w].popleft()
+                items.sort(key=_first)
+                write(b"".join(line for _, line in items))
+
+    def send(w: int) -> None:
+        conns[w].send(batches[w])
+        batches[w] = []
+        outstanding[w] += 1
+        for v in range(workers):
+            while take(v, False):
+                pass
+        while outstanding[w] > MAX_OUTSTANDING:
+            take(w, True)
+        if ordered:
+            emit()
+
+    def one(num: int, pkt: Packet) -> None:
+        nonlocal gsec, last_tcp_ts
+        key, is_tcp = flow_of(pkt.linktype, pkt.data)
+        w = hash(key) % workers if key is not None else 0
+        if is_tcp and ticks:
+            last_tcp_ts = pkt.ts_ns
+            sec = pkt.ts_ns // 1_000_000_000
+            if sec > gsec:
+                gsec = sec
+                tick = (num, pkt.ts_ns)
+                for v in range(workers):
+                    if v != w:
+                        batches[v].append(tick)
+                if ordered:
+                    log.append((w, *[v for v in range(workers) if v != w]))
+            elif ordered:
+                log.append(w)
+        elif ordered:
+            log.append(w)
+        batches[w].append(
+            (
+                num,
+                pkt.ts_ns,
+                pkt.caplen,
+                pkt.wirelen,
+                pkt.data,
+                pkt.iface,
+                pkt.linktype,
+                iname(pkt.iface),
+            )
+        )
+        if len(batches[w]) >= BATCH:
+            send(w)
+
+    broken = None
+    try:
+        for num, pkt in enumerate(reader, 1):
+            one(num, pkt)
+    except CaptureFormatError as exc:
+        broken = exc  # write every record before the break, then report it
+    if ticks:
+        fin = ("finish", last_tcp_ts)
+        for v in range(workers):
+            batches[v].append(fin)
+        if ordered:
+            log.append(tuple(range(workers)))
+    for v in range(workers):
+        if batches[v]:
+            send(v)
+    for v in range(workers):
+        while outstanding[v] > 0:
+            take(v, True)
+    if ordered:
+        emit()
+    if broken is not None:
+        raise broken
