@@ -136,6 +136,8 @@ class Message:
         req = self.request
         if req is not None:
             d["request"] = {"method": req.method, "target": req.target, "host": req.host}
+            if req.first_num:
+                d["request"]["num"] = req.first_num
             d["latency"] = self.end_ts - req.first_ts
         return d
 

@@ -156,6 +156,8 @@ class Stream:
                 "target": r.get(":path"),
                 "host": r.get(":authority") or r.get("host"),
             }
+            if self.first_num:
+                d["request"]["num"] = self.first_num
             d["latency"] = ts - self.first_ts
         t = self.trailers
         if t:
