@@ -37,7 +37,12 @@ def feed_split(p: Http1Parser, data: bytes, cuts: list[int], ts: int = 0):
 def test_request_and_response_basic_fields():
     c, s = pair()
     (req,) = c.feed(REQ_GET, 10)
-    assert (req.method, req.target, req.version, req.host) == ("GET", "/a?x=1", "HTTP/1.1", "example.com")
+    assert (req.method, req.target, req.version, req.host) == (
+        "GET",
+        "/a?x=1",
+        "HTTP/1.1",
+        "example.com",
+    )
     assert req.headers["user-agent"] == "t/1"
     (resp,) = s.feed(RESP_CL, 50)
     d = resp.as_dict()
@@ -117,7 +122,9 @@ def test_garbage_prefix_is_reported_and_request_parsed():
 def test_bad_chunk_size_reports_and_resynchronises():
     c, s = pair()
     c.feed(REQ_GET + REQ_GET, 0)
-    msgs = s.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n" + RESP_CL, 1)
+    msgs = s.feed(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n" + RESP_CL, 1
+    )
     assert msgs[0].errors[0][0] == "bad_chunk_size"
     assert msgs[-1].status == 200 and msgs[-1].body_size == 5
     # the rest of the broken body is skipped on the way to the next start line, and said so
@@ -176,8 +183,13 @@ def test_upgrade_websocket_and_h2c_and_connect():
     assert s.feed(b"\x81\x05hello", 2) == []
 
     c, s = pair()
-    c.feed(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", 0)
-    s.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", 1)
+    c.feed(
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", 0
+    )
+    s.feed(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+        1,
+    )
     assert s.switched == "h2" and s.leftover.startswith(b"\x00\x00\x00\x04")
     c.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 2)
     assert c.switched == "h2" and c.leftover.startswith(b"PRI")
