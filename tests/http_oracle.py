@@ -32,7 +32,10 @@ def tshark_fields(path, decode_as: list[str] = ()) -> dict[int, dict[str, list[s
         cols = line.split("\t")
         cols += [""] * (len(FIELDS) - len(cols))
         num = int(cols[0])
-        frames[num] = {f: (c.split(SEP) if c else []) for f, c in zip(FIELDS[1:], cols[1:])}
+        frames[num] = {
+            f: (c.split(SEP) if c else [])
+            for f, c in zip(FIELDS[1:], cols[1 : len(FIELDS)], strict=True)
+        }
     return frames
 
 
