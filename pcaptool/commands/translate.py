@@ -88,8 +88,7 @@ def translate(
         pcaptool translate --flows --project my-proj --workers 2 --ordered big.pcap
     """
     from pcaptool.ndjson import NdjsonWriter, PrettyWriter
-    from pcaptool.pcapfile import CaptureReader, open_input
-    from pcaptool.translate import Translator
+    from pcaptool.stdio import quiet_broken_pipe
 
     sources = inputs or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
@@ -110,6 +109,16 @@ def translate(
     elif flows:
         raise UsageError("--flows needs the TCP analysis: drop --no-http")
     out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
+    with quiet_broken_pipe():
+        failed = _translate_all(sources, out)
+    if failed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+def _translate_all(sources: list[str], out) -> bool:
+    from pcaptool.pcapfile import CaptureReader, open_input
+    from pcaptool.translate import Translator
+
     failed = False
     for source in sources:
         name = "-" if source == "-" else Path(source).name
@@ -138,5 +147,4 @@ def translate(
             if source != "-":
                 stream.close()
     out.flush()
-    if failed:
-        raise typer.Exit(EXIT_RUNTIME)
+    return failed
