@@ -98,7 +98,6 @@ def translate(
     analyzer_kw = None
     if http:
         from pcaptool.reassembly import Limits
-        from pcaptool.tcpapp import HttpAnalyzer
 
         limits = Limits(
             flow_bytes=tcp_flow_memory,
@@ -110,12 +109,14 @@ def translate(
         raise UsageError("--flows needs the TCP analysis: drop --no-http")
     out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
     with quiet_broken_pipe():
-        failed = _translate_all(sources, out)
+        failed = _translate_all(sources, out, analyzer_kw, workers if not pretty else 1, ordered)
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
 
 
-def _translate_all(sources: list[str], out) -> bool:
+def _translate_all(
+    sources: list[str], out, analyzer_kw: dict | None, workers: int, ordered: bool
+) -> bool:
     from pcaptool.pcapfile import CaptureReader, open_input
     from pcaptool.translate import Translator
 
@@ -130,12 +131,16 @@ def _translate_all(sources: list[str], out) -> bool:
             continue
         reader = CaptureReader(stream, name if source != "-" else "<stdin>", before_read=out.flush)
         try:
-            if workers > 1 and not pretty:
+            if workers > 1:
                 from pcaptool.parallel import translate_parallel
 
                 translate_parallel(reader, name, out.out.write, workers, ordered, analyzer_kw)
                 continue
-            analyzer = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
+            analyzer = None
+            if analyzer_kw is not None:
+                from pcaptool.tcpapp import HttpAnalyzer
+
+                analyzer = HttpAnalyzer(**analyzer_kw)
             translator = Translator(name, analyzer)
             for rec in translator.records(reader):
                 out.write(rec)
