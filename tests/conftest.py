@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+# ../shared/corpus beside the clone (CI); PCAPTOOL_CORPUS points elsewhere (a worktree).
+CORPUS = Path(os.environ.get("PCAPTOOL_CORPUS") or REPO.parent / "shared" / "corpus")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
