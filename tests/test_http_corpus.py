@@ -10,9 +10,9 @@ import subprocess
 import jsonschema
 import orjson
 import pytest
+from http_oracle import FIELDS, differences, ours, tshark_fields
 
 from conftest import CORPUS, REPO, run_pcaptool
-from http_oracle import FIELDS, differences, ours, tshark_fields
 
 SCHEMA = json.loads((REPO / "pcaptool" / "schema" / "record.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
