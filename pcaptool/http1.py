@@ -164,6 +164,7 @@ class Http1Parser:
         "garbage",
         "skipped",
         "switch_msg",
+        "start_ts",
     )
 
     def __init__(
@@ -190,6 +191,7 @@ class Http1Parser:
         self.garbage = 0
         self.skipped = 0  # garbage before the start line of the message being parsed
         self.switch_msg: Message | None = None  # the message that switched protocols
+        self.start_ts: int | None = None  # when the first byte of the next message came
 
     def feed(self, data: bytes, ts: int) -> list[Message]:
         """Parse the next bytes of the stream; return the messages they completed."""
@@ -213,6 +215,8 @@ class Http1Parser:
                 if self.remaining == 0:
                     self._complete(ts, base + pos, done)
             elif st in (START, SEEK):
+                if self.start_ts is None:
+                    self.start_ts = ts
                 pos = self._start(data, pos, ts, done)
                 if pos < 0:
                     break
@@ -426,7 +430,8 @@ class Http1Parser:
         block = data[pos:end]
         lines = block.split(b"\n")
         first = lines[0] + b"\n"
-        msg = Message(self.is_request, ts)
+        msg = Message(self.is_request, ts if self.start_ts is None else self.start_ts)
+        self.start_ts = None
         msg.header_size = end - pos
         if self.skipped:
             msg.errors.append(("garbage_prefix", f"{self.skipped} bytes before the start line"))

@@ -102,7 +102,10 @@ class TcpAnalyzer:
         n = len(payload)
         conn.packets[i] += 1
         conn.bytes[i] += n
-        if conn.closed:
+        if conn.closed:  # late ACKs of a finished connection still belong to its trace
+            app = conn.app
+            if app.__class__ is App and app.last_trace:
+                rec.update(app.last_trace)
             return out
         hs = conn.streams[i]
         if flags & SYN:
@@ -244,8 +247,8 @@ class TcpAnalyzer:
                 cur = m.trace
         if msgs or m is not None:
             app.last_trace = cur or None
-        elif p.state == http1.START and p.is_request:
-            app.last_trace = None
+        elif p.is_request and p.buf and p.state != http1.SWITCHED:
+            app.last_trace = None  # a new request has begun; its trace is not known yet
         if p.errors:
             for e in p.errors:
                 self._add_error(rec, app, e)
