@@ -186,6 +186,7 @@ class Direction:
         "block_frame",
         "broken",
         "table_size",
+        "started",
     )
 
     def __init__(self) -> None:
@@ -198,6 +199,7 @@ class Direction:
         self.block_frame: dict | None = None
         self.broken = False
         self.table_size = 4096
+        self.started = False
 
 
 class H2Connection:
@@ -233,6 +235,12 @@ class H2Connection:
         msgs: list = []
         if st.broken:
             return frames, msgs
+        if not st.started:
+            st.started = True
+            # the server may speak first (its SETTINGS): the client's preface still comes
+            if data[:24] == PREFACE[: len(data[:24])]:
+                st.preface = True
+                self.client = d
         if st.buf:
             data = st.buf + data
             st.buf = b""
