@@ -427,9 +427,10 @@ class Http1Parser:
         return m.start()
 
     def _head(self, data: bytes, pos: int, end: int, ts: int, base: int, done: list) -> int:
-        block = data[pos:end]
-        lines = block.split(b"\n")
-        first = lines[0] + b"\n"
+        # one decode of the whole block, then str operations (latin-1 maps bytes 1:1)
+        text = data[pos:end].decode("latin-1")
+        lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+        first = lines[0]
         msg = Message(self.is_request, ts if self.start_ts is None else self.start_ts)
         self.start_ts = None
         msg.header_size = end - pos
@@ -438,39 +439,43 @@ class Http1Parser:
             self.skipped = 0
         self.msg = msg
         if self.is_request:
-            m = REQUEST_LINE.match(first)
-            if m is None:
-                self.msg = None
-                self._error("bad_start_line", repr(lines[0][:64])[2:-1])
-                self.state = SEEK
-                return end
-            msg.method = m.group(1).decode("latin-1")
-            msg.target = m.group(2).decode("latin-1")
-            msg.version = m.group(3).decode("latin-1")
+            parts = first.split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/") or not parts[1]:
+                m = REQUEST_LINE.match(first.encode("latin-1") + b"\n")
+                if m is None:
+                    self.msg = None
+                    self._error("bad_start_line", repr(first[:64])[1:-1])
+                    self.state = SEEK
+                    return end
+                parts = [g.decode("latin-1") for g in m.groups()]
+            msg.method, msg.target, msg.version = parts
         else:
-            m = STATUS_LINE.match(first)
-            if m is None:
-                self.msg = None
-                self._error("bad_start_line", repr(lines[0][:64])[2:-1])
-                self.state = SEEK
-                return end
-            msg.version = m.group(1).decode("latin-1")
-            msg.status = int(m.group(2))
-            reason = m.group(3)
-            msg.reason = reason.decode("latin-1") if reason is not None else ""
+            parts = first.split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+                m = STATUS_LINE.match(first.encode("latin-1") + b"\n")
+                if m is None:
+                    self.msg = None
+                    self._error("bad_start_line", repr(first[:64])[1:-1])
+                    self.state = SEEK
+                    return end
+                parts = [g.decode("latin-1") if g is not None else "" for g in m.groups()]
+            msg.version = parts[0]
+            msg.status = int(parts[1])
+            msg.reason = parts[2] if len(parts) > 2 else ""
         headers = msg.headers
         for line in lines[1:]:
-            line = line.rstrip(b"\r")
             if not line:
                 continue
-            name, colon, value = line.partition(b":")
-            if not colon or not name or name != name.strip():
-                self._error("bad_header", repr(line[:64])[2:-1])
+            name, colon, value = line.partition(":")
+            if not colon or not name or name[-1] in " \t" or name[0] in " \t":
+                self._error("bad_header", repr(line[:64])[1:-1])
                 continue
-            k = name.decode("latin-1").lower()
-            v = value.strip().decode("latin-1")
-            old = headers.get(k)
-            headers[k] = v if old is None else old + ", " + v
+            k = name.lower()
+            v = value.strip()
+            if k in headers:
+                headers[k] += ", " + v
+            else:
+                headers[k] = v
         return self._framing(msg, end, ts, base, done)
 
     def _framing(self, msg: Message, end: int, ts: int, base: int, done: list) -> int:

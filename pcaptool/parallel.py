@@ -99,6 +99,9 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
 
 
 def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
+    """Translate batches of packets; answer each batch with (lines, ends, keyed): the
+    NDJSON lines of every message joined, where each message's lines end, and for the
+    messages that produced connection records, each record's (sort key, length)."""
     from pcaptool.tcpapp import HttpAnalyzer
     from pcaptool.translate import Translator
 
@@ -110,24 +113,40 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
         batch = conn.recv()
         if batch is None:
             break
-        out = []
-        for m in batch:
+        parts: list[bytes] = []
+        ends: list[int] = []
+        keyed: dict[int, list] = {}
+        pos = 0
+        for idx, m in enumerate(batch):
             if len(m) == 2:  # tick: (num, ts) or ("finish", last TCP ts)
                 if m[0] == "finish":
                     an._last_ts = m[1] or an._last_ts
                     recs = an.finish()
                 else:
                     recs = an.sweep(m[1])
-                out.append([(r["conn"]["last_num"], dumps(r, option=_OPT)) for r in recs])
+                if recs:
+                    ks = keyed[idx] = []
+                    for r in recs:
+                        b = dumps(r, option=_OPT)
+                        parts.append(b)
+                        pos += len(b)
+                        ks.append((r["conn"]["last_num"], len(b)))
+                ends.append(pos)
                 continue
             num, ts, caplen, wirelen, data, iface, linktype, iname = m
             rec = translate(num, Packet(ts, caplen, wirelen, data, iface, linktype), iname)
-            res = [(-1, dumps(rec, option=_OPT))]
+            line = dumps(rec, option=_OPT)
+            parts.append(line)
+            pos += len(line)
             if an is not None and an._pending:
+                ks = keyed[idx] = [(-1, len(line))]
                 for r in an.take_records():
-                    res.append((r["conn"]["last_num"], dumps(r, option=_OPT)))
-            out.append(res)
-        conn.send(out)
+                    b = dumps(r, option=_OPT)
+                    parts.append(b)
+                    pos += len(b)
+                    ks.append((r["conn"]["last_num"], len(b)))
+            ends.append(pos)
+        conn.send((b"".join(parts), ends, keyed))
     conn.close()
 
 
@@ -215,10 +234,25 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
         if got is None:
             raise RuntimeError("a translate worker ended unexpectedly")
         outstanding[w] -= 1
-        if ordered:
-            ready[w].extend(got)
-        else:
-            write(b"".join(line for res in got for _, line in res))
+        blob, ends, keyed = got
+        if not ordered:
+            write(blob)
+            return True
+        view = memoryview(blob)
+        r = ready[w]
+        start = 0
+        for idx, end in enumerate(ends):
+            ks = keyed.get(idx)
+            if ks is None:
+                r.append(view[start:end])
+            else:
+                items = []
+                p = start
+                for key, n in ks:
+                    items.append((key, view[p : p + n]))
+                    p += n
+                r.append(items)
+            start = end
         return True
 
     def emit() -> None:
@@ -230,10 +264,11 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
                     return
                 res = r.popleft()
                 log.popleft()
-                if len(res) == 1:
-                    write(res[0][1])
+                if res.__class__ is list:
+                    for _, line in res:
+                        write(line)
                 else:
-                    write(b"".join(line for _, line in res))
+                    write(res)
             else:
                 for w in e:
                     if not ready[w]:
@@ -241,9 +276,14 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
                 log.popleft()
                 items = []
                 for w in e:
-                    items += ready[w].popleft()
+                    res = ready[w].popleft()
+                    if res.__class__ is list:
+                        items += res
+                    elif len(res):
+                        items.append((-1, res))
                 items.sort(key=_first)
-                write(b"".join(line for _, line in items))
+                for _, line in items:
+                    write(line)
 
     def send(w: int) -> None:
         conns[w].send(batches[w])

@@ -18,6 +18,7 @@ from pcaptool import http1, http2, tracectx
 from pcaptool.reassembly import ACK, FIN, RST, SYN, Conn, FlowTable, Limits
 
 OTHER = "other"  # app state of connections we do not parse
+_NONE: tuple = ()
 
 SAMPLED = tracectx.SAMPLED_KEY
 TRACE_KEYS = (tracectx.TRACE_KEY, tracectx.SPAN_KEY, tracectx.SAMPLED_KEY)
@@ -84,15 +85,29 @@ class TcpAnalyzer:
         tag=None,
     ) -> list[dict]:
         """Analyze one TCP segment; add keys to `rec`; return connection records that ended
-        (evicted connections first)."""
-        out: list[dict] = []
+        (evicted connections first), usually the shared empty tuple."""
+        out: list | tuple = _NONE
         table = self.table
-        if table.due(ts):
-            for c in table.expired(ts):
-                self._close(c, ts, out, "timeout")
-        conn, evicted = table.get(key, direction, flags, ts, num)
-        for c in evicted:
-            self._close(c, ts, out, "evicted")
+        if ts // 1_000_000_000 > table._tick and table.due(ts):
+            expired = table.expired(ts)
+            if expired:
+                out = []
+                for c in expired:
+                    self._close(c, ts, out, "timeout")
+        conns = table.conns
+        conn = conns.pop(key, None)
+        if conn is None or (conn.closed and flags & SYN and not flags & ACK):
+            if conn is not None:
+                conns[key] = conn  # port reuse: let the table retire the closed one
+            conn, evicted = table.get(key, direction, flags, ts, num)
+            if evicted:
+                out = list(out)
+                for c in evicted:
+                    self._close(c, ts, out, "evicted")
+        else:
+            conns[key] = conn  # most recently active last
+            conn.last_ts = ts
+            conn.last_num = num
         i = 0 if direction == conn.orig else 1
         if conn.endpoints is None:
             conn.tag = tag
@@ -101,12 +116,36 @@ class TcpAnalyzer:
             )
         n = len(payload)
         conn.packets[i] += 1
-        conn.bytes[i] += n
+        app = conn.app
         if conn.closed:  # late ACKs of a finished connection still belong to its trace
-            app = conn.app
+            conn.bytes[i] += n
             if app.__class__ is App and app.last_trace:
                 rec.update(app.last_trace)
             return out
+        if flags & 0x07 == 0 and app.__class__ is App:
+            # the common case: no SYN/FIN/RST in a connection we parse
+            if n:
+                conn.bytes[i] += n
+                hs = conn.streams[i]
+                other = conn.streams[1 - i]
+                if other.held and flags & ACK:
+                    data = other.peer_ack(ack)
+                    if data is not None or other.gap:
+                        self._deliver(conn, 1 - i, data, other.gap, ts, rec, num)
+                data = hs.segment(seq, payload)
+                if data is not None or hs.gap:
+                    self._deliver(conn, i, data, hs.gap, ts, rec, num)
+            else:
+                other = conn.streams[1 - i]
+                if other.held and flags & ACK:
+                    data = other.peer_ack(ack)
+                    if data is not None or other.gap:
+                        self._deliver(conn, 1 - i, data, other.gap, ts, rec, num)
+            tr = app.last_trace
+            if tr:
+                rec.update(tr)
+            return out
+        conn.bytes[i] += n
         hs = conn.streams[i]
         if flags & SYN:
             if flags & ACK:
@@ -114,15 +153,15 @@ class TcpAnalyzer:
             else:
                 conn.syn = True
             hs.syn(seq)
-        app = conn.app
         if app is OTHER or not self.http:
             if n:
                 hs.seen(seq, n)
         else:
-            if flags & ACK and conn.streams[1 - i].held:
-                data = conn.streams[1 - i].peer_ack(ack)
-                if data is not None or conn.streams[1 - i].gap:
-                    self._deliver(conn, 1 - i, data, conn.streams[1 - i].gap, ts, rec, num)
+            other = conn.streams[1 - i]
+            if flags & ACK and other.held:
+                data = other.peer_ack(ack)
+                if data is not None or other.gap:
+                    self._deliver(conn, 1 - i, data, other.gap, ts, rec, num)
             if n:
                 if app is None:
                     app = self._classify(conn, i, payload)
@@ -133,7 +172,7 @@ class TcpAnalyzer:
                     if data is not None or hs.gap:
                         self._deliver(conn, i, data, hs.gap, ts, rec, num)
             app = conn.app
-            if app is not None and app is not OTHER:
+            if app.__class__ is App:
                 tr = app.last_trace
                 if tr:
                     rec.update(tr)
@@ -142,9 +181,10 @@ class TcpAnalyzer:
         if flags & RST and conn.rst < 0:
             conn.rst = i
         if conn.rst >= 0 or (conn.fins[0] and conn.fins[1]):
+            out = list(out)
             self._close(conn, ts, out, "closed", rec, num)
             conn.closed = True
-        elif flags & FIN and isinstance(conn.app, App):
+        elif flags & FIN and conn.app.__class__ is App:
             # a half-close ends that direction's stream: a body read to the close completes
             self._finish_dir(conn, i, ts, rec, num)
         return out
@@ -499,7 +539,7 @@ class HttpAnalyzer(TcpAnalyzer):
         self._last_ts = 0
 
     def on_tcp(self, rec, flow, src, sport, dst, dport, seg, payload, ts_ns) -> None:
-        direction = 0 if (src, sport) < (dst, dport) else 1
+        direction = 0 if src < dst or (src == dst and sport < dport) else 1
         self._last_ts = ts_ns
         num = rec["pcap"]["num"] if "pcap" in rec else 0
         out = self.segment(
