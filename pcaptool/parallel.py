@@ -214,16 +214,6 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
     queues = pool.queues
     gsec = -1
     last_tcp_ts = 0
-    if isinstance(reader, CaptureReader):
-
-        def iname(i: int):
-            ifs = reader.interfaces
-            return ifs[i].name if i < len(ifs) else None
-
-    else:
-
-        def iname(i: int):
-            return None
 
     def take(w: int, block: bool) -> bool:
         q = queues[w]
@@ -297,44 +287,45 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
         if ordered:
             emit()
 
-    def one(num: int, pkt: Packet) -> None:
-        nonlocal gsec, last_tcp_ts
-        key, is_tcp = flow_of(pkt.linktype, pkt.data)
-        w = hash(key) % workers if key is not None else 0
-        if is_tcp and ticks:
-            last_tcp_ts = pkt.ts_ns
-            sec = pkt.ts_ns // 1_000_000_000
-            if sec > gsec:
-                gsec = sec
-                tick = (num, pkt.ts_ns)
-                for v in range(workers):
-                    if v != w:
-                        batches[v].append(tick)
-                if ordered:
-                    log.append((w, *[v for v in range(workers) if v != w]))
-            elif ordered:
-                log.append(w)
-        elif ordered:
-            log.append(w)
-        batches[w].append(
-            (
-                num,
-                pkt.ts_ns,
-                pkt.caplen,
-                pkt.wirelen,
-                pkt.data,
-                pkt.iface,
-                pkt.linktype,
-                iname(pkt.iface),
-            )
-        )
-        if len(batches[w]) >= BATCH:
-            send(w)
-
     broken = None
+    ifaces = reader.interfaces if isinstance(reader, CaptureReader) else []
     try:
         for num, pkt in enumerate(reader, 1):
-            one(num, pkt)
+            key, is_tcp = flow_of(pkt.linktype, pkt.data)
+            w = hash(key) % workers if key is not None else 0
+            if is_tcp and ticks:
+                ts = pkt.ts_ns
+                last_tcp_ts = ts
+                if ts // 1_000_000_000 > gsec:
+                    gsec = ts // 1_000_000_000
+                    tick = (num, ts)
+                    for v in range(workers):
+                        if v != w:
+                            batches[v].append(tick)
+                    if ordered:
+                        log.append((w, *[v for v in range(workers) if v != w]))
+                elif ordered:
+                    log.append(w)
+            elif ordered:
+                log.append(w)
+            i = pkt.iface
+            if ifaces is not reader.interfaces:
+                ifaces = reader.interfaces  # a new pcapng section
+            b = batches[w]
+            b.append(
+                (
+                    num,
+                    pkt.ts_ns,
+                    pkt.caplen,
+                    pkt.wirelen,
+                    pkt.data,
+                    i,
+                    pkt.linktype,
+                    ifaces[i].name if i < len(ifaces) else None,
+                )
+            )
+            if len(b) >= BATCH:
+                send(w)
     except CaptureFormatError as exc:
         broken = exc  # write every record before the break, then report it
     if ticks:
