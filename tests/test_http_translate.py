@@ -265,3 +265,35 @@ def test_no_http_and_flows_conflict(tmp_path):
     assert r.returncode == 2 and b"--flows" in r.stderr
     r = run_pcaptool("translate", "--no-http", str(path))
     assert r.returncode == 0 and b'"http"' not in r.stdout
+
+
+def test_memcap_gap_reported_through_the_cli(tmp_path):
+    cap = Capture()
+    c = Conn(cap)
+    c.handshake()
+    c.client(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+    base = c.sseq
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n"
+    # the first 1000 body bytes never arrive; 19 KB arrive behind the hole
+    nums = [c.raw(False, base + len(head) + 1000 + k * 1000, b"z" * 1000) for k in range(19)]
+    c.raw(False, base, head)
+    recs = translate(cap.write(tmp_path / "cap.pcap"), "--tcp-flow-memory", "4096")
+    pk = packets(recs)
+    gaps = [pk[n]["tcp"]["gap"] for n in nums if "gap" in pk[n].get("tcp", {})]
+    assert gaps and all(g["reason"] == "memcap" for g in gaps)
+    assert sum(g["bytes"] for g in gaps) >= 1000 + len(head)
+
+
+def test_corpus_http_captures_ordered_workers_equal_one(corpus):
+    names = [
+        "zeek-http-1000-requests-ipv6.pcap.gz",
+        "sv-http2-prior-knowledge-goaway.pcap",
+        "sv-http2-upgrade-rst-null.pcap",
+        "zeek-http-chunked.pcapng",
+    ]
+    for name in names:
+        path = corpus / name
+        one = run_pcaptool("translate", "--flows", str(path))
+        two = run_pcaptool("translate", "--flows", "--workers", "2", "--ordered", str(path))
+        assert one.returncode == two.returncode == 0
+        assert two.stdout == one.stdout, name
