@@ -34,7 +34,7 @@ class Limits:
     flow_bytes: int = 1 << 20  # out-of-order bytes held per direction of a connection
     total_bytes: int = 64 << 20  # out-of-order bytes held across all connections
     max_segments: int = 256  # out-of-order segments held per direction
-    max_flows: int = 100_000  # connections tracked at once (oldest evicted beyond)
+    max_flows: int = 40_000  # connections tracked at once (~4 KB each with HTTP state)
     idle_timeout_ns: int = 300 * 1_000_000_000  # Zeek's tcp_inactivity_timeout
     linger_ns: int = 2 * 1_000_000_000  # closed connections absorb late ACKs this long
 
