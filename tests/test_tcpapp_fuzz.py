@@ -31,7 +31,11 @@ segment = st.tuples(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(segment, max_size=30), st.booleans())
 def test_never_raises(segs, small):
-    limits = Limits(flow_bytes=256, total_bytes=512, max_flows=2, idle_timeout_ns=10**9) if small else None
+    limits = (
+        Limits(flow_bytes=256, total_bytes=512, max_flows=2, idle_timeout_ns=10**9)
+        if small
+        else None
+    )
     an = TcpAnalyzer(project="p", flows=True, limits=limits)
     ts = 0
     for i, (d, seq, ack, flags, payload, dt) in enumerate(segs, 1):
