@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import queue
 import struct
 import threading
 from collections import deque
@@ -150,86 +149,56 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
     conn.close()
 
 
-class _Pool:
-    def __init__(self, workers: int, name: str, analyzer_kw: dict | None) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self.conns = []
-        self.procs = []
-        self.queues: list[queue.SimpleQueue] = []
-        self.threads = []
-        for _ in range(workers):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, name, analyzer_kw), daemon=True)
-            p.start()
-            child.close()
-            q: queue.SimpleQueue = queue.SimpleQueue()
-            t = threading.Thread(target=_pump, args=(parent, q), daemon=True)
-            t.start()
-            self.conns.append(parent)
-            self.procs.append(p)
-            self.queues.append(q)
-            self.threads.append(t)
+class _Output:
+    """Where worker results go: written by the threads that receive them, under one lock,
+    so a live capture's records appear without waiting for the next packet."""
 
-    def close(self) -> None:
-        for c in self.conns:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                c.send(None)
-        for p in self.procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+    def __init__(self, write, flush, workers: int, ordered: bool) -> None:
+        self.write = write
+        self.flush = flush
+        self.ordered = ordered
+        self.cond = threading.Condition()
+        self.outstanding = [0] * workers
+        self.ready: list[deque] = [deque() for _ in range(workers)]
+        self.log: deque = deque()  # ordered: which workers hold each next message's lines
+        self.error: BaseException | None = None
 
+    def result(self, w: int, got) -> None:
+        with self.cond:
+            self.outstanding[w] -= 1
+            try:
+                if self.error is None:
+                    if self.ordered:
+                        self._ready(w, got)
+                        self._emit()
+                    else:
+                        self.write(got[0])
+                    self.flush()
+            except BaseException as exc:  # a closed stdout (`| head`): the main thread ends
+                self.error = exc
+            self.cond.notify_all()
 
-def _pump(conn, q: queue.SimpleQueue) -> None:
-    """Receive a worker's result batches into a queue (a thread per worker)."""
-    try:
-        while True:
-            q.put(conn.recv())
-    except (EOFError, OSError):
-        q.put(None)
+    def failed(self, exc: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = exc
+            self.cond.notify_all()
 
+    def wait(self, w: int | None, most: int) -> None:
+        """Wait until worker w (every worker if None) has at most `most` batches in flight."""
+        with self.cond:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                pending = self.outstanding if w is None else [self.outstanding[w]]
+                if max(pending) <= most:
+                    return
+                self.cond.wait()
 
-def translate_parallel(
-    reader: Iterable[Packet],
-    name: str,
-    write: Callable[[bytes], object],
-    workers: int,
-    ordered: bool,
-    analyzer_kw: dict | None,
-) -> None:
-    """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
-    pool = _Pool(workers, name, analyzer_kw)
-    try:
-        _run(pool, reader, write, workers, ordered, analyzer_kw is not None)
-    finally:
-        pool.close()
-
-
-def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -> None:
-    batches: list[list] = [[] for _ in range(workers)]
-    outstanding = [0] * workers
-    ready: list[deque] = [deque() for _ in range(workers)]
-    log: deque = deque()  # ordered: which workers hold the results of each next message
-    conns = pool.conns
-    queues = pool.queues
-    gsec = -1
-    last_tcp_ts = 0
-
-    def take(w: int, block: bool) -> bool:
-        q = queues[w]
-        try:
-            got = q.get() if block else q.get_nowait()
-        except queue.Empty:
-            return False
-        if got is None:
-            raise RuntimeError("a translate worker ended unexpectedly")
-        outstanding[w] -= 1
+    def _ready(self, w: int, got) -> None:
         blob, ends, keyed = got
-        if not ordered:
-            write(blob)
-            return True
         view = memoryview(blob)
-        r = ready[w]
+        r = self.ready[w]
         start = 0
         for idx, end in enumerate(ends):
             ks = keyed.get(idx)
@@ -243,9 +212,9 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
                     p += n
                 r.append(items)
             start = end
-        return True
 
-    def emit() -> None:
+    def _emit(self) -> None:
+        log, ready, write = self.log, self.ready, self.write
         while log:
             e = log[0]
             if e.__class__ is int:
@@ -275,20 +244,91 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
                 for _, line in items:
                     write(line)
 
+
+class _Pool:
+    def __init__(self, workers: int, name: str, analyzer_kw: dict | None, output: _Output) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conns = []
+        self.procs = []
+        self.threads = []
+        for w in range(workers):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(child, name, analyzer_kw), daemon=True)
+            p.start()
+            child.close()
+            t = threading.Thread(target=_pump, args=(parent, w, output), daemon=True)
+            t.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+            self.threads.append(t)
+
+    def close(self) -> None:
+        for c in self.conns:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                c.send(None)
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+def _pump(conn, w: int, output: _Output) -> None:
+    """Receive one worker's result batches and hand them to the output."""
+    while True:
+        try:
+            got = conn.recv()
+        except (EOFError, OSError):
+            output.failed(RuntimeError("a translate worker ended unexpectedly"))
+            return
+        output.result(w, got)
+
+
+def translate_parallel(
+    reader: Iterable[Packet],
+    name: str,
+    write: Callable[[bytes], object],
+    workers: int,
+    ordered: bool,
+    analyzer_kw: dict | None,
+    flush: Callable[[], object] = lambda: None,
+) -> None:
+    """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
+    output = _Output(write, flush, workers, ordered)
+    pool = _Pool(workers, name, analyzer_kw, output)
+    try:
+        _run(pool, output, reader, workers, ordered, analyzer_kw is not None)
+    finally:
+        pool.close()
+
+
+def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, ticks: bool) -> None:
+    batches: list[list] = [[] for _ in range(workers)]
+    log = output.log
+    conns = pool.conns
+    gsec = -1
+    last_tcp_ts = 0
+
     def send(w: int) -> None:
+        with output.cond:
+            output.outstanding[w] += 1
         conns[w].send(batches[w])
         batches[w] = []
-        outstanding[w] += 1
+        output.wait(w, MAX_OUTSTANDING)
+
+    def send_all() -> None:
+        # the reader may block next (a live capture): what is batched goes out now
         for v in range(workers):
-            while take(v, False):
-                pass
-        while outstanding[w] > MAX_OUTSTANDING:
-            take(w, True)
-        if ordered:
-            emit()
+            if batches[v]:
+                send(v)
 
     broken = None
-    ifaces = reader.interfaces if isinstance(reader, CaptureReader) else []
+    if isinstance(reader, CaptureReader):
+        ifaces = reader.interfaces
+        reader.before_read = send_all
+    else:
+        ifaces = []
     try:
         for num, pkt in enumerate(reader, 1):
             key, is_tcp = flow_of(pkt.linktype, pkt.data)
@@ -334,13 +374,7 @@ def _run(pool: _Pool, reader, write, workers: int, ordered: bool, ticks: bool) -
             batches[v].append(fin)
         if ordered:
             log.append(tuple(range(workers)))
-    for v in range(workers):
-        if batches[v]:
-            send(v)
-    for v in range(workers):
-        while outstanding[v] > 0:
-            take(v, True)
-    if ordered:
-        emit()
+    send_all()
+    output.wait(None, 0)
     if broken is not None:
         raise broken

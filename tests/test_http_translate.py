@@ -297,3 +297,72 @@ def test_corpus_http_captures_ordered_workers_equal_one(corpus):
         two = run_pcaptool("translate", "--flows", "--workers", "2", "--ordered", str(path))
         assert one.returncode == two.returncode == 0
         assert two.stdout == one.stdout, name
+
+
+@pytest.mark.parametrize("args", [[], ["--workers", "2"], ["--workers", "2", "--ordered"]])
+def test_live_pipe_records_appear_before_end_of_input(tmp_path, args):
+    import select
+    import subprocess
+
+    from conftest import PCAPTOOL
+
+    path = many_connections(tmp_path / "live.pcap", conns=2)
+    data = path.read_bytes()
+    first = 24 + sum(16 + len(frame) for _, frame in capture_frames(path)[:5])
+    proc = subprocess.Popen(
+        [*PCAPTOOL, "translate", *args, "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=pcaptool_env(),
+    )
+    try:
+        proc.stdin.write(data[:first])
+        proc.stdin.flush()
+        got = b""
+        deadline = 30
+        while got.count(b"\n") < 5 and deadline > 0:
+            ready, _, _ = select.select([proc.stdout], [], [], 1)
+            deadline -= 1
+            if ready:
+                got += proc.stdout.read1(65536)
+        assert got.count(b"\n") >= 5, got  # five packets in, five records out, input open
+        proc.stdin.write(data[first:])
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    one = run_pcaptool("translate", "-", input=data)
+    if "--ordered" in args or not args:
+        assert got + rest == one.stdout
+    else:
+        assert sorted((got + rest).splitlines()) == sorted(one.stdout.splitlines())
+
+
+def capture_frames(path: Path) -> list[tuple[int, bytes]]:
+    from pcaptool.pcapfile import CaptureReader, open_input
+
+    with open_input(str(path)) as f:
+        return [(p.ts_ns, p.data) for p in CaptureReader(f, "x")]
+
+
+def test_workers_closed_stdout_is_quiet(tmp_path):
+    import subprocess
+
+    from conftest import PCAPTOOL
+
+    path = many_connections(tmp_path / "m.pcap", conns=40)
+    for extra in ([], ["--ordered"]):
+        proc = subprocess.Popen(
+            [*PCAPTOOL, "translate", "--workers", "2", *extra, str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=pcaptool_env(),
+        )
+        proc.stdout.readline()
+        proc.stdout.close()  # like `| head -1`
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, err
+        assert b"Traceback" not in err and err == b""

@@ -134,7 +134,9 @@ def _translate_all(
             if workers > 1:
                 from pcaptool.parallel import translate_parallel
 
-                translate_parallel(reader, name, out.out.write, workers, ordered, analyzer_kw)
+                translate_parallel(
+                    reader, name, out.out.write, workers, ordered, analyzer_kw, out.flush
+                )
                 continue
             analyzer = None
             if analyzer_kw is not None:
