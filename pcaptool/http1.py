@@ -50,6 +50,8 @@ def looks_like_http(data: bytes) -> str | None:
         return "response"
     if data.startswith(b"PRI * HTTP/2"):
         return "h2"
+    if len(data) < 9 and any(m.startswith(data) for m in METHOD_PREFIXES):
+        return "request"  # a request line cut after a few bytes ("GE", "POST")
     head = data[:1024]
     m = SEEK_REQUEST.search(head)
     if m is not None and b"\n" not in head[: m.start()]:

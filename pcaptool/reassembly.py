@@ -164,6 +164,21 @@ class HalfStream:
         if ((end - nxt) & MASK) < HALF:
             self.next_seq = end
 
+    def cut_short(self, end_seq: int, missing: int) -> bytes | None:
+        """The segment that ended at `end_seq` lost `missing` bytes to the capture's
+        snaplen. If the stream stands right there, skip them (reported in `gap`) and
+        return what became deliverable behind them."""
+        self.gap = 0
+        if missing <= 0 or self.next_seq != end_seq & MASK:
+            return None
+        self.next_seq = (end_seq + missing) & MASK
+        self.gaps += 1
+        self.gap_bytes += missing
+        out = self._drain(b"") if self.held else None
+        self.gap = missing
+        self.gap_reason = "snaplen"
+        return out
+
     def peer_ack(self, ack: int) -> bytes | None:
         """The peer acknowledged `ack`: if that is past a hole we hold data behind, the
         peer got bytes the capture lost, so the hole will never fill."""

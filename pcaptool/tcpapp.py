@@ -83,6 +83,7 @@ class TcpAnalyzer:
         ts: int,
         num: int,
         tag=None,
+        missing: int = 0,
     ) -> list[dict]:
         """Analyze one TCP segment; add keys to `rec`; return connection records that ended
         (evicted connections first), usually the shared empty tuple."""
@@ -135,6 +136,8 @@ class TcpAnalyzer:
                 data = hs.segment(seq, payload)
                 if data is not None or hs.gap:
                     self._deliver(conn, i, data, hs.gap, ts, rec, num)
+                if missing:
+                    self._cut_short(conn, i, seq + n, missing, ts, rec, num)
             else:
                 other = conn.streams[1 - i]
                 if other.held and flags & ACK:
@@ -171,6 +174,8 @@ class TcpAnalyzer:
                     data = hs.segment(seq, payload)
                     if data is not None or hs.gap:
                         self._deliver(conn, i, data, hs.gap, ts, rec, num)
+                    if missing:
+                        self._cut_short(conn, i, seq + n, missing, ts, rec, num)
             app = conn.app
             if app.__class__ is App:
                 tr = app.last_trace
@@ -205,6 +210,12 @@ class TcpAnalyzer:
         return out
 
     # -- internals --------------------------------------------------------------------
+
+    def _cut_short(self, conn: Conn, i: int, end_seq: int, missing: int, ts, rec, num) -> None:
+        hs = conn.streams[i]
+        data = hs.cut_short(end_seq, missing)
+        if hs.gap:
+            self._deliver(conn, i, data, hs.gap, ts, rec, num)
 
     def _classify(self, conn: Conn, i: int, payload: bytes):
         kind = http1.looks_like_http(payload)
@@ -541,7 +552,15 @@ class HttpAnalyzer(TcpAnalyzer):
     def on_tcp(self, rec, flow, src, sport, dst, dport, seg, payload, ts_ns) -> None:
         direction = 0 if src < dst or (src == dst and sport < dport) else 1
         self._last_ts = ts_ns
-        num = rec["pcap"]["num"] if "pcap" in rec else 0
+        pcap = rec.get("pcap")
+        num = pcap["num"] if pcap is not None else 0
+        missing = 0
+        if pcap is not None and pcap["truncated"]:
+            # the snaplen cut the payload: the IP length says how much is missing
+            ip = rec.get("ip")
+            if ip is not None:
+                real = ip["len"] - ip.get("hdr_len", 40) - seg["hdr_len"]
+                missing = max(real - len(payload), 0)
         out = self.segment(
             rec,
             flow.id,
@@ -557,6 +576,7 @@ class HttpAnalyzer(TcpAnalyzer):
             ts_ns,
             num,
             flow,
+            missing,
         )
         if out:
             self._pending.extend(out)

@@ -16,18 +16,20 @@ class Capture:
 
     def __init__(self, ts_ns: int = 1_700_000_000_000_000_000) -> None:
         self.ts = ts_ns
-        self.packets: list[tuple[int, bytes]] = []
+        self.packets: list[tuple[int, bytes, int]] = []
+        self.snaplen = 0  # > 0: frames longer than this are cut (wire length kept)
 
     def add(self, frame: bytes, dt_ns: int = 1000) -> int:
         self.ts += dt_ns
-        self.packets.append((self.ts, frame))
+        cut = frame[: self.snaplen] if self.snaplen else frame
+        self.packets.append((self.ts, cut, len(frame)))
         return len(self.packets)  # the pcap.num of this packet
 
     def write(self, path: Path) -> Path:
         with path.open("wb") as f:
             w = PcapWriter(f, LINKTYPE_ETHERNET, 262144, nanosecond=True)
-            for ts, frame in self.packets:
-                w.write(ts, frame)
+            for ts, frame, wirelen in self.packets:
+                w.write(ts, frame, wirelen=wirelen)
         return path
 
 

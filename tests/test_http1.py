@@ -117,6 +117,8 @@ def test_garbage_prefix_is_reported_and_request_parsed():
     assert m.method == "GET" and m.target == "/txt"
     assert m.errors[0][0] == "garbage_prefix"
     assert looks_like_http(b"abc GET /x HTTP/1.1\r\n") == "request"
+    assert looks_like_http(b"GE") == "request"  # a first segment cut inside the method
+    assert looks_like_http(b"\x16\x03\x01\x02\x00") is None
 
 
 def test_bad_chunk_size_reports_and_resynchronises():

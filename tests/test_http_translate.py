@@ -366,3 +366,23 @@ def test_workers_closed_stdout_is_quiet(tmp_path):
         err = proc.stderr.read()
         assert proc.wait(timeout=60) == 0, err
         assert b"Traceback" not in err and err == b""
+
+
+def test_snaplen_cut_payload_is_a_gap_at_once(tmp_path):
+    cap = Capture()
+    c = Conn(cap)
+    c.handshake()
+    c.client(b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n")
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    c.server(head)
+    cap.snaplen = 14 + 20 + 20 + 100  # 100 payload bytes of each segment survive
+    cut = c.server(b"a" * 1000)
+    cap.snaplen = 0
+    c.server(b"b" * 1000)
+    done = c.server(b"c" * 1000)
+    pk = packets(translate(cap.write(tmp_path / "s.pcap")))
+    assert pk[cut]["pcap"]["truncated"]
+    assert pk[cut]["tcp"]["gap"] == {"bytes": 900, "reason": "snaplen"}
+    resp = pk[done]["http"]
+    assert resp["body_size"] == 3000 and resp["gap"] == 900
+    assert resp["body_sample"] == "a" * 100 + "b" * 28
