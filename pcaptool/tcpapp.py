@@ -20,9 +20,6 @@ from pcaptool.reassembly import ACK, FIN, RST, SYN, Conn, FlowTable, Limits
 OTHER = "other"  # app state of connections we do not parse
 _NONE: tuple = ()
 
-SAMPLED = tracectx.SAMPLED_KEY
-TRACE_KEYS = (tracectx.TRACE_KEY, tracectx.SPAN_KEY, tracectx.SAMPLED_KEY)
-
 
 def format_latency(ns: int) -> str:
     """Cloud Logging's Duration: seconds with up to nine decimals and an "s" suffix."""
@@ -63,7 +60,6 @@ class TcpAnalyzer:
         self.http = http
         self.table = FlowTable(limits)
         self.body_sample = body_sample
-        self.reported_memcap = 0
 
     # -- entry points -----------------------------------------------------------------
 
@@ -248,8 +244,6 @@ class TcpAnalyzer:
             if not isinstance(tcp, dict):
                 tcp = rec["tcp"] = {}
             tcp["gap"] = {"bytes": gap, "reason": conn.streams[i].gap_reason}
-            if conn.streams[i].gap_reason == "memcap":
-                self.reported_memcap += 1
         if app.kind == "http1":
             p = app.parsers[i]
             msgs = p.gap(gap, ts) if gap else []
@@ -599,6 +593,17 @@ class HttpAnalyzer(TcpAnalyzer):
     def finish(self) -> list[dict]:
         out = [conn_record(r) for r in self._pending]
         self._pending = []
+        table = self.table
+        if table.budget.cap_hits or table.evicted_full:
+            from pcaptool.ndjson import log
+
+            log(
+                "WARNING",
+                "TCP reassembly limits were hit: records carry tcp.gap reason memcap, "
+                "or connections were evicted early; raise --tcp-flow-memory/--tcp-memory",
+                memcap_hits=table.budget.cap_hits,
+                connections_evicted=table.evicted_full,
+            )
         out += [conn_record(r) for r in super().finish(self._last_ts or None)]
         return out
 

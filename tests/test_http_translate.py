@@ -277,8 +277,12 @@ def test_memcap_gap_reported_through_the_cli(tmp_path):
     # the first 1000 body bytes never arrive; 19 KB arrive behind the hole
     nums = [c.raw(False, base + len(head) + 1000 + k * 1000, b"z" * 1000) for k in range(19)]
     c.raw(False, base, head)
-    recs = translate(cap.write(tmp_path / "cap.pcap"), "--tcp-flow-memory", "4096")
+    path = cap.write(tmp_path / "cap.pcap")
+    recs = translate(path, "--tcp-flow-memory", "4096")
     pk = packets(recs)
+    r = run_pcaptool("translate", "--tcp-flow-memory", "4096", str(path))
+    (warning,) = [orjson.loads(x) for x in r.stderr.splitlines()]
+    assert warning["severity"] == "WARNING" and warning["memcap_hits"] >= 1
     gaps = [pk[n]["tcp"]["gap"] for n in nums if "gap" in pk[n].get("tcp", {})]
     assert gaps and all(g["reason"] == "memcap" for g in gaps)
     assert sum(g["bytes"] for g in gaps) >= 1000 + len(head)
