@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import struct
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -297,9 +298,14 @@ def translate_parallel(
     """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
     output = _Output(write, flush, workers, ordered)
     pool = _Pool(workers, name, analyzer_kw, output)
+    # The reading thread is busy in Python; the threads that receive results must not
+    # wait the default 5 ms for the GIL at each chunk, or the workers stall on their sends.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
     try:
         _run(pool, output, reader, workers, ordered, analyzer_kw is not None)
     finally:
+        sys.setswitchinterval(interval)
         pool.close()
 
 
