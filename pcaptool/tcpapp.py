@@ -577,6 +577,14 @@ class HttpAnalyzer(TcpAnalyzer):
         h = rec.get("http")
         if h is not None:
             return _note(h)
+        h2 = rec.get("http2")
+        if h2 is not None:
+            frames = h2["frames"]
+            text = ", ".join(
+                f"{f['type']}[{f['stream_id']}]" if f.get("stream_id") else f["type"]
+                for f in frames[:6]
+            )
+            return f"HTTP/2 {text}{', …' if len(frames) > 6 else ''}"
         return None
 
     def take_records(self) -> list[dict]:
