@@ -19,6 +19,9 @@ from pcaptool.reassembly import ACK, FIN, RST, SYN, Conn, FlowTable, Limits
 
 OTHER = "other"  # app state of connections we do not parse
 _NONE: tuple = ()
+_REDACTED = "<redacted>"
+# headers whose values are credentials: replaced in the records by default (--redact-header)
+DEFAULT_REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
 
 
 def format_latency(ns: int) -> str:
@@ -54,12 +57,14 @@ class TcpAnalyzer:
         http: bool = True,
         limits: Limits | None = None,
         body_sample: int = 128,
+        redact: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         self.project = project
         self.flows = flows
         self.http = http
         self.table = FlowTable(limits)
         self.body_sample = body_sample
+        self.redact = frozenset(h.lower() for h in redact)
 
     # -- entry points -----------------------------------------------------------------
 
@@ -352,6 +357,11 @@ class TcpAnalyzer:
                 cur = s.trace
             self._emit(rec, d)
         if frames:
+            if self.redact:
+                for f in frames:
+                    hl = f.get("headers")
+                    if hl:
+                        f["headers"] = [[n, _REDACTED if n in self.redact else v] for n, v in hl]
             rec["http2"] = {"frames": frames}
             if cur is None:
                 streams = h2c.streams
@@ -368,6 +378,12 @@ class TcpAnalyzer:
             h2c.errors.clear()
 
     def _emit(self, rec: dict, d: dict) -> None:
+        redact = self.redact
+        if redact:
+            for key in ("headers", "trailers"):
+                h = d.get(key)
+                if h and not redact.isdisjoint(h):
+                    d[key] = {k: _REDACTED if k in redact else v for k, v in h.items()}
         old = rec.get("http")
         if old is None:
             rec["http"] = d

@@ -192,3 +192,23 @@ def test_istio_b3_request_mid_connection_and_response_running_to_close(corpus):
     # HTTP/1.0 200 without Content-Length runs to the close the capture never shows:
     # like tshark, no response is reported
     assert "http" not in recs[2]
+
+
+def test_credentials_redacted_by_default(corpus):
+    import inspect
+
+    from pcaptool.commands.translate import translate as command
+    from pcaptool.tcpapp import DEFAULT_REDACT
+
+    default = inspect.signature(command).parameters["redact_header"].default.default
+    assert tuple(default) == DEFAULT_REDACT
+    recs = translate("zeek-http-basic-auth-rawip.pcap")
+    (req,) = [m for r in recs for m in messages(r) if m["type"] == "request"]
+    assert req["headers"]["authorization"] == "<redacted>"
+    recs = translate("zeek-http-basic-auth-rawip.pcap", "--redact-header", "")
+    (req,) = [m for r in recs for m in messages(r) if m["type"] == "request"]
+    assert req["headers"]["authorization"].startswith("Basic ")
+    recs = translate("zeek-http-basic-auth-rawip.pcap", "--redact-header", "User-Agent")
+    (req,) = [m for r in recs for m in messages(r) if m["type"] == "request"]
+    assert req["headers"]["user-agent"] == "<redacted>"
+    assert req["headers"]["authorization"].startswith("Basic ")

@@ -60,3 +60,27 @@ def test_in_order_conversation_with_sequence_numbers_from_the_seeds():
     assert recs[0]["http"]["method"] == "GET"
     assert recs[1]["http"]["status"] == 200 and recs[1]["http"]["request"]["num"] == 1
     assert recs[1]["logging.googleapis.com/trace"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_http2_header_values_redacted_in_frames_and_messages():
+    import hpack
+
+    from pcaptool.http2 import PREFACE
+
+    enc = hpack.Encoder()
+    block = enc.encode(
+        [
+            (":method", "GET"),
+            (":path", "/"),
+            (":scheme", "http"),
+            (":authority", "a"),
+            ("cookie", "s=1"),
+        ]
+    )
+    data = PREFACE + len(block).to_bytes(3, "big") + bytes([1, 5]) + (1).to_bytes(4, "big") + block
+    an = TcpAnalyzer(redact={"Cookie"})
+    rec: dict = {}
+    an.segment(rec, "k", 0, "a", 1, "b", 2, 1, 1, 0x18, data, 1, 1)
+    assert rec["http"]["headers"]["cookie"] == "<redacted>"
+    (hdrs,) = [f["headers"] for f in rec["http2"]["frames"] if "headers" in f]
+    assert ["cookie", "<redacted>"] in hdrs and [":path", "/"] in hdrs

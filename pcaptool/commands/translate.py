@@ -37,6 +37,12 @@ def translate(
         envvar=["PROJECT_ID", "GOOGLE_CLOUD_PROJECT"],
         help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE.",
     ),
+    redact_header: list[str] = typer.Option(
+        ["authorization", "proxy-authorization", "cookie", "set-cookie"],
+        "--redact-header",
+        help="Header whose value is replaced by <redacted> in records (repeatable); "
+        "--redact-header '' keeps every value.",
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -104,7 +110,12 @@ def translate(
             total_bytes=tcp_memory,
             idle_timeout_ns=int(flow_timeout * 1_000_000_000),
         )
-        analyzer_kw = {"project": project, "flows": flows, "limits": limits}
+        analyzer_kw = {
+            "project": project,
+            "flows": flows,
+            "limits": limits,
+            "redact": frozenset(h.strip().lower() for h in redact_header if h.strip()),
+        }
     elif flows:
         raise UsageError("--flows needs the TCP analysis: drop --no-http")
     out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
