@@ -212,3 +212,12 @@ def test_credentials_redacted_by_default(corpus):
     (req,) = [m for r in recs for m in messages(r) if m["type"] == "request"]
     assert req["headers"]["user-agent"] == "<redacted>"
     assert req["headers"]["authorization"].startswith("Basic ")
+
+
+def test_body_sample_size(corpus):
+    recs = translate("zeek-http-get.pcap", "--body-sample", "10")
+    (resp,) = [m for r in recs for m in messages(r) if m["type"] == "response"]
+    assert len(resp["body_sample"]) == 10 and resp["body_size"] == 4705
+    recs = translate("zeek-http-get.pcap", "--body-sample", "0")
+    (resp,) = [m for r in recs for m in messages(r) if m["type"] == "response"]
+    assert "body_sample" not in resp

@@ -43,6 +43,13 @@ def translate(
         help="Header whose value is replaced by <redacted> in records (repeatable); "
         "--redact-header '' keeps every value.",
     ),
+    body_sample: int = typer.Option(
+        128,
+        "--body-sample",
+        min=0,
+        max=65536,
+        help="Bytes of each HTTP/1.x body kept in http.body_sample (0: none).",
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -114,6 +121,7 @@ def translate(
             "project": project,
             "flows": flows,
             "limits": limits,
+            "body_sample": body_sample,
             "redact": frozenset(h.strip().lower() for h in redact_header if h.strip()),
         }
     elif flows:
