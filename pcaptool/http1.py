@@ -37,6 +37,7 @@ METHOD_PREFIXES = (
 
 MAX_START_LINE = 8192
 MAX_GARBAGE = 64 * 1024
+MAX_PENDING = 100  # requests awaiting a response per connection (pipelining depth)
 
 # parser states
 START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, BODY_EOF, SEEK, SWITCHED = range(10)
@@ -561,6 +562,6 @@ class Http1Parser:
         msg.end_offset = off
         if self.is_request:
             self.pending.append(msg)
-            if len(self.pending) > 1000:  # never answered: keep the queue bounded
+            if len(self.pending) > MAX_PENDING:  # never answered: keep the queue bounded
                 self.pending.popleft()
         done.append(msg)

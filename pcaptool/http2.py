@@ -63,7 +63,9 @@ SETTING_NAMES = {
     0x9: "NO_RFC7540_PRIORITIES",
 }
 MAX_BUFFERED_FRAME = 1 << 20  # non-DATA frames larger than this are reported, not kept
-MAX_STREAMS = 1000  # open streams kept per connection
+MAX_STREAMS = (
+    256  # open streams kept per connection (SETTINGS_MAX_CONCURRENT_STREAMS is usually 100-250)
+)
 MAX_FRAMES_PER_RECORD = 64
 
 
