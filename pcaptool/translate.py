@@ -33,7 +33,8 @@ class Analyzer(Protocol):
     """Application-layer analysis fed by the translator (HTTP, HTTP/2, connection records).
 
     `on_tcp` is called for every TCP packet after its layers are decoded; it may add keys
-    to `rec`, and return a short text for the end of the record's `message` (or None). Records it wants emitted on their own (connection summaries) are returned by
+    to `rec`, and return a short text for the end of the record's `message` (or None).
+    Records it wants emitted on their own (connection summaries) are returned by
     `take_records()` after each packet and by `finish()` at the end of the input.
     """
 
