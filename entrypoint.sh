@@ -2,8 +2,8 @@
 # pcaptool sidecar entrypoint: reads the reference sidecar's PCAP_* settings (same names,
 # defaults and meanings; see docs/sidecar.md), validates all of them up front, then runs
 #
-#   capture ─┬─ rotate ── compress ── upload                   (PCAP_TCPDUMP: .pcap parts)
-#            └─ translate ─┬─ rotate --format ndjson ── compress ── upload   (PCAP_JSON)
+#   capture ─┬─ rotate ── compress ──────────────────────┬── upload   (PCAP_TCPDUMP: .pcap)
+#            └─ translate ─┬─ rotate --format ndjson ── compress ─┘         (PCAP_JSON: .json)
 #                          └─ stdout, for Cloud Logging                     (PCAP_JSON_LOG)
 #
 # with `pcaptool healthcheck serve` on PCAP_HC_PORT beside it, and the whole pipeline
