@@ -64,6 +64,7 @@ EPB_BODY = {bo: struct.Struct(bo + "IIIII") for bo in "<>"}
 PB_BODY = {bo: struct.Struct(bo + "HHIIII") for bo in "<>"}
 OPTION = {bo: struct.Struct(bo + "HH") for bo in "<>"}
 U32 = {bo: struct.Struct(bo + "I") for bo in "<>"}
+U16 = {bo: struct.Struct(bo + "H") for bo in "<>"}
 
 BLOCK_IDB, BLOCK_PB, BLOCK_SPB, BLOCK_EPB = 1, 2, 3, 6
 OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 0, 2, 9, 14
@@ -109,7 +110,7 @@ def stream_header_at(buf: bytes | memoryview, pos: int) -> str | None:
     (word,) = U32["<"].unpack_from(buf, pos)
     if word in PCAP_MAGIC:
         bo = PCAP_MAGIC[word][0]
-        return "pcap" if PCAP_HEADER[bo].unpack_from(buf, pos)[1] == 2 else None
+        return "pcap" if U16[bo].unpack_from(buf, pos + 4)[0] == 2 else None  # major version
     if word == PCAPNG_SHB:
         (bom,) = U32["<"].unpack_from(buf, pos + 8)
         return "pcapng" if bom in (PCAPNG_BOM, 0x4D3C2B1A) else None
