@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+# ../shared/corpus beside the repo; from a worktree (/work/wt/<name>) one level further up
+CORPUS = next(
+    (d / "shared" / "corpus" for d in REPO.parents if (d / "shared" / "corpus").is_dir()),
+    REPO.parent / "shared" / "corpus",
+)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

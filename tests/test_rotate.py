@@ -227,8 +227,6 @@ def test_corpus_parts_merge_back_to_the_input(path, tmp_path):
         return
     merged = [pkt for p in parts for pkt in packets_of(p)]
     assert merged == expected
-    for part in parts:
-        assert tshark_count(part) == len(packets_of(part))
     # mergecap -a (concatenate) as an independent oracle
     out = tmp_path / "merged.pcapng"
     subprocess.run(
