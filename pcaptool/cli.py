@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
@@ -19,6 +18,7 @@ from pcaptool.commands import (
     upload,
 )
 from pcaptool.errors import PcapToolError
+from pcaptool.stdio import quiet_broken_pipe
 
 app = typer.Typer(
     name="pcaptool",
@@ -65,14 +65,7 @@ def main() -> None:
         print(f"pcaptool: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        with quiet_broken_pipe():
+            raise
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def _quiet_broken_pipe() -> None:
-    # `pcaptool translate x.pcap | head`: the reader went away; exit without a traceback.
-    # Point stdout at /dev/null so the interpreter's final flush does not raise again.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    sys.exit(0)

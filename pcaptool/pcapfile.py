@@ -131,13 +131,52 @@ def open_input(source: str | os.PathLike | BinaryIO | None) -> BinaryIO:
             raise CaptureFormatError(f"cannot open {source}: {exc.strerror}") from None
     else:
         stream = source
-    if not hasattr(stream, "peek"):
-        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
-    if stream.peek(2)[:2] == GZIP_MAGIC:
+    head = stream.peek(2)[:2] if hasattr(stream, "peek") else b""
+    if len(head) < 2:
+        # peek() may give fewer bytes than asked on a pipe: read them, then put them back.
+        head = _read_exactly(stream, 2)
+        stream = io.BufferedReader(_Prefixed(head, stream), CHUNK)  # type: ignore[assignment]
+    if head == GZIP_MAGIC:
         from isal import igzip
 
         return igzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     return stream
+
+
+def _read_exactly(stream: BinaryIO, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were already read: serves them, then the rest."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = prefix
+        self._rest = rest
+        self._read = getattr(rest, "read1", rest.read)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
 
 
 class CaptureReader:
@@ -148,8 +187,11 @@ class CaptureReader:
     are read on; `section` counts the headers seen so far minus one.
     """
 
-    def __init__(self, stream: BinaryIO, name: str = "-") -> None:
+    def __init__(self, stream: BinaryIO, name: str = "-", before_read=None) -> None:
         self.name = name
+        # Called before each read that may block: a live consumer flushes its output here,
+        # so `capture | translate` is live without a flush per record.
+        self.before_read = before_read
         self._stream = stream
         self._read = getattr(stream, "read1", stream.read)
         self._buf = b""
@@ -173,6 +215,8 @@ class CaptureReader:
         self._consumed += self._pos
         self._pos = 0
         while have < need:
+            if self.before_read is not None:
+                self.before_read()
             try:
                 chunk = self._read(max(CHUNK, need - have))
             except (OSError, EOFError, ValueError) as exc:
@@ -256,16 +300,12 @@ class CaptureReader:
             if sec in _NEW_STREAM_WORDS and stream_header_at(buf, pos):
                 return  # a new capture stream follows on the same input
             if incl > limit:
-                if sec in _NEW_STREAM_WORDS:
-                    return  # a new capture stream follows on the same input
                 raise CaptureFormatError(
                     f"{self.name}: corrupt packet record {self.count + 1} at byte {self.offset}: "
                     f"captured length {incl} exceeds the limit {limit}"
                 )
             end = pos + 16 + incl
             if end > len(buf):
-                if sec in _NEW_STREAM_WORDS:
-                    return
                 if not self._fill(16 + incl):
                     raise self._cut_short(f"packet record {self.count + 1}")
                 buf, pos = self._buf, self._pos

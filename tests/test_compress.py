@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from test_rotate import packets_of, pcap_bytes, tshark_count, wait_for
+
+from conftest import CORPUS, PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 
 
 def out_paths(res) -> list[Path]:

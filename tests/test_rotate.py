@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, PCAPTOOL, corpus_files, pcaptool_env, run_pcaptool
 
+from conftest import CORPUS, PCAPTOOL, corpus_files, pcaptool_env, run_pcaptool
 from pcaptool.pcapfile import CaptureReader, PcapngWriter, PcapWriter, read_packets
 from pcaptool.rotate import PART_RE, CaptureFramer
 

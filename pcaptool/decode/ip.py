@@ -1,0 +1,153 @@
+"""IPv4 (RFC 791) and IPv6 (RFC 8200) with its extension headers walked.
+
+`ipv4`/`ipv6` fill rec["ip"] and return (proto, payload offset, payload end, src, dst,
+is_later_fragment): the payload end honours the IP length, not just the captured bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from socket import AF_INET, AF_INET6, inet_ntop
+
+from pcaptool.decode import Truncated, need
+
+IPV4 = struct.Struct("!BBHHHBBH4s4s")
+IPV6 = struct.Struct("!IHBB16s16s")
+EXT_HDR = struct.Struct("!BB")
+FRAG_HDR = struct.Struct("!BxHI")
+
+PROTO_NAMES = {
+    0: "HOPOPT",
+    1: "ICMP",
+    2: "IGMP",
+    4: "IPIP",
+    6: "TCP",
+    17: "UDP",
+    41: "IPv6",
+    43: "IPv6-Route",
+    44: "IPv6-Frag",
+    47: "GRE",
+    50: "ESP",
+    51: "AH",
+    58: "ICMPv6",
+    59: "IPv6-NoNxt",
+    60: "IPv6-Opts",
+    103: "PIM",
+    112: "VRRP",
+    132: "SCTP",
+    135: "Mobility",
+}
+# Extension headers walked to reach the upper layer (ESP is opaque; stop there).
+EXT_NAMES = {
+    0: "hop-by-hop",
+    43: "routing",
+    44: "fragment",
+    60: "destination",
+    51: "ah",
+    135: "mobility",
+}
+
+
+def ipv4_addr(b: bytes) -> str:
+    return inet_ntop(AF_INET, b)
+
+
+def ipv6_addr(b: bytes) -> str:
+    return inet_ntop(AF_INET6, b)
+
+
+def ipv4(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str, str, bool]:
+    need("ip", "IPv4 header", off, 20, end)
+    vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = IPV4.unpack_from(buf, off)
+    ihl = (vihl & 0x0F) * 4
+    if vihl >> 4 != 4:
+        raise Truncated("ip", f"IPv4 header has version {vihl >> 4}")
+    if ihl < 20:
+        raise Truncated("ip", f"IPv4 header length {ihl} is below 20")
+    need("ip", "IPv4 options", off, ihl, end)
+    s, d = ipv4_addr(src), ipv4_addr(dst)
+    flags = []
+    if frag & 0x4000:
+        flags.append("DF")
+    if frag & 0x2000:
+        flags.append("MF")
+    frag_off = (frag & 0x1FFF) * 8
+    rec["ip"] = {
+        "version": 4,
+        "src": s,
+        "dst": d,
+        "ttl": ttl,
+        "id": ident,
+        "flags": flags,
+        "frag_offset": frag_off,
+        "proto": proto,
+        "len": total,
+        "hdr_len": ihl,
+        "tos": tos,
+    }
+    # TSO/GRO captures carry total length 0; trust the captured bytes then.
+    pend = min(end, off + total) if total >= ihl else end
+    return proto, off + ihl, pend, s, d, frag_off != 0
+
+
+def ipv6(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str, str, bool]:
+    need("ip", "IPv6 header", off, 40, end)
+    vtcfl, plen, nxt, hlim, src, dst = IPV6.unpack_from(buf, off)
+    if vtcfl >> 28 != 6:
+        raise Truncated("ip", f"IPv6 header has version {vtcfl >> 28}")
+    s, d = inet_ntop(AF_INET6, src), inet_ntop(AF_INET6, dst)
+    ip = {
+        "version": 6,
+        "src": s,
+        "dst": d,
+        "hop_limit": hlim,
+        "flow_label": vtcfl & 0xFFFFF,
+        "tclass": (vtcfl >> 20) & 0xFF,
+        "proto": nxt,
+        "len": plen + 40,
+    }
+    rec["ip"] = ip
+    pend = min(end, off + 40 + plen) if plen else end  # jumbograms / TSO: trust caplen
+    off += 40
+    later_fragment = False
+    if nxt in EXT_NAMES:
+        ext = []
+        while nxt in EXT_NAMES:
+            need("ip", "IPv6 extension header", off, 8, pend)
+            name = EXT_NAMES[nxt]
+            if nxt == 44:
+                following, fragword, ident = FRAG_HDR.unpack_from(buf, off)
+                ip["frag_offset"] = fragword & 0xFFF8
+                ip["id"] = ident
+                ip["flags"] = ["MF"] if fragword & 1 else []
+                later_fragment = (fragword & 0xFFF8) != 0
+                size = 8
+            else:
+                following, hlen = EXT_HDR.unpack_from(buf, off)
+                size = (hlen + 2) * 4 if nxt == 51 else (hlen + 1) * 8
+            ext.append(name)
+            need("ip", f"IPv6 {name} header", off, size, pend)
+            off += size
+            nxt = following
+            if later_fragment:
+                break
+        ip["ext"] = ext
+        ip["proto"] = nxt
+    return nxt, off, pend, s, d, later_fragment
+
+
+def inner_ip(buf: bytes, off: int, end: int) -> dict | None:
+    """The IP header quoted by an ICMP error, with ports if they are there."""
+    sub: dict = {}
+    try:
+        if off < end and buf[off] >> 4 == 6:
+            proto, poff, _pend, *_ = ipv6(buf, off, end, sub)
+        else:
+            proto, poff, _pend, *_ = ipv4(buf, off, end, sub)
+    except Truncated:
+        return None
+    orig = sub["ip"]
+    inner = {"version": orig["version"], "src": orig["src"], "dst": orig["dst"], "proto": proto}
+    if proto in (6, 17, 132) and poff + 4 <= end:
+        inner["sport"], inner["dport"] = struct.unpack_from("!HH", buf, poff)
+    return inner

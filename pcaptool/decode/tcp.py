@@ -1,0 +1,99 @@
+"""TCP header and options (RFC 9293, RFC 7323, RFC 2018)."""
+
+from __future__ import annotations
+
+import struct
+
+from pcaptool.decode import Truncated, need
+
+TCP = struct.Struct("!HHIIBBHHH")
+U16 = struct.Struct("!H")
+U32X2 = struct.Struct("!II")
+
+# flag bit -> (name, tcpdump letter); tcpdump prints "." for ACK
+FLAG_BITS = (
+    (0x02, "SYN", "S"),
+    (0x01, "FIN", "F"),
+    (0x04, "RST", "R"),
+    (0x08, "PSH", "P"),
+    (0x20, "URG", "U"),
+    (0x40, "ECE", "E"),
+    (0x80, "CWR", "W"),
+    (0x10, "ACK", "."),
+)
+FLAG_NAMES: dict[int, tuple[list[str], str]] = {}
+
+
+def flags_of(bits: int) -> tuple[list[str], str]:
+    """(["SYN", "ACK"], "S.") for a flags byte; memoised, there are only 256."""
+    hit = FLAG_NAMES.get(bits)
+    if hit is None:
+        names = [n for b, n, _ in FLAG_BITS if bits & b]
+        letters = "".join(c for b, _, c in FLAG_BITS if bits & b) or "none"
+        hit = FLAG_NAMES[bits] = (names, letters)
+    return hit
+
+
+def tcp(buf: bytes, off: int, end: int, rec: dict) -> dict:
+    need("tcp", "TCP header", off, 20, end)
+    sport, dport, seq, ack, doff, bits, win, _csum, urg = TCP.unpack_from(buf, off)
+    hlen = (doff >> 4) * 4
+    if hlen < 20:
+        raise Truncated("tcp", f"TCP data offset {hlen} is below 20")
+    names, letters = flags_of(bits)
+    t = {
+        "sport": sport,
+        "dport": dport,
+        "seq": seq,
+        "ack": ack,
+        "flags": names,
+        "flags_str": letters,
+        "window": win,
+        "hdr_len": hlen,
+        "len": 0,
+    }
+    rec["tcp"] = t
+    if urg and bits & 0x20:
+        t["urgent"] = urg
+    need("tcp", "TCP options", off, hlen, end)
+    if hlen > 20:
+        t["options"] = options(buf, off + 20, off + hlen)
+    t["len"] = max(end - off - hlen, 0)
+    return t
+
+
+def options(buf: bytes, off: int, end: int) -> dict:
+    opts: dict = {}
+    while off < end:
+        kind = buf[off]
+        if kind == 0:
+            break
+        if kind == 1:
+            off += 1
+            continue
+        if off + 1 >= end:
+            break
+        olen = buf[off + 1]
+        if olen < 2 or off + olen > end:
+            opts["malformed"] = True
+            break
+        if kind == 2 and olen == 4:
+            opts["mss"] = U16.unpack_from(buf, off + 2)[0]
+        elif kind == 3 and olen == 3:
+            opts["wscale"] = buf[off + 2]
+        elif kind == 4:
+            opts["sack_perm"] = True
+        elif kind == 5:
+            opts["sack"] = [
+                list(U32X2.unpack_from(buf, p)) for p in range(off + 2, off + olen - 7, 8)
+            ]
+        elif kind == 8 and olen == 10:
+            opts["ts"] = list(U32X2.unpack_from(buf, off + 2))
+        elif kind == 30:
+            opts["mptcp"] = True
+        elif kind == 34:
+            opts["tfo"] = buf[off + 2 : off + olen].hex()
+        else:
+            opts.setdefault("other", []).append(kind)
+        off += olen
+    return opts
