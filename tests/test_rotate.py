@@ -376,11 +376,6 @@ def test_ndjson_part_closes_on_time(tmp_path):
     assert rc == 0, err
 
 
-def test_help_has_an_example():
-    res = run_pcaptool("rotate", "--help")
-    assert res.returncode == 0 and b"Example:" in res.stdout
-
-
 def test_framer_fed_byte_by_byte_equals_reader(tmp_path):
     data = pcap_bytes(5) + pcapng_bytes(4, names=("a", "b")) + pcap_bytes(3, 9, False)
     framer = CaptureFramer()
