@@ -387,3 +387,20 @@ def test_framer_fed_byte_by_byte_equals_reader(tmp_path):
     reader = CaptureReader(io.BytesIO(data))
     assert sum(1 for kind, _ in units if kind == "record") == sum(1 for _ in reader)
     assert framer.section == reader.section == 2
+
+
+@pytest.mark.parametrize("name", ["rotate", "compress"])
+def test_docs_page_names_every_option_and_env_var(name):
+    import typer
+
+    from pcaptool.cli import app
+
+    command = typer.main.get_command(app).commands[name]
+    page = (Path(__file__).parent.parent / "docs" / f"{name}.md").read_text()
+    for param in command.params:
+        names = [*param.opts, *param.secondary_opts]
+        if param.envvar:
+            names.append(param.envvar)
+        for opt in names:
+            if opt not in ("-h", "--help") and param.param_type_name == "option":
+                assert f"`{opt}" in page or f"{opt}`" in page or f"/{opt}" in page, opt
