@@ -58,3 +58,7 @@ def is_root() -> bool:
 
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
+
+
+# Real Cloud Storage / metadata servers on loopback (tests/gcs_fixtures.py), usable by name.
+from gcs_fixtures import gcs_server, metadata_server  # noqa: E402, F401

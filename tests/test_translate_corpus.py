@@ -130,3 +130,64 @@ def test_addresses_ports_and_icmp_types_equal_tshark(path: Path) -> None:
                 if theirs[field] and field not in mine:
                     mismatches.append((rec["pcap"]["num"], field, None, theirs[field]))
     assert not mismatches, mismatches[:10]
+
+
+APP_FIELDS = (
+    "dns.id",
+    "dns.qry.name",
+    "dns.flags.response",
+    "tls.handshake.type",
+    "tls.handshake.extensions_server_name",
+)
+
+
+@cache
+def tshark_app_rows(path: Path) -> list[dict[str, str]]:
+    cmd = [
+        "tshark",
+        "-n",
+        "-r",
+        str(path),
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=f",
+        "-E",
+        "separator=\t",
+    ]
+    for f in APP_FIELDS:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return [dict(zip(APP_FIELDS, line.split("\t"), strict=True)) for line in out.splitlines()]
+
+
+@needs_tshark
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_dns_and_tls_hellos_equal_tshark(path: Path) -> None:
+    _, records, _ = translated(path)
+    mismatches = []
+    for rec, theirs in zip(records, tshark_app_rows(path), strict=True):
+        num = rec["pcap"]["num"]
+        dns = rec.get("dns")
+        if dns:
+            mine = (
+                f"0x{dns['id']:04x}",
+                dns["questions"][0]["name"] if dns["questions"] else "",
+                "1" if dns["qr"] == "response" else "0",
+            )
+            if mine != (theirs["dns.id"], theirs["dns.qry.name"], theirs["dns.flags.response"]):
+                mismatches.append((num, "dns", mine, theirs))
+        elif theirs["dns.id"] and "udp" in rec:
+            mismatches.append((num, "dns missing", theirs))
+        hello = rec.get("tls", {}).get("handshake")
+        spans = sum(5 + r["len"] for r in rec.get("tls", {}).get("records", [])) > rec.get(
+            "tcp", {}
+        ).get("len", 0)
+        if hello in ("ClientHello", "ServerHello") and spans:
+            continue  # tshark reports a hello that spans segments at the segment completing it
+        if hello in ("ClientHello", "ServerHello"):
+            if theirs["tls.handshake.type"] != ("1" if hello == "ClientHello" else "2"):
+                mismatches.append((num, "tls", hello, theirs))
+            if rec["tls"].get("sni", "") != theirs["tls.handshake.extensions_server_name"]:
+                mismatches.append((num, "sni", rec["tls"].get("sni"), theirs))
+    assert not mismatches, mismatches[:10]

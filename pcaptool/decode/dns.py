@@ -5,6 +5,7 @@ Parsing is dpkt's; this module only turns its objects into JSON-ready dicts.
 
 from __future__ import annotations
 
+import struct
 from socket import AF_INET6, inet_ntop
 
 import dpkt
@@ -13,6 +14,7 @@ from pcaptool.decode import Truncated
 from pcaptool.decode.ip import ipv4_addr
 
 DNS_PORTS = frozenset((53, 5353, 5355))
+HEADER = struct.Struct("!HHHHHH")
 
 TYPES = {
     1: "A",
@@ -63,7 +65,11 @@ def dns(payload: bytes, rec: dict, over_tcp: bool = False) -> dict:
     try:
         msg = dpkt.dns.DNS(payload)
     except (dpkt.UnpackError, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise Truncated("dns", f"DNS message does not parse: {exc or type(exc).__name__}") from None
+        if len(payload) < 12:
+            raise Truncated(
+                "dns", f"DNS message does not parse: {exc or type(exc).__name__}"
+            ) from None
+        return _partial(payload, rec)
     flags = [
         f
         for f, on in (("aa", msg.aa), ("tc", getattr(msg, "tc", 0)), ("rd", msg.rd), ("ra", msg.ra))
@@ -126,3 +132,44 @@ def _rdata(rr) -> str:
     except AttributeError:
         pass
     return rr.rdata.hex()
+
+
+def _partial(payload: bytes, rec: dict) -> dict:
+    """A message cut short (snap length): the header and whatever questions fit."""
+    qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(payload, 0)
+    questions = []
+    off = 12
+    for _ in range(qdcount):
+        try:
+            name, off = dpkt.dns.unpack_name(payload, off)
+            qtype, qclass = struct.unpack_from("!HH", payload, off)
+        except (dpkt.UnpackError, IndexError, struct.error, UnicodeDecodeError):
+            break
+        off += 4
+        questions.append(
+            {
+                "name": name,
+                "type": TYPES.get(qtype, str(qtype)),
+                "class": CLASSES.get(qclass, str(qclass)),
+            }
+        )
+    opcode, rcode = (flags >> 11) & 0xF, flags & 0xF
+    d = {
+        "id": qid,
+        "qr": "response" if flags & 0x8000 else "query",
+        "opcode": OPCODES.get(opcode, str(opcode)),
+        "rcode": RCODES.get(rcode, str(rcode)),
+        "flags": [
+            f
+            for bit, f in ((0x400, "aa"), (0x200, "tc"), (0x100, "rd"), (0x80, "ra"))
+            if flags & bit
+        ],
+        "questions": questions,
+        "answers": [],
+        "authority": nscount,
+        "additional": arcount,
+        "truncated": True,
+        "answer_count": ancount,
+    }
+    rec["dns"] = d
+    return d
