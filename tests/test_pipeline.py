@@ -82,14 +82,13 @@ def start_tcpdump(netns: dict) -> subprocess.Popen:
     return proc
 
 
-def pcaptool(args: list[str], stdin, **kw) -> subprocess.Popen:
+def pcaptool(args: list[str], stdin, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [*PCAPTOOL, *args],
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=pcaptool_env(),
-        **kw,
+        env=env or pcaptool_env(),
     )
 
 
@@ -147,3 +146,63 @@ def test_tcpdump_rotate_compress_loses_nothing(netns_pair, tmp_path):
         )
         tshark_total += len(res.stdout.split())
     assert tshark_total == captured
+
+
+def test_tcpdump_rotate_compress_upload_every_packet_in_the_bucket(
+    netns_pair, tmp_path, gcs_server, metadata_server
+):
+    bucket = gcs_server.make_bucket("ptrot-pipeline").name
+    env = pcaptool_env() | gcs_server.env | metadata_server.env
+    env |= {"K_SERVICE": "app", "K_REVISION": "app-00001-abc"}
+    env.pop("PCAP_GCS_BUCKET", None)
+    env.pop("GCS_MOUNT", None)
+    parts_dir = tmp_path / "parts"
+    first = start_tcpdump(netns_pair)
+    rot = pcaptool(["rotate", "--dir", str(parts_dir), "--every", "1"], first.stdout, env=env)
+    first.stdout.close()
+    comp = pcaptool(["compress"], rot.stdout, env=env)
+    rot.stdout.close()
+    up = pcaptool(["upload", "--bucket", bucket], comp.stdout, env=env)
+    comp.stdout.close()
+    try:
+        send_udp(netns_pair["app"], netns_pair["dst"], 1200)
+        time.sleep(1.5)
+        first.send_signal(signal.SIGTERM)
+        first_err = first.communicate(timeout=30)[1]
+        errs = [p.communicate(timeout=60)[1] for p in (rot, comp)]
+        urls, up_err = up.communicate(timeout=60)
+    finally:
+        for p in (first, rot, comp, up):
+            if p.poll() is None:
+                p.kill()
+    assert (rot.returncode, comp.returncode, up.returncode) == (0, 0, 0), (*errs, up_err)
+    captured = captured_count(first_err)
+    assert captured > 0
+
+    objects = gcs_server.objects(bucket)
+    urls = urls.decode().split()
+    assert len(urls) >= 2 and sorted(urls) == sorted(f"gs://{bucket}/{n}" for n in objects)
+    names = sorted(objects)
+    prefix = "test-project/app/us-central1/app-00001-abc/"
+    assert all(n.startswith(prefix) and n.endswith(".pcap.gz") for n in names), names
+    # download, merge, count: every captured packet is in the bucket, once, in order
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    local = []
+    for name in names:
+        path = merged / name.rsplit("/", 1)[1]
+        path.write_bytes(objects[name])
+        local.append(path)
+    payloads = [pkt.data[42:56] for p in local for pkt in read_packets(p)]
+    assert len(payloads) == captured
+    assert len(set(payloads)) == captured and payloads == sorted(payloads)
+    out = tmp_path / "all.pcap"
+    subprocess.run(["mergecap", "-F", "pcap", "-w", str(out), *map(str, local)], check=True)
+    res = subprocess.run(
+        ["tshark", "-r", str(out), "-T", "fields", "-e", "frame.number"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert len(res.stdout.split()) == captured
+    assert list(parts_dir.iterdir()) == []  # uploaded parts are deleted locally
