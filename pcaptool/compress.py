@@ -133,14 +133,25 @@ class Compressor:
 def lines_in_background(stream: BinaryIO) -> queue.Queue:
     """Read paths (one a line) on a daemon thread; None in the queue marks end of input.
 
-    A thread, so the main loop can notice SIGTERM and a drain deadline while the read blocks.
+    A thread, so the main loop can notice SIGTERM and a drain deadline while the read
+    blocks. It reads the raw descriptor (os.read), not the buffered `sys.stdin.buffer`: a
+    daemon thread blocked inside a buffered read holds its lock, and the interpreter
+    aborts at exit ("could not acquire lock ... at interpreter shutdown").
     """
     q: queue.Queue = queue.Queue()
+    fd = stream.fileno()
 
     def pump() -> None:
+        rest = b""
         try:
-            for raw in stream:
-                q.put(raw.decode("utf-8", "surrogateescape").rstrip("\r\n"))
+            while chunk := os.read(fd, 65536):
+                *lines, rest = (rest + chunk).split(b"\n")
+                for raw in lines:
+                    q.put(raw.decode("utf-8", "surrogateescape").rstrip("\r"))
+            if rest:
+                q.put(rest.decode("utf-8", "surrogateescape").rstrip("\r"))
+        except OSError:
+            pass  # stdin closed under us: end of input
         finally:
             q.put(None)
 

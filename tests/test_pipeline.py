@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_rotate import wait_for
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env
 from pcaptool.pcapfile import read_packets
@@ -206,3 +207,32 @@ def test_tcpdump_rotate_compress_upload_every_packet_in_the_bucket(
     )
     assert len(res.stdout.split()) == captured
     assert list(parts_dir.iterdir()) == []  # uploaded parts are deleted locally
+
+
+def test_sigterm_to_every_stage_at_once_finishes_the_last_part(netns_pair, tmp_path):
+    """SIGTERM (or Ctrl-C's SIGINT) to the whole process group: tcpdump stops, rotate
+    drains and closes the open part, compress still takes and finishes it."""
+    parts_dir = tmp_path / "parts"
+    first = start_tcpdump(netns_pair)
+    rot = pcaptool(["rotate", "--dir", str(parts_dir), "--every", "60"], first.stdout)
+    first.stdout.close()
+    comp = pcaptool(["compress"], rot.stdout)
+    rot.stdout.close()
+    stages = (first, rot, comp)
+    try:
+        send_udp(netns_pair["app"], netns_pair["dst"], 500)
+        wait_for(lambda: any(parts_dir.glob(".part__*.tmp")))  # part open (60 s: not due)
+        time.sleep(1)
+        for p in stages:
+            p.send_signal(signal.SIGTERM)
+        results = [p.communicate(timeout=60) for p in stages]
+    finally:
+        for p in stages:
+            if p.poll() is None:
+                p.kill()
+    errs = [err for _, err in results]
+    assert [p.returncode for p in stages[1:]] == [0, 0], errs
+    captured = captured_count(errs[0])
+    [gz] = [Path(line) for line in results[2][0].decode().splitlines()]
+    assert gz.name.endswith(".pcap.gz") and sorted(parts_dir.iterdir()) == [gz]
+    assert len(list(read_packets(gz))) == captured > 0
