@@ -8,6 +8,8 @@ is not built; it reports its own count ("N packets captured"), the oracle.
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import secrets
 import signal
@@ -236,3 +238,37 @@ def test_sigterm_to_every_stage_at_once_finishes_the_last_part(netns_pair, tmp_p
     [gz] = [Path(line) for line in results[2][0].decode().splitlines()]
     assert gz.name.endswith(".pcap.gz") and sorted(parts_dir.iterdir()) == [gz]
     assert len(list(read_packets(gz))) == captured > 0
+
+
+def test_translate_rotate_ndjson_compress(netns_pair, tmp_path):
+    """`<capture> | translate | rotate --format ndjson | compress`: JSON parts, none lost."""
+    parts_dir = tmp_path / "parts"
+    first = start_tcpdump(netns_pair)
+    tr = pcaptool(["translate", "-"], first.stdout)
+    first.stdout.close()
+    rot = pcaptool(
+        ["rotate", "--format", "ndjson", "--dir", str(parts_dir), "--every", "1"], tr.stdout
+    )
+    tr.stdout.close()
+    comp = pcaptool(["compress"], rot.stdout)
+    rot.stdout.close()
+    stages = (first, tr, rot, comp)
+    try:
+        send_udp(netns_pair["app"], netns_pair["dst"], 800)
+        time.sleep(1.5)
+        first.send_signal(signal.SIGTERM)
+        results = [p.communicate(timeout=60) for p in stages]
+    finally:
+        for p in stages:
+            if p.poll() is None:
+                p.kill()
+    errs = [err for _, err in results]
+    assert [p.returncode for p in stages[1:]] == [0, 0, 0], errs
+    captured = captured_count(errs[0])
+    gz_paths = [Path(line) for line in results[3][0].decode().splitlines()]
+    assert len(gz_paths) >= 2 and all(p.name.endswith(".json.gz") for p in gz_paths)
+    text = "".join(gzip.decompress(p.read_bytes()).decode() for p in gz_paths)
+    records = [json.loads(line) for line in text.splitlines()]
+    assert len(records) == captured > 0
+    assert [r["pcap"]["num"] for r in records] == list(range(1, captured + 1))
+    assert all(r["udp"]["dport"] == PORT for r in records)
