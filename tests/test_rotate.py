@@ -404,3 +404,25 @@ def test_docs_page_names_every_option_and_env_var(name):
         for opt in names:
             if opt not in ("-h", "--help") and param.param_type_name == "option":
                 assert f"`{opt}" in page or f"{opt}`" in page or f"/{opt}" in page, opt
+
+
+def test_a_directory_that_cannot_be_used_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = run_pcaptool("rotate", "--dir", str(blocker / "sub"), input=pcap_bytes(2))
+    assert res.returncode == 1
+    assert res.stderr.decode().splitlines() == [
+        f"pcaptool: error: cannot use directory {blocker / 'sub'}: Not a directory"
+    ]
+
+
+def test_terminal_stdin_is_refused(tmp_path):
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        res = run_pcaptool("rotate", "--dir", str(tmp_path), stdin=secondary)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert res.returncode == 2 and b"no input" in res.stderr

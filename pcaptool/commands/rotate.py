@@ -101,6 +101,10 @@ def rotate(
         raise UsageError(f"--format must be 'capture' or 'ndjson', not {input_format!r}")
     if every == 0 and max_bytes == 0:
         raise UsageError("--every 0 needs --max-bytes (otherwise the one part never closes)")
+    if sys.stdin.isatty():
+        raise UsageError(
+            "no input: pipe a capture in (e.g. pcaptool capture | pcaptool rotate --dir DIR)"
+        )
 
     def on_part(path: Path) -> None:
         sys.stdout.write(f"{path}\n")
