@@ -223,6 +223,21 @@ def safe_iface(name: str) -> str:
     return name[:64] or "any"
 
 
+def part_extension(fmt: str, configured: str | None) -> str:
+    """`json` for NDJSON; else the configured extension, else the format's name.
+
+    PCAP_FILE_EXT may be a comma-separated list, as the reference sidecar's watcher reads
+    it (`pcap,json`): a capture part takes the first entry that is not `json`.
+    """
+    if fmt == "ndjson":
+        return "json"
+    for entry in (configured or "").split(","):
+        entry = entry.strip().lstrip(".")
+        if entry and entry != "json" and re.fullmatch(r"\w+", entry):
+            return entry
+    return fmt
+
+
 def utc_stamp(ns: int) -> str:
     return datetime.fromtimestamp(ns // 1_000_000_000, UTC).strftime("%Y%m%dT%H%M%S")
 
@@ -326,8 +341,7 @@ class Rotator:
         part.size += len(data)
 
     def _name(self) -> str:
-        default_ext = "json" if self._format == "ndjson" else self._format
-        ext = (self.ext or default_ext).lstrip(".")
+        ext = part_extension(self._format, self.ext)
         names = [n for n in dict.fromkeys(self._names) if n]
         iface = safe_iface(self.iface or "+".join(names) or "any")
         stamp = utc_stamp(self.wall_ns())

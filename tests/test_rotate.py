@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -13,10 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import CORPUS, PCAPTOOL, corpus_files, pcaptool_env, run_pcaptool
+from pcaptool.errors import CaptureFormatError
 from pcaptool.pcapfile import CaptureReader, PcapngWriter, PcapWriter, read_packets
-from pcaptool.rotate import PART_RE, CaptureFramer
+from pcaptool.rotate import PART_RE, CaptureFramer, part_extension
 
 T0 = 1_764_000_000_000_000_000  # 2025-11-24, integer ns
 NAME_RE = re.compile(r"^part__[A-Za-z0-9.+_-]+__\d{8}T\d{6}(_\d{4})?\.(pcap|pcapng|json)$")
@@ -199,6 +203,22 @@ def test_pcapng_part_starts_with_shb_and_every_idb(tmp_path):
         assert tshark_count(part) == len(packets_of(part))
     merged = [pkt for p in parts for pkt in packets_of(p)]
     assert merged == packets_of(data)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "configured", "expected"),
+    [
+        ("pcap", None, "pcap"),
+        ("pcapng", None, "pcapng"),
+        ("pcapng", ".pcap", "pcap"),
+        ("pcap", "pcap,json", "pcap"),
+        ("pcap", "json,cap", "cap"),
+        ("pcap", "a/b", "pcap"),
+        ("ndjson", "pcap", "json"),
+    ],
+)
+def test_part_extension(fmt, configured, expected):
+    assert part_extension(fmt, configured) == expected
 
 
 def test_ext_from_pcap_file_ext(tmp_path):
@@ -426,3 +446,33 @@ def test_terminal_stdin_is_refused(tmp_path):
         os.close(primary)
         os.close(secondary)
     assert res.returncode == 2 and b"no input" in res.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([b"", pcap_bytes(0), pcapng_bytes(0, names=("e",))]),
+    st.binary(max_size=600),
+    st.integers(1, 64),
+)
+def test_framer_never_crashes_on_any_bytes(head, tail, step):
+    data = head + tail  # a valid header then anything, or anything at all
+    framer = CaptureFramer()
+    with contextlib.suppress(CaptureFormatError):
+        for i in range(0, len(data), step):
+            for _ in framer.feed(data[i : i + step]):
+                pass
+        framer.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 700), min_size=1, max_size=40))
+def test_framer_units_do_not_depend_on_how_bytes_arrive(cuts):
+    data = pcapng_bytes(6, names=("x",)) + pcap_bytes(5, 6, False)
+    whole = [(k, bytes(b)) for k, b in CaptureFramer().feed(data)]
+    framer, pieces, pos = CaptureFramer(), [], 0
+    for cut in cuts:
+        pieces += [(k, bytes(b)) for k, b in framer.feed(data[pos : pos + cut])]
+        pos += cut
+    pieces += [(k, bytes(b)) for k, b in framer.feed(data[pos:])]
+    framer.close()
+    assert pieces == whole
