@@ -11,28 +11,19 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import orjson
-
 from pcaptool.errors import PcapToolError
 from pcaptool.graceful import StopSignals
+from pcaptool.ndjson import log
 
 DEFAULT_LEVEL = 2  # ISA-L levels are 0..3; see docs/compress.md for the measurement
 CHUNK = 1 << 20
 GZIP_WBITS = 16 + 15  # zlib convention: gzip header and trailer, 32 KiB window
-
-
-def log(severity: str, message: str, **fields) -> None:
-    """One JSON line on stderr, as Cloud Logging reads it."""
-    line = orjson.dumps({"severity": severity, "message": message, **fields})
-    sys.stderr.buffer.write(line + b"\n")
-    sys.stderr.flush()
 
 
 def gz_path(path: Path) -> Path:

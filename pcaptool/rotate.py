@@ -386,7 +386,12 @@ class Rotator:
             os.rename(part.tmp, part.path)
             os.fsync(self._dir_fd)
         except OSError as exc:
-            raise PcapToolError(f"cannot finish {part.path}: {exc.strerror}") from None
+            with contextlib.suppress(OSError):
+                part.file.close()
+            # the bytes written so far stay in the temporary file, for a human to rescue
+            raise PcapToolError(
+                f"cannot finish {part.path}: {exc.strerror} (what was written is in {part.tmp})"
+            ) from None
         self.parts += 1
         if self.keep:
             self._enforce_keep()
@@ -405,13 +410,6 @@ class Rotator:
             # FileNotFoundError: a downstream stage (compress) took it already
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.directory / name)
-
-    def abandon(self) -> None:
-        """Drop an unfinished part's temporary file (used only when even closing failed)."""
-        if self._part:
-            self._part.file.close()
-            self._part.tmp.unlink(missing_ok=True)
-            self._part = None
 
     def close(self) -> None:
         try:
@@ -451,11 +449,15 @@ def rotate_stream(
     if stop and stop.fd is not None:
         watch.append(stop.fd)
     stop_by: float | None = None
+    drained = False  # stopped by the drain deadline, not by end of input
     try:
         while True:
             if stop and stop.stopping and stop_by is None:
                 stop_by = time.monotonic() + drain_timeout
                 stop.drain()
+            if stop_by is not None and time.monotonic() >= stop_by:
+                drained = True  # long enough: the input may never end (a capture ignoring us)
+                break
             if watch and fd is not None:
                 timeout = rotator.timeout()
                 if stop_by is not None:
@@ -467,15 +469,15 @@ def rotate_stream(
                     continue
                 if fd not in ready:
                     rotator.tick()
-                    if stop_by is not None and time.monotonic() >= stop_by:
-                        break
                     continue
             chunk = read()
             if not chunk:
                 break
             _dispatch(framer, framer.feed(chunk), rotator)
             rotator.tick()
-        if fmt == "ndjson":
+        if drained:
+            pass  # a record or line cut by our own stop is no input error: dropped
+        elif fmt == "ndjson":
             _dispatch(framer, framer.close(), rotator)
         else:
             framer.close()

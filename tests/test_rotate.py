@@ -476,3 +476,30 @@ def test_framer_units_do_not_depend_on_how_bytes_arrive(cuts):
     pieces += [(k, bytes(b)) for k, b in framer.feed(data[pos:])]
     framer.close()
     assert pieces == whole
+
+
+def test_sigterm_with_input_that_never_ends_stops_after_the_drain_timeout(tmp_path):
+    live = LiveRotate("--dir", str(tmp_path), "--every", "3600", "--drain-timeout", "1")
+    stop = threading.Event()
+
+    def flood():
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            live.write(pcap_bytes(1))
+            i = 1
+            while not stop.is_set():
+                live.write(pcap_bytes(50, i)[24:])
+                i += 50
+
+    feeder = threading.Thread(target=flood)
+    feeder.start()
+    try:
+        wait_for(lambda: any(tmp_path.glob(".part__*.tmp")))
+        live.proc.send_signal(signal.SIGTERM)
+        t = time.monotonic()
+        path, _ = live.line(timeout=20)
+        assert live.proc.wait(timeout=20) == 0, live.proc.stderr.read()
+        assert time.monotonic() - t < 10
+    finally:
+        stop.set()
+        feeder.join()
+    assert path is not None and len(packets_of(path)) > 0
