@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -128,9 +129,9 @@ def discover(
     """
     env = os.environ if env is None else env
     client = client or MetadataClient(metadata_host(env))
-    md_project = client.get("project/project-id")
-    md_region = client.get("instance/region")
-    md_instance = client.get("instance/id")
+    md_project, md_region, md_instance = _ask_all(
+        client, ("project/project-id", "instance/region", "instance/id")
+    )
     if md_region:
         md_region = md_region.rsplit("/", 1)[-1]
 
@@ -180,6 +181,27 @@ def discover(
             "revision": revision_src,
         },
     )
+
+
+def _ask_all(client: MetadataClient, paths: tuple[str, ...]) -> list[str | None]:
+    """Ask for each path, never waiting much past the timeout in all.
+
+    Socket timeouts do not cover name resolution: off Google Cloud a slow resolver could
+    hold ``metadata.google.internal`` for seconds. Daemon threads let us stop waiting.
+    """
+    answers: list[str | None] = [None] * len(paths)
+
+    def ask() -> None:
+        for i, path in enumerate(paths):
+            answers[i] = client.get(path)
+
+    worker = threading.Thread(target=ask, name="metadata", daemon=True)
+    worker.start()
+    worker.join(client.timeout * (len(paths) + 1))
+    if worker.is_alive():
+        client.reachable = False
+        return [None] * len(paths)
+    return answers
 
 
 def _startup_from_env(value: str | None) -> int:

@@ -281,6 +281,7 @@ class Uploader:
             if self._retry_heap and self._retry_heap[0][0] <= time.monotonic():
                 _, key = heapq.heappop(self._retry_heap)
                 self._pending += 1
+                self._in_hand.add(key)
                 return Path(key)
         return None
 
@@ -292,13 +293,16 @@ class Uploader:
                     path = self._queue.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                if self.stopping.is_set():  # taken just as SIGTERM came: leave it on disk
-                    with self._lock:
+                with self._lock:
+                    # Checked under the lock drain() takes, so every path is counted once.
+                    stopping = self.stopping.is_set()
+                    if stopping:  # taken just as SIGTERM came: leave it on disk
                         self._untouched.add(os.fspath(path))
+                    else:
+                        self._in_hand.add(os.fspath(path))
+                if stopping:
                     self._done(path, None)
                     return
-            with self._lock:
-                self._in_hand.add(os.fspath(path))
             self._one(path)
 
     def _one(self, path: Path) -> None:

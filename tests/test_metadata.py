@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import calendar
+import http.server
 import socket
+import threading
 import time
 
 import pytest
@@ -101,3 +103,41 @@ def test_levels_cannot_add_or_remove_hierarchy_levels(metadata_server):
     levels = info.prefix.split("/")
     assert len(levels) == 4 + 4 + 1  # project/service/region/revision, Y/m/d/H-M, instance
     assert levels[1] == "a_b" and levels[3] == "_"
+
+
+def test_a_metadata_server_that_never_answers_means_fallbacks():
+    # Accepts the connection (the kernel does, from the backlog) and never replies.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        host = f"127.0.0.1:{silent.getsockname()[1]}"
+        client = metadata.MetadataClient(host, timeout=0.3)
+        info = metadata.discover(env={"PROJECT_ID": "p1"}, client=client, startup_ns=STARTUP_NS)
+    assert client.reachable is False
+    assert (info.project_id, info.sources["instance_id"]) == ("p1", "hostname")
+
+
+def test_an_answer_without_the_flavor_header_is_not_trusted():
+    # A captive portal or proxy answering 200 to anything is not a metadata server.
+    class Portal(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "12")
+            self.end_headers()
+            self.wfile.write(b"evil-project")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        client = metadata.MetadataClient(f"127.0.0.1:{httpd.server_address[1]}", timeout=1)
+        info = metadata.discover(env={}, client=client, startup_ns=STARTUP_NS)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert client.reachable is False
+    assert info.project_id == metadata.UNKNOWN_PROJECT

@@ -330,6 +330,26 @@ def test_storage_server_down_for_20s_mid_run_loses_nothing(gcs_server, bucket, t
     assert list_parts(parts_dir) == []
 
 
+def test_a_file_that_keeps_failing_stays_on_disk_and_is_retried_later(gcs_server, bucket, tmp_path):
+    (part,) = make_parts(tmp_path / "parts", 1)
+    gcs_server.stop()
+    run = Running(
+        "-b", bucket, "--prefix", PREFIX, "--retry-timeout", "1", "--retry-later", "1",
+        env=env_for(gcs_server),
+    )  # fmt: skip
+    run.feed([part])
+    time.sleep(4)  # the in-upload retries gave up at least once
+    assert part.exists()
+    gcs_server.start()
+    (url,) = run.expect_urls(1, timeout=60)
+    assert run.close(30) == 0, run.stderr.decode()
+    assert url == f"gs://{bucket}/{PREFIX}/{part.name}" and not part.exists()
+    errors = [rec for rec in json_lines(run.stderr) if rec["severity"] == "ERROR"]
+    assert errors and all(
+        str(part) in e["message"] and "retrying in" in e["message"] for e in errors
+    )
+
+
 def test_sigterm_when_idle_exits_0_after_finishing(gcs_server, bucket, tmp_path):
     parts = make_parts(tmp_path / "parts", 3)
     run = Running("-b", bucket, "--prefix", PREFIX, env=env_for(gcs_server))
@@ -404,6 +424,37 @@ def test_sigterm_lets_the_upload_in_hand_finish_and_leaves_the_queue(gcs_server,
     assert len(kept) == 2 and not {Path(k).name for k in kept} & uploaded
     last = json_lines(run.stderr)[-1]
     assert last["severity"] == "WARNING" and sorted(last["left"]) == kept
+
+
+def test_drain_input_takes_the_last_parts_upstream_sends_after_sigterm(
+    gcs_server, bucket, tmp_path
+):
+    parts = make_parts(tmp_path / "parts", 4)
+    run = Running("-b", bucket, "--prefix", PREFIX, "--drain-input", env=env_for(gcs_server))
+    run.feed(parts[:2])
+    run.expect_urls(2)
+    run.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    run.feed(parts[2:])  # rotate/compress finishing their last parts, then closing the pipe
+    assert run.close(30) == 0, run.stderr.decode()
+    assert set(gcs_server.objects(bucket)) == {f"{PREFIX}/{p.name}" for p in parts}
+    assert not any(p.exists() for p in parts)
+    last = json_lines(run.stderr)[-1]
+    assert last["severity"] == "NOTICE" and last["left"] == [] and last["uploaded"] == 4
+
+
+def test_drain_input_ends_at_the_drain_deadline_if_input_stays_open(gcs_server, bucket, tmp_path):
+    parts = make_parts(tmp_path / "parts", 1)
+    run = Running(
+        "-b", bucket, "--prefix", PREFIX, "--drain-input", "--drain-timeout", "1",
+        env=env_for(gcs_server),
+    )  # fmt: skip
+    run.feed(parts)
+    run.expect_urls(1)
+    run.proc.send_signal(signal.SIGTERM)
+    rc = run.wait(30)  # stdin is still open: only the deadline ends it
+    assert rc == 0, run.stderr.decode()
+    assert json_lines(run.stderr)[-1]["message"].startswith("SIGTERM: stopped; 0 file")
 
 
 def test_sweep_leaves_files_still_being_written(gcs_server, bucket, tmp_path):

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -89,6 +90,14 @@ def upload(
             help="On SIGTERM, seconds to finish uploads in hand; the rest stay on disk.",
         ),
     ] = 8.0,
+    drain_input: Annotated[
+        bool,
+        typer.Option(
+            "--drain-input/--no-drain-input",
+            help="On SIGTERM keep reading paths from stdin until it closes (upstream stages "
+            "finishing their last parts) or --drain-timeout ends; default: take no new work.",
+        ),
+    ] = False,
     jobs: Annotated[
         int,
         typer.Option("--jobs", "-j", min=1, max=64, help="Parallel uploads."),
@@ -197,29 +206,46 @@ def upload(
     uploader = Uploader(
         destination, on_uploaded=on_uploaded, log=log, jobs=jobs, retry_later=retry_later
     )
-    state = {"interruptible": False, "terminated": False}
+    state = {"interruptible": False, "terminated": False, "stdin": False}
 
     def on_sigterm(signum, frame) -> None:
+        if state["terminated"]:
+            return
         state["terminated"] = True
+        uploader.give_up_at = time.monotonic() + drain_timeout
+        if drain_input and state["stdin"]:
+            # Pipeline mode: the stages upstream are finishing their last parts and will
+            # close the pipe; keep taking their paths until EOF or the drain deadline.
+            signal.setitimer(signal.ITIMER_REAL, max(drain_timeout, 0.001))
+            return
+        uploader.stopping.set()
+        if state["interruptible"]:
+            state["interruptible"] = False
+            raise _Terminated()
+
+    def on_deadline(signum, frame) -> None:
         uploader.stopping.set()
         if state["interruptible"]:
             state["interruptible"] = False
             raise _Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous_alarm = signal.signal(signal.SIGALRM, on_deadline)
     uploader.start()
     left: list[str] = []
     try:
         state["interruptible"] = True
         if sweep is not None:
             uploader.submit_all(_matching(list_parts(sweep), glob))
-        if state["terminated"]:
+        if uploader.stopping.is_set():
             raise _Terminated()
         sources = list(paths or [])
         if sources:
             for p in sources:
                 if p == "-":
+                    state["stdin"] = True
                     _read_stdin(uploader)
+                    state["stdin"] = False
                 else:
                     uploader.submit(p)
         elif watch is not None:
@@ -227,18 +253,23 @@ def upload(
             _watch(uploader, watch, glob, poll, lambda: state["terminated"])
             state["interruptible"] = True
         elif sweep is None:
+            state["stdin"] = True
             _read_stdin(uploader)
-        if state["terminated"]:
+            state["stdin"] = False
+        if uploader.stopping.is_set() or (state["terminated"] and not drain_input):
             raise _Terminated()
         left = uploader.finish()
         state["interruptible"] = False
     except _Terminated:
         state["interruptible"] = False
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGALRM, previous_alarm)
 
     if state["terminated"]:
-        left = uploader.drain(drain_timeout)
+        if uploader.stopping.is_set():  # else (--drain-input) input ended and finish() ran
+            left = uploader.drain(max(0.0, uploader.give_up_at - time.monotonic()))
         log(
             "WARNING" if left else "NOTICE",
             f"SIGTERM: stopped; {len(left)} file(s) left on disk for --sweep"
