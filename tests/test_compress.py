@@ -221,3 +221,24 @@ def test_other_levels_are_plain_gzip_too(tmp_path, level):
     res = run_pcaptool("compress", "--level", level, str(src))
     assert res.returncode == 0, res.stderr
     check_gz(out_paths(res)[0], data)
+
+
+def test_reader_gone_is_quiet(tmp_path):
+    srcs = []
+    for i in range(3):
+        srcs.append(tmp_path / f"p{i}.pcap")
+        srcs[-1].write_bytes(pcap_bytes(3))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read what compress prints
+    try:
+        res = subprocess.run(
+            [*PCAPTOOL, "compress", *map(str, srcs)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=pcaptool_env(),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert res.returncode == 0 and res.stderr == b""
+    assert (tmp_path / "p0.pcap.gz").exists()  # the file in hand was finished first

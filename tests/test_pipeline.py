@@ -272,3 +272,45 @@ def test_translate_rotate_ndjson_compress(netns_pair, tmp_path):
     assert len(records) == captured > 0
     assert [r["pcap"]["num"] for r in records] == list(range(1, captured + 1))
     assert all(r["udp"]["dport"] == PORT for r in records)
+
+
+def test_sigterm_to_every_stage_at_once_with_upload_loses_nothing(netns_pair, tmp_path, gcs_server):
+    """As Kubernetes/Cloud Run with a process-group kill: every stage gets SIGTERM at
+    once; the open part is closed, compressed and uploaded (upload drains its input)."""
+    bucket = gcs_server.make_bucket("ptrot-all-sigterm").name
+    env = pcaptool_env() | gcs_server.env
+    env.pop("PCAP_GCS_BUCKET", None)
+    env.pop("GCS_MOUNT", None)
+    parts_dir = tmp_path / "parts"
+    first = start_tcpdump(netns_pair)
+    rot = pcaptool(["rotate", "--dir", str(parts_dir), "--every", "60"], first.stdout, env=env)
+    first.stdout.close()
+    comp = pcaptool(["compress"], rot.stdout, env=env)
+    rot.stdout.close()
+    up = pcaptool(
+        ["upload", "--bucket", bucket, "--prefix", "t", "--drain-input"], comp.stdout, env=env
+    )
+    comp.stdout.close()
+    stages = (first, rot, comp, up)
+    try:
+        send_udp(netns_pair["app"], netns_pair["dst"], 500)
+        wait_for(lambda: any(parts_dir.glob(".part__*.tmp")))  # open (60 s: not due)
+        time.sleep(1)
+        for p in stages:
+            p.send_signal(signal.SIGTERM)
+        results = [p.communicate(timeout=60) for p in stages]
+    finally:
+        for p in stages:
+            if p.poll() is None:
+                p.kill()
+    errs = [err for _, err in results]
+    assert [p.returncode for p in stages[1:]] == [0, 0, 0], errs
+    captured = captured_count(errs[0])
+    objects = gcs_server.objects(bucket)
+    assert len(objects) == 1, (list(objects), list(parts_dir.iterdir()), errs[3])
+    [(name, blob)] = objects.items()
+    assert name.startswith("t/part__") and name.endswith(".pcap.gz")
+    local = tmp_path / "downloaded.pcap.gz"
+    local.write_bytes(blob)
+    assert len(list(read_packets(local))) == captured > 0
+    assert list(parts_dir.iterdir()) == []

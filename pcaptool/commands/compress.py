@@ -66,6 +66,7 @@ def compress(
     """
     from pcaptool.compress import Compressor, lines_in_background, run_paths, run_queue, watch_dir
     from pcaptool.graceful import StopSignals
+    from pcaptool.stdio import quiet_broken_pipe
 
     if paths and watch:
         raise UsageError("give either PATHS or --watch DIR, not both")
@@ -77,7 +78,7 @@ def compress(
         sys.stdout.flush()
 
     compressor = Compressor(emit, enabled, level)
-    with StopSignals() as stop:
+    with quiet_broken_pipe(), StopSignals() as stop:
         if watch is not None:
             watch_dir(watch, compressor, stop)
         elif paths:

@@ -94,6 +94,7 @@ def rotate(
     """
     from pcaptool.graceful import StopSignals
     from pcaptool.rotate import Rotator, rotate_stream
+    from pcaptool.stdio import quiet_broken_pipe
 
     if every < 0 or max_bytes < 0 or keep < 0 or drain_timeout < 0:
         raise UsageError("--every, --max-bytes, --keep and --drain-timeout must not be negative")
@@ -110,7 +111,7 @@ def rotate(
         sys.stdout.write(f"{path}\n")
         sys.stdout.flush()
 
-    with StopSignals() as stop:
+    with quiet_broken_pipe(), StopSignals() as stop:
         rotator = Rotator(
             directory, every, on_part, max_bytes=max_bytes, keep=keep, iface=iface, ext=ext
         )
