@@ -9,14 +9,18 @@ import os
 import random
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_rotate import packets_of, pcap_bytes, tshark_count, wait_for
 
 from conftest import CORPUS, PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
+from pcaptool.compress import compress_file
 
 
 def out_paths(res) -> list[Path]:
@@ -242,3 +246,15 @@ def test_reader_gone_is_quiet(tmp_path):
         os.close(write_end)
     assert res.returncode == 0 and res.stderr == b""
     assert (tmp_path / "p0.pcap.gz").exists()  # the file in hand was finished first
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=3 * 1024 * 1024), st.integers(0, 3))
+def test_compress_file_round_trips_any_bytes(data, level):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "x.bin"
+        src.write_bytes(data)
+        out = compress_file(src, level)
+        assert out == Path(tmp) / "x.bin.gz" and not src.exists()
+        assert gzip.decompress(out.read_bytes()) == data
+        assert os.listdir(tmp) == ["x.bin.gz"]
