@@ -8,6 +8,7 @@ import os
 import re
 import selectors
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -503,3 +504,35 @@ def test_sigterm_with_input_that_never_ends_stops_after_the_drain_timeout(tmp_pa
         stop.set()
         feeder.join()
     assert path is not None and len(packets_of(path)) > 0
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    body += bytes(-len(body) & 3)
+    n = len(body) + 12
+    return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+
+
+def test_pcapng_other_blocks_are_copied_where_they_fall(tmp_path):
+    """Name resolution and interface statistics blocks stay in the byte stream: the
+    parts, less their repeated SHB+IDB head, concatenate to the input exactly."""
+    head = pcapng_bytes(0, names=("eth0",))
+    name = b"ptrot.test\0"  # an IPv4 record (type 1), padded, then the end record
+    record = struct.pack("<HH", 1, 4 + len(name)) + bytes([10, 0, 0, 1]) + name
+    nrb = _block(4, record + bytes(-len(record) & 3) + struct.pack("<HH", 0, 0))
+    isb = _block(5, struct.pack("<III", 0, 0, 0))
+    body = nrb
+    for i in range(30):
+        body += pcapng_bytes(1, i, names=("eth0",))[len(head) :]
+        if i % 10 == 9:
+            body += isb
+    data = head + body
+    res = run_pcaptool("rotate", "--dir", str(tmp_path), "--max-bytes", "2500", input=data)
+    assert res.returncode == 0, res.stderr
+    parts = parts_of(res.stdout)
+    assert len(parts) > 3
+    contents = [p.read_bytes() for p in parts]
+    assert all(c.startswith(head) for c in contents)
+    assert b"".join(c[len(head) :] for c in contents) == body
+    assert contents[0][len(head) :].startswith(nrb)  # held until the first part opened
+    for part in parts:
+        assert tshark_count(part) == len(packets_of(part))
