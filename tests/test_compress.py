@@ -258,3 +258,31 @@ def test_compress_file_round_trips_any_bytes(data, level):
         assert out == Path(tmp) / "x.bin.gz" and not src.exists()
         assert gzip.decompress(out.read_bytes()) == data
         assert os.listdir(tmp) == ["x.bin.gz"]
+
+
+def test_sigterm_with_path_arguments_finishes_the_file_in_hand(tmp_path):
+    rng = random.Random(3)
+    blob = b"".join(rng.randbytes(200) + bytes(300) for _ in range(40_000))  # ~20 MB each
+    srcs = []
+    for i in range(8):
+        srcs.append(tmp_path / f"p{i}.pcap")
+        srcs[-1].write_bytes(blob)
+    proc = subprocess.Popen(
+        [*PCAPTOOL, "compress", *map(str, srcs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=pcaptool_env(),
+    )
+    wait_for(lambda: (tmp_path / "p0.pcap.gz").exists())
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    done = [Path(line) for line in out.decode().splitlines()]
+    assert 1 <= len(done) < 8  # stopped early, after finishing what it had started
+    for i, src in enumerate(srcs):
+        if i < len(done):
+            assert done[i] == tmp_path / f"p{i}.pcap.gz" and not src.exists()
+            assert gzip.decompress(done[i].read_bytes()) == blob
+        else:
+            assert src.read_bytes() == blob  # untouched, for a later run
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
