@@ -1,4 +1,4 @@
-"""gzip finished files safely and fast: write `.NAME.gz.tmp`, fsync, rename, then unlink.
+"""gzip finished files safely and fast: write `.NAME.gz.*.tmp`, fsync, link, then unlink.
 
 The deflate is Intel ISA-L's (`isal.isal_zlib`, a dependency already): at level 2 it runs
 several times faster than `gzip -6` with output a few percent larger (bench/compress.py
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -42,19 +43,31 @@ def compress_file(path: str | os.PathLike, level: int = DEFAULT_LEVEL) -> Path:
 
     src = Path(path)
     dst = gz_path(src)
-    tmp = src.with_name(f".{src.name}.gz.tmp")
     if dst.exists():
         raise PcapToolError(f"{dst} exists already; not overwriting it (and keeping {src})")
+    tmp = None
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            _deflate(fin, fout, isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS))
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.rename(tmp, dst)
+        with open(src, "rb") as fin:
+            # a name of its own (.NAME.gz.XXXXXXXX.tmp), so two compressors never share one
+            fd, name = tempfile.mkstemp(prefix=f".{src.name}.gz.", suffix=".tmp", dir=src.parent)
+            tmp = Path(name)
+            os.fchmod(fd, os.fstat(fin.fileno()).st_mode & 0o777)  # mkstemp made it 0600
+            with open(fd, "wb") as fout:
+                comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
+                _deflate(fin, fout, comp)
+                fout.flush()
+                os.fsync(fout.fileno())
+        _publish(tmp, dst)
         _fsync_dir(dst.parent)
+    except FileExistsError:
+        tmp.unlink()
+        raise PcapToolError(
+            f"{dst} appeared meanwhile; not overwriting it (and keeping {src})"
+        ) from None
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise PcapToolError(
             f"cannot compress {src}: {exc.strerror or exc} (the file stays as it is)"
         ) from None
@@ -67,6 +80,22 @@ def compress_file(path: str | os.PathLike, level: int = DEFAULT_LEVEL) -> Path:
         # the .gz is complete and goes on; the leftover is reported, not shipped twice
         log("WARNING", f"compress: {dst} done but cannot remove {src}: {exc.strerror}")
     return dst
+
+
+def _publish(tmp: Path, dst: Path) -> None:
+    """Give the finished file its name, atomically and never over an existing one.
+
+    link() fails with EEXIST where rename() would replace (two compressors racing on one
+    file); where a filesystem has no hard links (some FUSE mounts), rename() it is.
+    """
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.rename(tmp, dst)
+        return
+    os.unlink(tmp)
 
 
 def _deflate(fin: BinaryIO, fout: BinaryIO, comp) -> None:
@@ -115,7 +144,8 @@ class Compressor:
         except PcapToolError as exc:
             self.failures += 1
             log("ERROR", f"compress: {exc}", path=path)
-            self.emit(path)
+            if os.path.isfile(path):
+                self.emit(path)  # shipped uncompressed rather than not at all
             return
         self.done += 1
         self.emit(str(out))

@@ -53,10 +53,11 @@ def compress(
 ) -> None:
     """gzip each finished file to FILE.gz, remove FILE, print the new path.
 
-    The .gz is written as `.FILE.gz.tmp`, fsynced and renamed before FILE is removed,
-    so a crash never leaves a half file under either name. Output is plain gzip
-    (gunzip, zcat, Wireshark and tshark read it). SIGTERM finishes the file in hand;
-    on stdin, paths the stage before still sends are taken for --drain-timeout seconds.
+    The .gz is written as `.FILE.gz.*.tmp`, fsynced and linked into place (never over
+    an existing FILE.gz) before FILE is removed, so a crash never leaves a half file
+    under either name. Output is plain gzip (gunzip, zcat, Wireshark and tshark read
+    it). SIGTERM finishes the file in hand; on stdin, paths the stage before still
+    sends are taken for --drain-timeout seconds.
 
     Example:
 
