@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(tshark tcpdump wireshark-common iproute2 procps psmisc shellcheck debootstrap docker.io
+  iputils-ping netsniff-ng
   nghttp2-server nghttp2-client curl jq iptables python3-venv)
 missing=()
 for p in "${need[@]}"; do

@@ -1,8 +1,250 @@
-"""`pcaptool capture` (placeholder until its issue lands)."""
+"""`pcaptool capture`: live capture to a pcap/pcapng stream, configured like the sidecar."""
 
-from pcaptool.errors import PcapToolError
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from pcaptool.errors import UsageError
+
+_FILTER = "Filter builder (ignored when --filter is given, except the exclusions)"
 
 
-def capture() -> None:
-    """Not built yet."""
-    raise PcapToolError("'capture' is not built yet")
+def capture(
+    iface: str = typer.Option(
+        "any",
+        "--iface",
+        "-i",
+        envvar="PCAP_IFACE",
+        help="Interface name prefix: every interface starting with it is captured "
+        "(eth -> eth0, eth1); 'any' for libpcap's any device.",
+    ),
+    loopback: bool = typer.Option(
+        False, "--loopback", help="Also capture loopback interfaces that match the prefix."
+    ),
+    output: str = typer.Option("-", "--write", "-w", help="Output file; '-' is stdout."),
+    fmt: str = typer.Option(
+        None,
+        "--format",
+        help="pcap or pcapng; default pcap for one interface, pcapng (one named "
+        "interface block each) for several.",
+    ),
+    snaplen: int = typer.Option(
+        65536,
+        "--snaplen",
+        "-s",
+        envvar="PCAP_SNAPSHOT_LENGTH",
+        help="Bytes kept of each packet (1-262144).",
+    ),
+    count: int = typer.Option(0, "--count", "-c", help="Stop after N packets; 0 = no limit."),
+    duration: float = typer.Option(
+        0, "--duration", envvar="PCAP_TIMEOUT_SECS", help="Stop after SECS seconds; 0 = no limit."
+    ),
+    buffer_size: int = typer.Option(
+        0, "--buffer-size", "-B", help="Kernel capture buffer, bytes; 0 = libpcap default."
+    ),
+    promisc: bool = typer.Option(True, "--promisc/--no-promisc", help="Promiscuous mode."),
+    raw_filter: str = typer.Option(
+        None,
+        "--filter",
+        "-f",
+        envvar="PCAP_FILTER",
+        help="A BPF expression used as is (validated); DISABLED or empty: build one.",
+    ),
+    l3_protos: str = typer.Option(
+        "ipv4,ipv6",
+        "--l3-protos",
+        envvar="PCAP_L3_PROTOS",
+        help="ipv4, ipv6 or ALL.",
+        rich_help_panel=_FILTER,
+    ),
+    l4_protos: str = typer.Option(
+        "tcp,udp",
+        "--l4-protos",
+        envvar="PCAP_L4_PROTOS",
+        help="tcp, udp, icmp, icmp6 or ALL.",
+        rich_help_panel=_FILTER,
+    ),
+    ipv4: str = typer.Option(
+        "DISABLED",
+        "--ipv4",
+        envvar="PCAP_IPV4",
+        help="IPv4 addresses/CIDR networks.",
+        rich_help_panel=_FILTER,
+    ),
+    ipv6: str = typer.Option(
+        "DISABLED",
+        "--ipv6",
+        envvar="PCAP_IPV6",
+        help="IPv6 addresses/CIDR networks.",
+        rich_help_panel=_FILTER,
+    ),
+    hosts: str = typer.Option(
+        "ALL",
+        "--hosts",
+        envvar="PCAP_HOSTS",
+        help="Host names, resolved to A and AAAA at start.",
+        rich_help_panel=_FILTER,
+    ),
+    ports: str = typer.Option(
+        "ALL",
+        "--ports",
+        envvar="PCAP_PORTS",
+        help="Ports 1-65535 or ranges LOW-HIGH.",
+        rich_help_panel=_FILTER,
+    ),
+    tcp_flags: str = typer.Option(
+        "ANY",
+        "--tcp-flags",
+        envvar="PCAP_TCP_FLAGS",
+        help="fin, syn, rst, psh, ack, urg, ece, cwr: any of them set.",
+        rich_help_panel=_FILTER,
+    ),
+    exclude_hosts: str = typer.Option(
+        None,
+        "--exclude-hosts",
+        envvar="PCAP_EXCLUDE_HOSTS",
+        rich_help_panel=_FILTER,
+        help="Host names whose traffic is left out.",
+    ),
+    exclude_ports: str = typer.Option(
+        None,
+        "--exclude-ports",
+        envvar="PCAP_EXCLUDE_PORTS",
+        rich_help_panel=_FILTER,
+        help="Ports left out.",
+    ),
+    exclude_ipv4: str = typer.Option(
+        None,
+        "--exclude-ipv4",
+        envvar="PCAP_EXCLUDE_IPV4",
+        rich_help_panel=_FILTER,
+        help="IPv4 addresses/networks left out.",
+    ),
+    exclude_ipv6: str = typer.Option(
+        None,
+        "--exclude-ipv6",
+        envvar="PCAP_EXCLUDE_IPV6",
+        rich_help_panel=_FILTER,
+        help="IPv6 addresses/networks left out.",
+    ),
+    resolve_every: float = typer.Option(
+        0,
+        "--resolve-every",
+        envvar="PCAP_RESOLVE_EVERY",
+        rich_help_panel=_FILTER,
+        help="Re-resolve host names every SECS seconds and update the filter; 0 = once.",
+    ),
+    print_filter: bool = typer.Option(
+        False, "--print-filter", help="Print the filter expression and exit."
+    ),
+    compat: bool = typer.Option(
+        False,
+        "--compat",
+        envvar="PCAP_COMPAT",
+        help="Cloud Run gen1: interface 'any', filter applied per packet in user space.",
+    ),
+    engine: str = typer.Option(
+        "auto",
+        "--engine",
+        envvar="PCAPTOOL_CAPTURE_ENGINE",
+        hidden=True,
+        help="auto (libpcap's C dump loop for one interface to pcap) or pcapy (always).",
+    ),
+    ready_file: str = typer.Option(
+        "/tmp/pcaptool/ready",
+        "--ready-file",
+        envvar="PCAP_READY_FILE",
+        help="Created once capture runs, removed when it ends; '' for none.",
+    ),
+) -> None:
+    """Capture packets to a pcap/pcapng stream (stdout or -w FILE).
+
+    Stops on --count, --duration, SIGTERM or SIGINT: the stream is flushed and
+    closed, the exit code is 0 and one JSON line on stderr gives the packets
+    received, dropped (kernel, interface) and written. Needs root or
+    CAP_NET_RAW.
+
+    Example:
+
+        pcaptool capture -i eth --ports 443 --tcp-flags syn,rst -w syn.pcap
+
+        pcaptool capture --print-filter --hosts example.com --exclude-ports 22
+
+        pcaptool capture -i eth --duration 60 | pcaptool translate
+    """
+    from pcaptool import bpf
+    from pcaptool.capture import CaptureOptions, log, run_capture, select_interfaces
+
+    builder = bpf.FilterBuilder(
+        bpf.FilterSettings(
+            raw_filter=raw_filter,
+            l3_protos=l3_protos,
+            l4_protos=l4_protos,
+            ipv4=ipv4,
+            ipv6=ipv6,
+            hosts=hosts,
+            ports=ports,
+            tcp_flags=tcp_flags,
+            exclude_hosts=exclude_hosts,
+            exclude_ports=exclude_ports,
+            exclude_ipv4=exclude_ipv4,
+            exclude_ipv6=exclude_ipv6,
+        )
+    )
+    if builder.raw_filter:
+        ignored = {
+            "PCAP_L3_PROTOS": l3_protos not in ("ipv4,ipv6", "", None),
+            "PCAP_L4_PROTOS": l4_protos not in ("tcp,udp", "", None),
+            "PCAP_IPV4": (ipv4 or "DISABLED").upper() != "DISABLED",
+            "PCAP_IPV6": (ipv6 or "DISABLED").upper() != "DISABLED",
+            "PCAP_HOSTS": (hosts or "ALL").upper() != "ALL",
+            "PCAP_PORTS": (ports or "ALL").upper() != "ALL",
+            "PCAP_TCP_FLAGS": (tcp_flags or "ANY").upper() != "ANY",
+        }
+        if any(ignored.values()):
+            log(
+                "WARNING",
+                "--filter/PCAP_FILTER is set: the simple filter settings are ignored "
+                "(the exclusions still apply)",
+                ignored=[k for k, v in ignored.items() if v],
+            )
+    expression = builder.build()
+    bpf.compile_check(expression, snaplen=max(snaplen, 1))
+    if print_filter:
+        print(expression)
+        return
+    opts = CaptureOptions(
+        interfaces=select_interfaces("any" if compat else iface, loopback),
+        snaplen=snaplen,
+        count=count,
+        duration=duration,
+        buffer_size=buffer_size,
+        promisc=promisc,
+        fmt=fmt,
+        compat=compat,
+        ready_file=ready_file or None,
+        resolve_every=resolve_every,
+        engine=engine,
+    )
+    if output in ("-", ""):
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a capture to a terminal: use -w FILE or a pipe")
+        out = sys.stdout.buffer
+        result = run_capture(opts, out, expression, builder.refresh)
+        if result.reason == "output closed":
+            # nothing more can reach the reader; keep the interpreter's last flush quiet
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+    else:
+        try:
+            out = open(output, "wb")  # noqa: SIM115 - closed below, after the stats
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+        try:
+            result = run_capture(opts, out, expression, builder.refresh)
+        finally:
+            out.close()
+    log("INFO", "capture finished", **result.as_log_fields())

@@ -1,0 +1,339 @@
+"""The filter builder: the strings it makes, what it refuses, and what the filters keep on
+the corpus compared with `tcpdump -r FILE -w - EXPR` (and tshark for the IPv6 flags)."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import corpus_files, run_pcaptool
+from pcaptool.bpf import FilterBuilder, FilterSettings, is_dns_name
+from pcaptool.errors import PcapToolError, UsageError
+
+DEFAULT = "(ip or ip6) and (tcp or udp)"
+FLAGS_SYN = "(tcp[tcpflags] & (tcp-syn) != 0) or (ip6[6] = 6 and ip6[53] & 0x02 != 0)"
+
+FAKE_DNS = {
+    "api.example.test": {"192.0.2.10", "2001:db8::10"},
+    "db.example.test": {"192.0.2.20"},
+    "moving.example.test": {"198.51.100.1"},
+}
+
+
+def fake_resolver(name: str) -> set:
+    if name not in FAKE_DNS:
+        raise PcapToolError(f"cannot resolve host {name!r}")
+    return {ipaddress.ip_address(a) for a in FAKE_DNS[name]}
+
+
+def build(**settings) -> str:
+    return FilterBuilder(FilterSettings(**settings), resolver=fake_resolver).build()
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        ({}, DEFAULT),
+        ({"l3_protos": "ALL", "l4_protos": "any"}, DEFAULT),
+        ({"l3_protos": "ipv6"}, "(ip6) and (tcp or udp)"),
+        ({"l3_protos": "0x29,4"}, "(ip or ip6) and (tcp or udp)"),
+        ({"l4_protos": "udp"}, "(ip or ip6) and (udp)"),
+        ({"l4_protos": "17,6,icmp"}, "(ip or ip6) and (tcp or udp or icmp)"),
+        ({"ports": "443,80"}, f"{DEFAULT} and (port 80 or port 443)"),
+        ({"ports": "8000-8080,53,53"}, f"{DEFAULT} and (port 53 or portrange 8000-8080)"),
+        ({"tcp_flags": "syn"}, f"{DEFAULT} and ({FLAGS_SYN})"),
+        (
+            {"tcp_flags": "RST,syn,push"},
+            f"{DEFAULT} and ((tcp[tcpflags] & (tcp-syn|tcp-rst|tcp-push) != 0)"
+            " or (ip6[6] = 6 and ip6[53] & 0x0e != 0))",
+        ),
+        ({"ipv4": "10.0.0.1"}, f"{DEFAULT} and (host 10.0.0.1)"),
+        ({"ipv4": "10.1.2.3/8,10.9.9.9"}, f"{DEFAULT} and (net 10.0.0.0/8)"),
+        ({"ipv4": "192.0.2.1/32"}, f"{DEFAULT} and (host 192.0.2.1)"),
+        ({"ipv6": "2001:DB8::1,fd00::/8"}, f"{DEFAULT} and (host 2001:db8::1 or net fd00::/8)"),
+        ({"hosts": "api.example.test"}, f"{DEFAULT} and (host 192.0.2.10 or host 2001:db8::10)"),
+        (
+            {"hosts": "db.example.test", "ipv4": "192.0.2.0/24", "ipv6": "::1"},
+            f"{DEFAULT} and (host ::1 or net 192.0.2.0/24)",
+        ),
+        ({"exclude_ports": "22,53"}, f"{DEFAULT} and not (port 22 or port 53)"),
+        (
+            {"exclude_hosts": "db.example.test", "exclude_ipv6": "fe80::/10"},
+            f"{DEFAULT} and not (host 192.0.2.20 or net fe80::/10)",
+        ),
+        ({"raw_filter": "tcp port 22"}, "(tcp port 22)"),
+        ({"raw_filter": "DISABLED", "ports": "80"}, f"{DEFAULT} and (port 80)"),
+        (
+            {"raw_filter": "icmp", "ports": "80", "exclude_ipv4": "10.0.0.0/8"},
+            "(icmp) and not (net 10.0.0.0/8)",
+        ),
+        (
+            {
+                "l3_protos": "ipv4",
+                "l4_protos": "tcp",
+                "hosts": "api.example.test,db.example.test",
+                "ports": "443",
+                "tcp_flags": "syn,fin",
+                "exclude_ports": "8443",
+            },
+            "(ip) and (tcp) and (host 192.0.2.10 or host 192.0.2.20 or host 2001:db8::10)"
+            " and (port 443) and ((tcp[tcpflags] & (tcp-fin|tcp-syn) != 0)"
+            " or (ip6[6] = 6 and ip6[53] & 0x03 != 0)) and not (port 8443)",
+        ),
+    ],
+)
+def test_expected_expression(settings, expected):
+    assert build(**settings) == expected
+
+
+def test_same_input_same_string_whatever_the_order():
+    a = build(hosts="db.example.test,api.example.test", ports="443,80", tcp_flags="ack,syn")
+    b = build(hosts="api.example.test,db.example.test", ports="80,443", tcp_flags="syn,ack")
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"hosts": "example.com or port 22"},
+        {"hosts": "example.com) or (tcp"},
+        {"hosts": "exa mple.com"},
+        {"hosts": "-bad.example.com"},
+        {"hosts": "a" * 64 + ".com"},
+        {"hosts": "999.1.1.1"},
+        {"exclude_hosts": "x.com and not port 1"},
+        {"ports": "0"},
+        {"ports": "65536"},
+        {"ports": "22 or 23"},
+        {"ports": "80-20"},
+        {"ports": "ALL,80"},
+        {"exclude_ports": "-1"},
+        {"ipv4": "10.0.0.0/33"},
+        {"ipv4": "::1"},
+        {"ipv4": "10.0.0.1 or host 1.2.3.4"},
+        {"ipv6": "10.0.0.1"},
+        {"exclude_ipv6": "fe80::/129"},
+        {"tcp_flags": "syn,bogus"},
+        {"tcp_flags": "syn|rst"},
+        {"l3_protos": "ip or arp"},
+        {"l4_protos": "sctp"},
+    ],
+)
+def test_injection_and_bad_values_refused(settings):
+    with pytest.raises(UsageError):
+        build(**settings)
+
+
+def test_refused_on_the_command_line_with_one_line():
+    r = run_pcaptool("capture", "--print-filter", "--hosts", "example.com or port 22")
+    assert r.returncode == 2
+    assert r.stdout == b""
+    assert r.stderr.decode() == (
+        "pcaptool: error: PCAP_HOSTS: 'example.com or port 22' is not a valid host name\n"
+    )
+
+
+def test_env_settings_reach_the_builder():
+    from conftest import pcaptool_env
+
+    env = {**pcaptool_env(), "PCAP_PORTS": "443", "PCAP_L4_PROTOS": "tcp", "PCAP_TCP_FLAGS": "syn"}
+    r = run_pcaptool("capture", "--print-filter", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == f"(ip or ip6) and (tcp) and (port 443) and ({FLAGS_SYN})\n"
+
+
+def test_dns_name_rules():
+    assert is_dns_name("metadata.google.internal")
+    assert is_dns_name("a-b.c.")
+    assert not is_dns_name("a_b.com")
+    assert not is_dns_name("")
+    assert not is_dns_name("x" * 250 + ".com")
+
+
+def test_refresh_reports_only_changes():
+    builder = FilterBuilder(FilterSettings(hosts="moving.example.test"), resolver=fake_resolver)
+    assert builder.build().endswith("(host 198.51.100.1)")
+    assert builder.refresh() is None
+    FAKE_DNS["moving.example.test"] = {"198.51.100.2"}
+    try:
+        assert builder.refresh().endswith("(host 198.51.100.2)")
+        assert builder.refresh() is None
+    finally:
+        FAKE_DNS["moving.example.test"] = {"198.51.100.1"}
+
+
+def test_unresolvable_host_is_an_error():
+    with pytest.raises(PcapToolError, match="cannot resolve"):
+        build(hosts="nowhere.example.test")
+
+
+# -- against tcpdump on the corpus ----------------------------------------------------------
+
+CORPUS_FILTERS = {
+    "default": {},
+    "ipv6": {"l3_protos": "ipv6"},
+    "udp": {"l4_protos": "udp"},
+    "icmp": {"l4_protos": "icmp,icmp6"},
+    "web": {"ports": "80,443,8080"},
+    "range": {"ports": "1-1024"},
+    "syn": {"tcp_flags": "syn"},
+    "fin-rst": {"tcp_flags": "fin,rst"},
+    "ack-v6": {"l3_protos": "ipv6", "tcp_flags": "ack"},
+    "net4": {"ipv4": "192.168.0.0/16,10.0.0.0/8"},
+    "net6": {"ipv6": "2001::/16,fe80::/10"},
+    "not-dns": {"exclude_ports": "53", "l4_protos": "udp,tcp,icmp"},
+    "not-lan": {"exclude_ipv4": "192.168.0.0/16", "exclude_ipv6": "fe80::/10"},
+    "combo": {
+        "l4_protos": "tcp",
+        "ports": "80",
+        "tcp_flags": "syn,fin",
+        "exclude_ipv4": "10.0.0.0/8",
+    },
+}
+
+
+def _pcapy_readable() -> list:
+    # libpcap 1.9.1 (bundled by pcapy-ng) reads pcap and pcapng, not gzip.
+    return [p for p in corpus_files() if not p.name.endswith(".gz")]
+
+
+def _kept_by_pcaptool(path, expression):
+    """(packet number, ts, data) of every packet the compiled filter keeps."""
+    import pcapy
+
+    reader = pcapy.open_offline(str(path))
+    try:
+        program = pcapy.compile(reader.datalink(), 262144, expression, 1, 0)
+    except pcapy.PcapError as exc:
+        # e.g. `ip6` on a raw-IPv4 link type: libpcap proves nothing can match
+        assert "rejects all packets" in str(exc)
+        return []
+    kept = []
+    number = 0
+    while True:
+        try:
+            hdr, data = reader.next()
+        except pcapy.PcapError:
+            break  # a truncated file: tcpdump stops at the same record
+        if hdr is None:
+            break
+        number += 1
+        if program.filter(data):
+            kept.append((number, hdr.getts(), data))
+    return kept
+
+
+def _kept_by_tcpdump(path, expression, tmp_path):
+    out = tmp_path / "tcpdump.pcap"
+    r = subprocess.run(
+        ["tcpdump", "-r", str(path), "-w", str(out), expression], capture_output=True, text=True
+    )
+    if "rejects all packets" in r.stderr:
+        return [], ""
+    if r.returncode != 0 and "truncated" not in r.stderr:
+        return None, r.stderr
+    import pcapy
+
+    reader = pcapy.open_offline(str(out))
+    kept = []
+    while True:
+        hdr, data = reader.next()
+        if hdr is None:
+            return kept, ""
+        kept.append((hdr.getts(), data))
+
+
+def _count_with_setfilter(path, expression) -> int:
+    """Packets pcapy offline + setfilter keeps (the route a live handle takes)."""
+    import pcapy
+
+    reader = pcapy.open_offline(str(path))
+    try:
+        reader.setfilter(expression)
+    except pcapy.PcapError as exc:
+        assert "rejects all packets" in str(exc)
+        return 0
+    n = 0
+    try:
+        while reader.next()[0] is not None:
+            n += 1
+    except pcapy.PcapError:
+        pass  # cut short: counted up to the break
+    return n
+
+
+@pytest.mark.skipif(not shutil.which("tcpdump"), reason="tcpdump is the oracle")
+@pytest.mark.parametrize("name", sorted(CORPUS_FILTERS))
+def test_filters_keep_what_tcpdump_keeps_on_the_corpus(name, corpus, tmp_path):
+    expression = build(**CORPUS_FILTERS[name])
+    compared = kept_total = 0
+    for path in _pcapy_readable():
+        ours = _kept_by_pcaptool(path, expression)
+        theirs, why = _kept_by_tcpdump(path, expression, tmp_path)
+        if theirs is None:
+            continue  # tcpdump cannot read it either (e.g. a link type it refuses)
+        assert [(ts, data) for _, ts, data in ours] == theirs, f"{path.name}: {expression}"
+        compared += 1
+        kept_total += len(ours)
+        assert _count_with_setfilter(path, expression) == len(ours), path.name
+    assert compared >= 30
+    assert kept_total > 0 or name in ("net6",)
+
+
+# one IPv6 header, directly followed by TCP (no extension headers, no IPv4 inside)
+V6_TCP_NO_EXT = "ipv6 && count(ipv6.nxt) == 1 && ipv6.nxt == 6 && !ip"
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is the IPv6 oracle")
+@pytest.mark.parametrize("flags, mask", [("syn", 0x02), ("fin,rst", 0x05), ("ack", 0x10)])
+def test_ipv6_tcp_flags_match_tshark(flags, mask, corpus):
+    """Independent of libpcap: tshark's dissector says which IPv6 TCP segments carry a flag."""
+    expression = build(l3_protos="ipv6", l4_protos="tcp", tcp_flags=flags)
+    checked = 0
+    for path in _pcapy_readable():
+        if not _kept_by_pcaptool(path, "ip6 and tcp"):
+            continue  # nothing for tshark to check here
+        r = subprocess.run(
+            [
+                "tshark",
+                "-r",
+                str(path),
+                "-Y",
+                f"{V6_TCP_NO_EXT} && tcp.flags & 0x{mask:02x}",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            continue
+        expected = [int(n) for n in r.stdout.split()]
+        ours = [n for n, _, _ in _kept_by_pcaptool(path, expression)]
+        assert ours == expected, path.name
+        checked += len(expected)
+    assert checked > 0
+
+
+def test_docs_examples_are_what_the_command_prints():
+    """docs/capture.md's `$ pcaptool capture --print-filter ...` examples, run for real."""
+    import shlex
+
+    from conftest import REPO
+
+    lines = (REPO / "docs" / "capture.md").read_text().splitlines()
+    examples = [
+        (line[2:], lines[i + 1])
+        for i, line in enumerate(lines)
+        if line.startswith("$ pcaptool capture --print-filter")
+    ]
+    assert len(examples) >= 8
+    for command, expected in examples:
+        r = run_pcaptool(*shlex.split(command)[1:])
+        assert r.returncode == 0, (command, r.stderr)
+        assert r.stdout.decode().strip() == expected, command
