@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import select
+import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from pcaptool.pcapfile import (
     PCAPNG_SHB,
     stream_header_at,
 )
+
+SHB_VERSION = {bo: struct.Struct(bo + "HH") for bo in "<>"}
 
 # Framer events
 NEW_STREAM = "stream"  # a file header (pcap) or SHB (pcapng): data is that header
@@ -149,6 +152,14 @@ class CaptureFramer:
             n = BLOCK_HEADER[self._bo].unpack_from(buf, pos)[1]
             if n < 28 or n % 4 or n > MAX_BLOCK:
                 raise self._corrupt(pos, f"section header length {n}")
+            if len(buf) - pos < 16:
+                return 0
+            major, minor = SHB_VERSION[self._bo].unpack_from(buf, pos + 12)
+            if major != 1:  # as CaptureReader: a reader of 1.x cannot know the layout
+                raise CaptureFormatError(
+                    f"{self.name}: pcapng section at byte {self.offset} has unsupported "
+                    f"version {major}.{minor}"
+                )
             if len(buf) - pos < n:
                 return 0
         else:

@@ -267,6 +267,15 @@ def test_truncated_input_keeps_what_came_before(tmp_path, corpus):
     assert len(packets_of(part)) == 1
 
 
+def test_unsupported_pcapng_version_ends_after_the_good_section(tmp_path, corpus):
+    data = (CORPUS / "gopacket-pcapng-bad-shb-version.pcapng").read_bytes()
+    res = run_pcaptool("rotate", "--dir", str(tmp_path), input=data)
+    assert res.returncode == 1
+    assert res.stderr.decode().count("\n") == 1 and "unsupported version 2.0" in res.stderr.decode()
+    [part] = parts_of(res.stdout)
+    assert len(packets_of(part)) == 1 and tshark_count(part) == 1
+
+
 def test_not_a_capture_is_one_line_error(tmp_path):
     res = run_pcaptool("rotate", "--dir", str(tmp_path), input=b"hello world, not a pcap\n")
     assert res.returncode == 1
