@@ -14,11 +14,17 @@ import io
 import os
 import struct
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 from pcaptool.errors import CaptureFormatError
+
+try:  # isal raises its own error for invalid deflate data
+    from isal.isal_zlib import error as _IsalError
+except ImportError:  # pragma: no cover - isal is a dependency
+    _IsalError = zlib.error
 
 # Link types this project decodes (https://www.tcpdump.org/linktypes.html).
 LINKTYPE_NULL = 0
@@ -219,7 +225,7 @@ class CaptureReader:
                 self.before_read()
             try:
                 chunk = self._read(max(CHUNK, need - have))
-            except (OSError, EOFError, ValueError) as exc:
+            except (OSError, EOFError, ValueError, zlib.error, _IsalError) as exc:
                 # gzip data cut short or corrupt: the bytes before it were delivered.
                 self._buf = b"".join(parts)
                 raise CaptureFormatError(

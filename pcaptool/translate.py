@@ -33,7 +33,8 @@ class Analyzer(Protocol):
     """Application-layer analysis fed by the translator (HTTP, HTTP/2, connection records).
 
     `on_tcp` is called for every TCP packet after its layers are decoded; it may add keys
-    to `rec`. Records it wants emitted on their own (connection summaries) are returned by
+    to `rec`, and return a short text for the end of the record's `message` (or None).
+    Records it wants emitted on their own (connection summaries) are returned by
     `take_records()` after each packet and by `finish()` at the end of the input.
     """
 
@@ -48,7 +49,7 @@ class Analyzer(Protocol):
         seg: dict,
         payload: bytes,
         ts_ns: int,
-    ) -> None: ...
+    ) -> str | None: ...
 
     def take_records(self) -> list[dict]: ...
 
@@ -141,13 +142,18 @@ class Translator:
                 elif looks_like_tls(payload):
                     tls(payload, rec)
                     what = "TLS"
+            note = None
             if self.analyzer is not None:
-                self.analyzer.on_tcp(rec, flow, src, sport, dst, dport, seg, payload, pkt.ts_ns)
+                note = self.analyzer.on_tcp(
+                    rec, flow, src, sport, dst, dport, seg, payload, pkt.ts_ns
+                )
             msg = (
                 f"{what} {_ep(src, sport)} > {_ep(dst, dport)} [{bits}] "
                 f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
             )
-            if what == "DNS":
+            if note:
+                msg += " " + note
+            elif what == "DNS":
                 msg += " " + _dns_message(rec["dns"])
             elif what == "TLS":
                 msg += " " + _tls_message(rec["tls"])

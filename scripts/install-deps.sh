@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 need=(tshark tcpdump wireshark-common iproute2 procps psmisc shellcheck debootstrap docker.io
   iputils-ping netsniff-ng
-  nghttp2-server nghttp2-client curl jq iptables python3-venv)
+  nghttp2-server nghttp2-client curl jq iptables python3-venv time)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

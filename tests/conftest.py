@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# PCAPTOOL_CORPUS, else ../shared/corpus beside the repo (from a worktree such as
-# /work/wt/<name>, one level further up)
-CORPUS = Path(
-    os.environ.get("PCAPTOOL_CORPUS")
-    or next(
-        (d / "shared" / "corpus" for d in REPO.parents if (d / "shared" / "corpus").is_dir()),
-        REPO.parent / "shared" / "corpus",
-    )
-)
+# ../shared/corpus beside the clone (CI); PCAPTOOL_CORPUS points elsewhere (a worktree).
+CORPUS = Path(os.environ.get("PCAPTOOL_CORPUS") or REPO.parent / "shared" / "corpus")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

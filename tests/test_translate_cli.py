@@ -120,3 +120,17 @@ def test_no_input_on_a_terminal_is_a_usage_error() -> None:
         os.close(secondary)
     assert proc.returncode == 2
     assert b"no input" in proc.stderr
+
+
+def test_corrupt_gzip_is_one_line_and_keeps_what_decompressed(tmp_path: Path) -> None:
+    import gzip
+
+    data = bytearray(gzip.compress((GOLDEN / "arp_icmp4.pcap").read_bytes() * 1))
+    data[len(data) // 2 :] = b"\xff" * (len(data) - len(data) // 2)
+    bad = tmp_path / "bad.pcap.gz"
+    bad.write_bytes(bytes(data))
+    result = run_pcaptool("translate", str(bad))
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert "compressed data is corrupt or cut short" in err

@@ -1,8 +1,210 @@
-"""`pcaptool merge` (placeholder until its issue lands)."""
+"""`pcaptool merge`: one capture (or one NDJSON stream) from many parts, local or gs://."""
 
-from pcaptool.errors import PcapToolError
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+
+from pcaptool.errors import PcapToolError, UsageError
+
+FORMATS = ("pcap", "pcapng", "ndjson")
 
 
-def merge() -> None:
-    """Not built yet."""
-    raise PcapToolError("'merge' is not built yet")
+def merge(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Parts to merge: files, globs, directories (every part in them, in name "
+            "order), gs://BUCKET/PREFIX (every part under the prefix), or - for stdin.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option("-o", "--output", help="Output file (.gz compresses it), or - for stdout."),
+    ] = None,
+    append: Annotated[
+        bool,
+        typer.Option(
+            "-a", "--append", help="Concatenate in input order instead of merging by time."
+        ),
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-F",
+            help="pcap, pcapng or ndjson. Default: ndjson for .json/.ndjson parts; pcap when "
+            "every input is pcap of one link type; pcapng otherwise.",
+            show_default=False,
+        ),
+    ] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Report a corrupt or truncated part and merge the rest."),
+    ] = False,
+    list_only: Annotated[
+        bool,
+        typer.Option("--list", help="Print name, size, time range of each part; merge nothing."),
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            envvar="PCAPTOOL_CACHE_DIR",
+            help="Where gs:// parts are downloaded (default: ~/.cache/pcaptool/gcs).",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option("-j", "--jobs", min=1, help="Parallel downloads.")] = 8,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1, help="Seconds to keep retrying a Cloud Storage request."),
+    ] = 60.0,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Say on stderr what was downloaded and merged.")
+    ] = False,
+) -> None:
+    """Merge capture parts into one file ordered by time, like `mergecap -w`.
+
+    The result equals `mergecap -w` on the same inputs packet for packet. Parts may be pcap or pcapng, gzip or plain, mixed; gs:// parts are downloaded into a cache that a rerun reuses. See docs/merge.md.
+
+    Example:
+
+        pcaptool merge gs://my-bucket/proj/svc/us-central1/rev/ -o full.pcap
+
+        pcaptool merge parts/ -o - | tshark -r - -Y http
+
+        pcaptool merge 'parts/*.json.gz' --format ndjson -o - | jq .message
+
+        pcaptool merge gs://my-bucket/run1/ --list
+    """
+    from pcaptool import merge as lib
+    from pcaptool.stdio import quiet_broken_pipe
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if output is None and not list_only:
+        raise UsageError("say where the merge goes: -o FILE, or -o - for stdout")
+    if inputs.count("-") > 1:
+        raise UsageError("stdin (-) can be given only once")
+
+    parts, ndjson = lib.resolve_parts(
+        inputs, fmt, output, lambda url, suffixes: _gcs_parts(url, suffixes, timeout)
+    )
+    cache = cache_dir or _default_cache()
+    if list_only:
+        _print_list(parts, cache)
+        return
+    _download(parts, cache, jobs, verbose, timeout)
+
+    def warn(message: str) -> None:
+        print(f"pcaptool: warning: {message}", file=sys.stderr, flush=True)
+
+    opened: list[BinaryIO] = []
+
+    def open_output() -> BinaryIO:
+        out = _open_output(output, binary=not ndjson)
+        opened.append(out)
+        return out
+
+    # `merge … -o - | head`: the reader going away ends the merge quietly, exit 0
+    with quiet_broken_pipe():
+        try:
+            if ndjson:
+                result = lib.merge_ndjson(parts, open_output, append, skip_bad, warn)
+            else:
+                result = lib.merge_captures(parts, open_output, fmt, append, skip_bad, warn)
+        finally:
+            for out in opened:
+                _close_output(out)
+    if verbose:
+        print(
+            f"pcaptool: merged {result.packets} packets from {result.inputs} parts "
+            f"into {output} ({result.format}); {len(result.skipped)} bad part(s) skipped",
+            file=sys.stderr,
+        )
+
+
+def _default_cache() -> Path:
+    from pcaptool.gcsfetch import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _gcs_parts(url: str, suffixes: tuple[str, ...], timeout: float):
+    from pcaptool.gcsfetch import list_objects
+    from pcaptool.merge import Part
+
+    return [
+        Part(o.url, None, o.size, o.updated, o, listed=True)
+        for o in list_objects(url, suffixes, timeout=timeout)
+    ]
+
+
+def _download(parts, cache: Path, jobs: int, verbose: bool, timeout: float) -> None:
+    remote = [p for p in parts if p.gcs is not None]
+    if not remote:
+        return
+    from pcaptool.gcsfetch import fetch
+
+    paths, stats = fetch([p.gcs for p in remote], cache, jobs, timeout=timeout)
+    for part, path in zip(remote, paths, strict=True):
+        part.path = str(path)
+    if verbose:
+        print(
+            f"pcaptool: {len(remote)} objects: {stats.downloaded} downloaded "
+            f"({stats.downloaded_bytes} bytes), {stats.cached} from the cache {cache}",
+            file=sys.stderr,
+        )
+
+
+def _print_list(parts, cache: Path) -> None:
+    from pcaptool.gcsfetch import cache_path, is_cached
+    from pcaptool.merge import format_ns, summarize
+
+    out = sys.stdout
+    out.write("name\tsize\tupdated\tfirst\tlast\tpackets\n")
+    for part in parts:
+        path = part.path
+        if part.gcs is not None:
+            # Never download for --list; a valid cached copy tells the time range too.
+            cached = cache_path(cache, part.gcs)
+            path = str(cached) if is_cached(cached, part.gcs) else None
+        s = summarize(part, path)
+        updated = s.updated.strftime("%Y-%m-%dT%H:%M:%SZ") if s.updated else "-"
+        size = "-" if s.size is None else str(s.size)
+        packets = "-" if s.packets is None else str(s.packets)
+        row = [s.name, size, updated, format_ns(s.first_ns), format_ns(s.last_ns), packets]
+        if s.error:
+            row.append(f"error: {s.error}")
+        out.write("\t".join(row) + "\n")
+    out.flush()
+
+
+def _open_output(output: str | None, binary: bool) -> BinaryIO:
+    if output == "-" or output is None:
+        if binary and sys.stdout.isatty():
+            raise UsageError("refusing to write capture bytes to a terminal: use -o FILE or a pipe")
+        sys.stdout.flush()
+        return open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # noqa: SIM115
+    try:
+        raw = open(output, "wb", buffering=1 << 20)  # noqa: SIM115 - closed by _close_output
+    except OSError as exc:
+        raise PcapToolError(f"cannot write {output}: {exc.strerror}") from None
+    if output.endswith(".gz"):
+        from isal import igzip
+
+        return igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1)  # type: ignore[return-value]
+    return raw
+
+
+def _close_output(out: BinaryIO) -> None:
+    inner = getattr(out, "fileobj", None)
+    out.close()
+    if isinstance(inner, io.IOBase):
+        inner.close()

@@ -1,0 +1,410 @@
+"""Parallel translate: packets sharded by flow to N worker processes.
+
+The main process reads the capture, finds each packet's flow (addresses and, for TCP and
+UDP, ports, in an order that is the same for both directions) and sends the packet to the
+worker that owns that flow, so reassembly and HTTP state stay whole inside one process.
+Workers translate and serialise; the main process writes their lines either as they come
+(`ordered=False`) or in capture order (`ordered=True`).
+
+Ordered output equals single-process output record for record. Two things make that hold:
+every worker's idle-connection sweep runs at the same packet as the single process's
+(the main process broadcasts a tick to the other workers whenever a TCP packet starts a
+new second of capture time), and connection records that several workers produce at the
+same packet are merged by the number of their connection's last packet, which is the
+order the single process's flow table (least recently active first) yields them in.
+Limits that count across flows (table size, total reassembly memory) apply per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import struct
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from operator import itemgetter
+
+import orjson
+
+from pcaptool.errors import CaptureFormatError
+from pcaptool.pcapfile import CaptureReader, Packet
+
+U16 = struct.Struct("!H")
+PORTS = struct.Struct("!HH")
+VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+IPV6_EXT = (0, 43, 60)
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux; spelled out for clarity)
+BATCH = 512
+MAX_OUTSTANDING = 6  # batches in flight per worker before the reader waits
+_OPT = orjson.OPT_APPEND_NEWLINE
+_first = itemgetter(0)
+
+
+def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
+    """(a direction-independent flow key, is TCP) of a packet, from its headers only."""
+    try:
+        if linktype == 1:
+            etype = U16.unpack_from(data, 12)[0]
+            off = 14
+            while etype in VLAN_TYPES:
+                etype = U16.unpack_from(data, off + 2)[0]
+                off += 4
+            if etype not in (0x0800, 0x86DD):
+                return None, False
+        elif linktype == 113:
+            off = 16
+        elif linktype == 276:
+            off = 20
+        elif linktype in (0, 108):
+            off = 4
+        elif linktype in (101, 228, 229, 12, 14):
+            off = 0
+        else:
+            return None, False
+        v = data[off] >> 4
+        if v == 4:
+            ihl = (data[off] & 15) * 4
+            proto = data[off + 9]
+            src = data[off + 12 : off + 16]
+            dst = data[off + 16 : off + 20]
+            frag = U16.unpack_from(data, off + 6)[0] & 0x1FFF
+            p = off + ihl
+            if frag or proto not in (6, 17):
+                return (src, dst) if src < dst else (dst, src), False
+        elif v == 6:
+            proto = data[off + 6]
+            src = data[off + 8 : off + 24]
+            dst = data[off + 24 : off + 40]
+            p = off + 40
+            while proto in IPV6_EXT:
+                proto = data[p]
+                p += (data[p + 1] + 1) * 8
+            if proto == 44:
+                if U16.unpack_from(data, p + 2)[0] & 0xFFF8:
+                    return (src, dst) if src < dst else (dst, src), False
+                proto = data[p]
+                p += 8
+            if proto not in (6, 17):
+                return (src, dst) if src < dst else (dst, src), False
+        else:
+            return None, False
+        sport, dport = PORTS.unpack_from(data, p)
+        a = (src, sport)
+        b = (dst, dport)
+        key = (proto, a, b) if a < b else (proto, b, a)
+        return key, proto == 6 and len(data) >= p + 20
+    except (IndexError, struct.error):
+        return None, False
+
+
+def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
+    """Translate batches of packets; answer each batch with (lines, ends, keyed): the
+    NDJSON lines of every message joined, where each message's lines end, and for the
+    messages that produced connection records, each record's (sort key, length)."""
+    from pcaptool.tcpapp import HttpAnalyzer
+    from pcaptool.translate import Translator
+
+    an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
+    tr = Translator(name, an)
+    translate = tr.translate
+    dumps = orjson.dumps
+    while True:
+        batch = conn.recv()
+        if batch is None:
+            break
+        parts: list[bytes] = []
+        ends: list[int] = []
+        keyed: dict[int, list] = {}
+        pos = 0
+        for idx, m in enumerate(batch):
+            if len(m) == 2:  # tick: (num, ts) or ("finish", last TCP ts)
+                if m[0] == "finish":
+                    an._last_ts = m[1] or an._last_ts
+                    recs = an.finish()
+                else:
+                    recs = an.sweep(m[1])
+                if recs:
+                    ks = keyed[idx] = []
+                    for r in recs:
+                        b = dumps(r, option=_OPT)
+                        parts.append(b)
+                        pos += len(b)
+                        ks.append((r["conn"]["last_num"], len(b)))
+                ends.append(pos)
+                continue
+            num, ts, caplen, wirelen, data, iface, linktype, iname = m
+            rec = translate(num, Packet(ts, caplen, wirelen, data, iface, linktype), iname)
+            line = dumps(rec, option=_OPT)
+            parts.append(line)
+            pos += len(line)
+            if an is not None and an._pending:
+                ks = keyed[idx] = [(-1, len(line))]
+                for r in an.take_records():
+                    b = dumps(r, option=_OPT)
+                    parts.append(b)
+                    pos += len(b)
+                    ks.append((r["conn"]["last_num"], len(b)))
+            ends.append(pos)
+        conn.send((b"".join(parts), ends, keyed))
+    conn.close()
+
+
+class _Output:
+    """Where worker results go: written by the threads that receive them, under one lock,
+    so a live capture's records appear without waiting for the next packet."""
+
+    def __init__(self, write, flush, workers: int, ordered: bool) -> None:
+        self.write = write
+        self.flush = flush
+        self.ordered = ordered
+        self.cond = threading.Condition()
+        self.outstanding = [0] * workers
+        self.ready: list[deque] = [deque() for _ in range(workers)]
+        self.log: deque = deque()  # ordered: which workers hold each next message's lines
+        self.error: BaseException | None = None
+
+    def result(self, w: int, got) -> None:
+        with self.cond:
+            self.outstanding[w] -= 1
+            try:
+                if self.error is None:
+                    if self.ordered:
+                        self._ready(w, got)
+                        self._emit()
+                    else:
+                        self.write(got[0])
+                    self.flush()
+            except BaseException as exc:  # a closed stdout (`| head`): the main thread ends
+                self.error = exc
+            self.cond.notify_all()
+
+    def failed(self, exc: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = exc
+            self.cond.notify_all()
+
+    def wait(self, w: int | None, most: int) -> None:
+        """Wait until worker w (every worker if None) has at most `most` batches in flight."""
+        with self.cond:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                pending = self.outstanding if w is None else [self.outstanding[w]]
+                if max(pending) <= most:
+                    return
+                self.cond.wait()
+
+    def _ready(self, w: int, got) -> None:
+        blob, ends, keyed = got
+        view = memoryview(blob)
+        r = self.ready[w]
+        start = 0
+        for idx, end in enumerate(ends):
+            ks = keyed.get(idx)
+            if ks is None:
+                r.append(view[start:end])
+            else:
+                items = []
+                p = start
+                for key, n in ks:
+                    items.append((key, view[p : p + n]))
+                    p += n
+                r.append(items)
+            start = end
+
+    def _emit(self) -> None:
+        log, ready, write = self.log, self.ready, self.write
+        while log:
+            e = log[0]
+            if e.__class__ is int:
+                r = ready[e]
+                if not r:
+                    return
+                res = r.popleft()
+                log.popleft()
+                if res.__class__ is list:
+                    for _, line in res:
+                        write(line)
+                else:
+                    write(res)
+            else:
+                for w in e:
+                    if not ready[w]:
+                        return
+                log.popleft()
+                items = []
+                for w in e:
+                    res = ready[w].popleft()
+                    if res.__class__ is list:
+                        items += res
+                    elif len(res):
+                        items.append((-1, res))
+                items.sort(key=_first)
+                for _, line in items:
+                    write(line)
+
+
+class _Duplex:
+    """A reading and a writing pipe end used as one connection."""
+
+    def __init__(self, r, w) -> None:
+        self.recv = r.recv
+        self.send = w.send
+        self._ends = (r, w)
+
+    def close(self) -> None:
+        for c in self._ends:
+            c.close()
+
+
+class _Pool:
+    def __init__(self, workers: int, name: str, analyzer_kw: dict | None, output: _Output) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conns = []
+        self.procs = []
+        self.threads = []
+        for w in range(workers):
+            # one pipe each way, enlarged so a worker's result batch rarely has to wait
+            # for the receiving thread (Linux F_SETPIPE_SZ; 1 MiB is the unprivileged max)
+            in_r, in_w = ctx.Pipe(duplex=False)
+            out_r, out_w = ctx.Pipe(duplex=False)
+            for c in (in_w, out_w):
+                with contextlib.suppress(OSError, AttributeError):
+                    fcntl.fcntl(c.fileno(), F_SETPIPE_SZ, 1 << 20)
+            child = _Duplex(in_r, out_w)
+            parent = _Duplex(out_r, in_w)
+            p = ctx.Process(target=_worker, args=(child, name, analyzer_kw), daemon=True)
+            p.start()
+            in_r.close()
+            out_w.close()
+            t = threading.Thread(target=_pump, args=(parent, w, output), daemon=True)
+            t.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+            self.threads.append(t)
+
+    def close(self) -> None:
+        for c in self.conns:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                c.send(None)
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+def _pump(conn, w: int, output: _Output) -> None:
+    """Receive one worker's result batches and hand them to the output."""
+    while True:
+        try:
+            got = conn.recv()
+        except (EOFError, OSError):
+            output.failed(RuntimeError("a translate worker ended unexpectedly"))
+            return
+        output.result(w, got)
+
+
+def translate_parallel(
+    reader: Iterable[Packet],
+    name: str,
+    write: Callable[[bytes], object],
+    workers: int,
+    ordered: bool,
+    analyzer_kw: dict | None,
+    flush: Callable[[], object] = lambda: None,
+) -> None:
+    """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
+    output = _Output(write, flush, workers, ordered)
+    pool = _Pool(workers, name, analyzer_kw, output)
+    # The reading thread is busy in Python; the threads that receive results must not
+    # wait the default 5 ms for the GIL at each chunk, or the workers stall on their sends.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    try:
+        _run(pool, output, reader, workers, ordered, analyzer_kw is not None)
+    finally:
+        sys.setswitchinterval(interval)
+        pool.close()
+
+
+def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, ticks: bool) -> None:
+    batches: list[list] = [[] for _ in range(workers)]
+    log = output.log
+    conns = pool.conns
+    gsec = -1
+    last_tcp_ts = 0
+
+    def send(w: int) -> None:
+        with output.cond:
+            output.outstanding[w] += 1
+        conns[w].send(batches[w])
+        batches[w] = []
+        output.wait(w, MAX_OUTSTANDING)
+
+    def send_all() -> None:
+        # the reader may block next (a live capture): what is batched goes out now
+        for v in range(workers):
+            if batches[v]:
+                send(v)
+
+    broken = None
+    if isinstance(reader, CaptureReader):
+        ifaces = reader.interfaces
+        reader.before_read = send_all
+    else:
+        ifaces = []
+    try:
+        for num, pkt in enumerate(reader, 1):
+            key, is_tcp = flow_of(pkt.linktype, pkt.data)
+            w = hash(key) % workers if key is not None else 0
+            if is_tcp and ticks:
+                ts = pkt.ts_ns
+                last_tcp_ts = ts
+                if ts // 1_000_000_000 > gsec:
+                    gsec = ts // 1_000_000_000
+                    tick = (num, ts)
+                    for v in range(workers):
+                        if v != w:
+                            batches[v].append(tick)
+                    if ordered:
+                        log.append((w, *[v for v in range(workers) if v != w]))
+                elif ordered:
+                    log.append(w)
+            elif ordered:
+                log.append(w)
+            i = pkt.iface
+            if ifaces is not reader.interfaces:
+                ifaces = reader.interfaces  # a new pcapng section
+            b = batches[w]
+            b.append(
+                (
+                    num,
+                    pkt.ts_ns,
+                    pkt.caplen,
+                    pkt.wirelen,
+                    pkt.data,
+                    i,
+                    pkt.linktype,
+                    ifaces[i].name if i < len(ifaces) else None,
+                )
+            )
+            if len(b) >= BATCH:
+                send(w)
+    except CaptureFormatError as exc:
+        broken = exc  # write every record before the break, then report it
+    if ticks:
+        fin = ("finish", last_tcp_ts)
+        for v in range(workers):
+            batches[v].append(fin)
+        if ordered:
+            log.append(tuple(range(workers)))
+    send_all()
+    output.wait(None, 0)
+    if broken is not None:
+        raise broken
