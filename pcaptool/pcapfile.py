@@ -58,7 +58,7 @@ PCAP_MAGIC = {
     0xA1B23C4D: ("<", True),
     0x4D3CB2A1: (">", True),
 }
-# A record header whose first word is one of these is in fact a new file header.
+# A record header whose first word is one of these may in fact be a new file header.
 _NEW_STREAM_WORDS = frozenset(PCAP_MAGIC) | {PCAPNG_SHB}
 
 PCAP_HEADER = {bo: struct.Struct(bo + "IHHiIII") for bo in "<>"}
@@ -70,6 +70,7 @@ EPB_BODY = {bo: struct.Struct(bo + "IIIII") for bo in "<>"}
 PB_BODY = {bo: struct.Struct(bo + "HHIIII") for bo in "<>"}
 OPTION = {bo: struct.Struct(bo + "HH") for bo in "<>"}
 U32 = {bo: struct.Struct(bo + "I") for bo in "<>"}
+U16 = {bo: struct.Struct(bo + "H") for bo in "<>"}
 
 BLOCK_IDB, BLOCK_PB, BLOCK_SPB, BLOCK_EPB = 1, 2, 3, 6
 OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 0, 2, 9, 14
@@ -100,6 +101,26 @@ class Interface:
     ts_mul: int = 1000
     ts_div: int = 1
     ts_offset_ns: int = 0
+
+
+def stream_header_at(buf: bytes | memoryview, pos: int) -> str | None:
+    """Return "pcap" or "pcapng" if the 12 bytes at `pos` start a capture file header, else None.
+
+    Used where a record or block could begin, to notice a new capture stream concatenated
+    on the same input (`capture` restarted by `schedule`, `cat a.pcap b.pcap`). A pcap
+    header needs its magic and version 2 in that byte order; a pcapng SHB its byte-order
+    magic, so a record whose timestamp happens to equal a magic is not mistaken for one.
+    """
+    if len(buf) - pos < 12:
+        return None
+    (word,) = U32["<"].unpack_from(buf, pos)
+    if word in PCAP_MAGIC:
+        bo = PCAP_MAGIC[word][0]
+        return "pcap" if U16[bo].unpack_from(buf, pos + 4)[0] == 2 else None  # major version
+    if word == PCAPNG_SHB:
+        (bom,) = U32["<"].unpack_from(buf, pos + 8)
+        return "pcapng" if bom in (PCAPNG_BOM, 0x4D3C2B1A) else None
+    return None
 
 
 def open_input(source: str | os.PathLike | BinaryIO | None) -> BinaryIO:
@@ -282,10 +303,8 @@ class CaptureReader:
                     return
                 buf, pos = self._buf, self._pos
             sec, frac, incl, orig = unpack(buf, pos)
-            if sec in _NEW_STREAM_WORDS:
-                # A file header, not a record: a new capture stream follows on the same
-                # input (its magic as a time would be past 2055; 0x0A0D0D0A is 1975).
-                return
+            if sec in _NEW_STREAM_WORDS and stream_header_at(buf, pos):
+                return  # a new capture stream follows on the same input
             if incl > limit:
                 raise CaptureFormatError(
                     f"{self.name}: corrupt packet record {self.count + 1} at byte {self.offset}: "
@@ -313,8 +332,10 @@ class CaptureReader:
                     raise self._cut_short("a pcapng block header")
                 return
             btype, blen = block_header(self._buf, self._pos)
-            if btype == PCAPNG_SHB:
-                return  # a new section: the caller reads it
+            if btype == PCAPNG_SHB or (
+                btype in PCAP_MAGIC and stream_header_at(self._buf, self._pos) == "pcap"
+            ):
+                return  # a new section or a new pcap stream: the caller reads it
             if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                 raise CaptureFormatError(
                     f"{self.name}: corrupt pcapng block at byte {self.offset}: "
