@@ -11,15 +11,6 @@ import textwrap
 import uuid
 
 
-def pipeline_built() -> list[str]:
-    """The sidecar's stages that are still placeholders (their module says "not built yet")."""
-    from pathlib import Path
-
-    commands = Path(__file__).resolve().parent.parent / "pcaptool" / "commands"
-    stages = ("capture", "rotate", "compress", "upload", "translate", "healthcheck")
-    return [s for s in stages if "not built yet" in (commands / f"{s}.py").read_text().lower()]
-
-
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, check=check)
 

@@ -19,18 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import VethPair, http_requests_with_traceparent, pipeline_built, send_udp
+from netns import VethPair, http_requests_with_traceparent, send_udp
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRYPOINT = REPO / "entrypoint.sh"
-
-
-# The pipeline's stages land from other branches; until they do, the runs cannot happen.
-needs_pipeline = pytest.mark.skipif(
-    bool(pipeline_built()), reason=f"stages not built yet: {pipeline_built()}"
-)
 
 
 def free_port() -> int:
@@ -104,7 +98,6 @@ def test_every_bad_setting_is_one_line_and_exit_2(tmp_path):
     assert all(line.startswith("pcaptool-sidecar: error: ") for line in lines)
 
 
-@needs_pipeline
 def test_filter_and_cron_values_are_judged_by_pcaptool(tmp_path):
     env = sidecar_env(
         tmp_path,
@@ -191,7 +184,6 @@ def count_packets(data: bytes, tmp_path: Path) -> int:
 
 
 @needs_root
-@needs_pipeline
 def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata_server):
     if shutil.which("tshark") is None:
         pytest.skip("tshark is the oracle")
@@ -284,8 +276,6 @@ def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata
     # JSON lines on stdout for Cloud Logging, with the requests' trace ids.
     lines = sidecar.stdout_json()
     assert lines and all("severity" in x for x in lines)
-    if not (REPO / "pcaptool" / "tracectx.py").exists():
-        pytest.skip("translate's HTTP analysis (trace fields) is not on this branch yet")
     traced = {
         x["logging.googleapis.com/trace"].rsplit("/", 1)[-1]
         for x in lines
@@ -355,7 +345,6 @@ def run_recipe(script: str, cwd: Path, trace: str | None = None) -> list[str]:
 
 
 @needs_root
-@needs_pipeline
 def test_scheduled_mode_two_runs_within_a_minute(tmp_path):
     if shutil.which("tshark") is None:
         pytest.skip("tshark is the oracle")
@@ -444,7 +433,6 @@ def documented_settings() -> dict[str, str]:
     return {name: default.strip() for name, default in rows}
 
 
-@needs_pipeline
 def test_settings_table_lists_every_setting_the_entrypoint_reads():
     table = documented_settings()
     assert set(REFERENCE_SETTINGS) <= set(table)
@@ -518,7 +506,6 @@ class FakeDockerSocket:
 
 
 @needs_root
-@needs_pipeline
 def test_app_engine_flex_names_parts_after_the_app_container(tmp_path):
     out = tmp_path / "pcap"
     sock = tmp_path / "docker.sock"
@@ -551,7 +538,6 @@ def test_app_engine_flex_names_parts_after_the_app_container(tmp_path):
 
 
 @needs_root
-@needs_pipeline
 def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server, metadata_server):
     """The bucket does not exist: upload fails; the run says which stage and exits 1."""
     with VethPair() as veth:
