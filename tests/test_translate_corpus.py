@@ -37,7 +37,8 @@ needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark
 
 
 @cache
-def tshark_rows(path: Path) -> list[dict[str, str]]:
+def tshark_fields(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
+    """tshark's value of each field per frame (first occurrence: the outer header)."""
     cmd = [
         "tshark",
         "-n",
@@ -50,10 +51,14 @@ def tshark_rows(path: Path) -> list[dict[str, str]]:
         "-E",
         "separator=\t",
     ]
-    for f in FIELDS:
+    for f in fields:
         cmd += ["-e", f]
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
-    return [dict(zip(FIELDS, line.split("\t"), strict=True)) for line in out.splitlines()]
+    return [dict(zip(fields, line.split("\t"), strict=True)) for line in out.splitlines()]
+
+
+def tshark_rows(path: Path) -> list[dict[str, str]]:
+    return tshark_fields(path, FIELDS)
 
 
 @cache
@@ -141,32 +146,12 @@ APP_FIELDS = (
 )
 
 
-@cache
-def tshark_app_rows(path: Path) -> list[dict[str, str]]:
-    cmd = [
-        "tshark",
-        "-n",
-        "-r",
-        str(path),
-        "-T",
-        "fields",
-        "-E",
-        "occurrence=f",
-        "-E",
-        "separator=\t",
-    ]
-    for f in APP_FIELDS:
-        cmd += ["-e", f]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
-    return [dict(zip(APP_FIELDS, line.split("\t"), strict=True)) for line in out.splitlines()]
-
-
 @needs_tshark
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
 def test_dns_and_tls_hellos_equal_tshark(path: Path) -> None:
     _, records, _ = translated(path)
     mismatches = []
-    for rec, theirs in zip(records, tshark_app_rows(path), strict=True):
+    for rec, theirs in zip(records, tshark_fields(path, APP_FIELDS), strict=True):
         num = rec["pcap"]["num"]
         dns = rec.get("dns")
         if dns:
