@@ -243,7 +243,9 @@ class _StopFlag:
 
     def __exit__(self, *_exc: object) -> None:
         for sig, old in self._old.items():
-            signal.signal(sig, old)  # type: ignore[arg-type]
+            # Once stopping, a repeated SIGTERM (a supervisor that signals twice, or the
+            # whole process group) must not turn the clean stop into a kill (exit 143).
+            signal.signal(sig, signal.SIG_IGN if self.signal is not None else old)  # type: ignore[arg-type]
         signal.set_wakeup_fd(self._old_wakeup)
         os.close(self.rfd)
         os.close(self.wfd)

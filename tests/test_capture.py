@@ -135,6 +135,23 @@ def test_signal_mid_capture_leaves_a_whole_file(lab, tmp_path, engine, sig):
     assert stats["packets_received"] == 500
 
 
+def test_repeated_sigterm_still_stops_cleanly(lab, tmp_path, engine):
+    """A supervisor (or `timeout`, which signals the child and then its group) may send
+    SIGTERM more than once: the stop stays clean, exit 0, the file whole."""
+    out = tmp_path / "c.pcap"
+    proc, _ = start(lab, tmp_path, "-i", "eth", "-w", str(out), "--l4-protos", "udp")
+    lab.send_udp(50)
+    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.005)
+    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    assert stats_line(proc.stderr.read())["packets_written"] == 50
+    r = subprocess.run(["tshark", "-r", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 50
+
+
 def test_stdout_is_live_and_sigterm_closes_it(lab, tmp_path, engine):
     """`capture | reader` sees packets while capture runs (flushed per batch)."""
     proc, _ = start(lab, tmp_path, "-i", "eth", "--ports", "9999")
