@@ -13,39 +13,12 @@ first 20,000 packets of the same file (`-c`); --tshark-packets 0 makes it read a
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-
-
-def run(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of a command whose stdout is discarded."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(cmd)}")
-    return elapsed, usage.ru_maxrss
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def count(path: Path) -> int:
-    sys.path.insert(0, str(REPO))
-    from pcaptool.pcapfile import read_packets
-
-    return sum(1 for _ in read_packets(path))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import count, ensure_capture, run  # noqa: E402
 
 
 def main() -> None:
@@ -56,18 +29,12 @@ def main() -> None:
     ap.add_argument("extra", nargs="*", help="extra arguments for pcaptool translate")
     args = ap.parse_args()
 
-    capture = args.capture
-    if capture is None:
-        capture = BENCH / "out" / f"http{args.packets}.pcap"
-        capture.parent.mkdir(parents=True, exist_ok=True)
-        if not capture.exists():
-            subprocess.run(
-                [sys.executable, str(BENCH / "gen_http.py"), str(capture), str(args.packets)],
-                check=True,
-            )
+    capture = ensure_capture(args.capture, args.packets)
     n = count(capture)
 
-    secs, rss = run([sys.executable, "-m", "pcaptool", "translate", *args.extra, str(capture)])
+    secs, _cpu, rss = run(
+        [sys.executable, "-m", "pcaptool", "translate", *args.extra, str(capture)]
+    )
     ours = n / secs
     label = " ".join(["pcaptool translate", *args.extra])
     print(
@@ -81,7 +48,7 @@ def main() -> None:
     cmd = ["tshark", "-r", str(capture), "-T", "ek"]
     if args.tshark_packets:
         cmd[3:3] = ["-c", str(tn)]
-    tsecs, _ = run(cmd)
+    tsecs, _cpu, _rss = run(cmd)
     theirs = tn / tsecs
     print(f"{'tshark -T ek':<40} {tn:>9} packets {tsecs:8.2f} s {theirs:>10,.0f} packets/s")
     print(f"ratio: {ours / theirs:.1f}x tshark -T ek")

@@ -21,36 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-
-
-def run(cmd: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds (with waited-for workers) and peak RSS (KiB)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{err.decode(errors='replace')}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
-
-
-def count(path: Path) -> int:
-    sys.path.insert(0, str(REPO))
-    from pcaptool.pcapfile import CaptureReader, open_input
-
-    with open_input(str(path)) as f:
-        return sum(1 for _ in CaptureReader(f, path.name))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import count, ensure_capture, run  # noqa: E402
 
 
 def main() -> None:
@@ -60,16 +35,7 @@ def main() -> None:
     ap.add_argument("--tshark-packets", type=int, default=20_000)
     args = ap.parse_args()
 
-    capture = args.capture
-    if capture is None:
-        capture = BENCH / "out" / f"http{args.packets}.pcap"
-        capture.parent.mkdir(parents=True, exist_ok=True)
-        if not capture.exists():
-            subprocess.run(
-                [sys.executable, str(BENCH / "gen_http.py"), str(capture), str(args.packets)],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+    capture = ensure_capture(args.capture, args.packets)
     n = count(capture)
     print(f"capture: {capture} ({n} packets), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
 
