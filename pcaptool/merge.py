@@ -336,12 +336,9 @@ def _pcap_records(
                         f"{name}: corrupt packet record {count + 1} at byte {consumed + pos}: "
                         f"captured length {incl} exceeds the limit {limit}"
                     )
-            try:
-                more = read(max(chunk, 16 + incl if pos + 16 <= size else 16))
-            except errors as exc:
-                raise CaptureFormatError(
-                    f"{name}: compressed data is corrupt or cut short ({exc}) after packet {count}"
-                ) from None
+            more = _read_more(
+                read, max(chunk, 16 + incl if pos + 16 <= size else 16), errors, name, count
+            )
             if not more:
                 if pos == size:
                     return
@@ -354,6 +351,16 @@ def _pcap_records(
             pos = 0
     finally:
         stream.close()
+
+
+def _read_more(read, size: int, errors: tuple, name: str, count: int) -> bytes:
+    """The next chunk of a part; broken compressed data is the part's CaptureFormatError."""
+    try:
+        return read(size)
+    except errors as exc:
+        raise CaptureFormatError(
+            f"{name}: compressed data is corrupt or cut short ({exc}) after packet {count}"
+        ) from None
 
 
 def _keyed(
@@ -565,12 +572,7 @@ def _pcapng_fast(
                 entries = _pcapng_records(rest, name, interfaces, close=False)
                 yield from _keyed(entries, n, idx, high)
                 return
-            try:
-                more = read(chunk)
-            except errors as exc:
-                raise CaptureFormatError(
-                    f"{name}: compressed data is corrupt or cut short ({exc}) after packet {count}"
-                ) from None
+            more = _read_more(read, chunk, errors, name, count)
             if not more:
                 if pos == size:
                     return

@@ -187,9 +187,7 @@ class Translator:
         rec[OPERATION] = op
         return flow
 
-    def records(
-        self, reader: Iterable[Packet], interfaces: Iterable | None = None
-    ) -> Iterator[dict]:
+    def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
         """Records for every packet of `reader`, then whatever the analyzer still holds."""
         names = _iface_names(reader)
         analyzer = self.analyzer
