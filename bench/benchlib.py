@@ -29,7 +29,7 @@ def run(cmd: list[str]) -> tuple[float, float, int]:
 
 def count(path: Path) -> int:
     sys.path.insert(0, str(REPO))
-    from pcaptool.pcapfile import CaptureReader, open_input
+    from pcaptool.capfile.reader import CaptureReader, open_input
 
     with open_input(str(path)) as f:
         return sum(1 for _ in CaptureReader(f, path.name))

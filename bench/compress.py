@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pcaptool.pcapfile import PcapWriter  # noqa: E402
+from pcaptool.capfile.reader import PcapWriter  # noqa: E402
 
 ETH_IP_TCP = struct.Struct("!6s6sH BBHHHBBH4s4s HHIIBBHHH")
 PATHS = ["/api/v1/items", "/api/v1/users", "/static/app.js", "/healthz", "/api/v2/orders"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pcaptool.pcapfile import LINKTYPE_ETHERNET, PcapWriter  # noqa: E402
+from pcaptool.capfile.reader import LINKTYPE_ETHERNET, PcapWriter  # noqa: E402
 
 ETH = bytes.fromhex("0200000000020200000000010800")
 ETH_BACK = bytes.fromhex("0200000000010200000000020800")

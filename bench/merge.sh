@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from pcaptool.pcapfile import PcapWriter, read_packets
+from pcaptool.capfile.reader import PcapWriter, read_packets
 
 work, total, nparts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(7)

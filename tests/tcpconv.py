@@ -6,7 +6,7 @@ import socket
 import struct
 from pathlib import Path
 
-from pcaptool.pcapfile import LINKTYPE_ETHERNET, PcapWriter
+from pcaptool.capfile.reader import LINKTYPE_ETHERNET, PcapWriter
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 

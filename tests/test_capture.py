@@ -18,7 +18,7 @@ import pytest
 from netns_helpers import Lab, stats_line, stop, tshark_fields, wait_for
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
-from pcaptool.pcapfile import PCAP_HEADER, CaptureReader
+from pcaptool.capfile.reader import PCAP_HEADER, CaptureReader
 
 pytestmark = [needs_root, pytest.mark.root]
 

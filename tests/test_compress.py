@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from test_rotate import packets_of, pcap_bytes, tshark_count, wait_for
 
 from conftest import CORPUS, PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
-from pcaptool.compress import compress_file
+from pcaptool.sidecar.compress import compress_file
 
 
 def out_paths(res) -> list[Path]:

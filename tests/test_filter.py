@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from conftest import corpus_files, run_pcaptool
-from pcaptool.bpf import FilterBuilder, FilterSettings, is_dns_name
 from pcaptool.errors import PcapToolError, UsageError
+from pcaptool.sidecar.bpf import FilterBuilder, FilterSettings, is_dns_name
 
 DEFAULT = "(ip or ip6) and (tcp or udp)"
 FLAGS_SYN = "(tcp[tcpflags] & (tcp-syn) != 0) or (ip6[6] = 6 and ip6[53] & 0x02 != 0)"

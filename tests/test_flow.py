@@ -5,7 +5,7 @@ from __future__ import annotations
 import communityid
 import pytest
 
-from pcaptool.flow import FlowTable, community_id
+from pcaptool.record.flow import FlowTable, community_id
 
 CID = communityid.CommunityID()
 MAKE = {

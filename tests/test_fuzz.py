@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import corpus_files
+from pcaptool.capfile.reader import CaptureReader, Packet
 from pcaptool.errors import CaptureFormatError
-from pcaptool.pcapfile import CaptureReader, Packet
-from pcaptool.translate import Translator
+from pcaptool.translate.serial import Translator
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SEEDS = [p.read_bytes() for p in sorted(GOLDEN.glob("*.pcap*")) if not p.name.endswith(".gz")]

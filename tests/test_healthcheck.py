@@ -14,7 +14,7 @@ import pytest
 from netns_helpers import Lab, stats_line, wait_for
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
-from pcaptool.health import port_accepts
+from pcaptool.sidecar.health import port_accepts
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ from collections import deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcaptool.http1 import Http1Parser, looks_like_http
+from pcaptool.http.http1 import Http1Parser, looks_like_http
 
 REQ_GET = b"GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t/1\r\nAccept: */*\r\n\r\n"
 REQ_POST = b"POST /b HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\nhello world"

@@ -8,7 +8,7 @@ import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcaptool.http2 import PREFACE, H2Connection, looks_like_frames
+from pcaptool.http.http2 import PREFACE, H2Connection, looks_like_frames
 
 C, S = 0, 1  # directions: client, server
 

@@ -104,7 +104,7 @@ def test_error_codes_on_malformed_captures(corpus):
 
 @needs_tshark
 def test_rst_stream_and_goaway_error_names_equal_tshark_codes(corpus):
-    from pcaptool.http2 import error_name
+    from pcaptool.http.http2 import error_name
 
     for name, field, ftype in (
         ("sv-http2-prior-knowledge-rst.pcap", "http2.rst_stream.error", "RST_STREAM"),
@@ -198,7 +198,7 @@ def test_credentials_redacted_by_default(corpus):
     import inspect
 
     from pcaptool.commands.translate import translate as command
-    from pcaptool.tcpapp import DEFAULT_REDACT
+    from pcaptool.tcp.analyzer import DEFAULT_REDACT
 
     default = inspect.signature(command).parameters["redact_header"].default.default
     assert tuple(default) == DEFAULT_REDACT

@@ -12,7 +12,7 @@ import pytest
 from tcpconv import Capture, Conn
 
 from conftest import REPO, pcaptool_env, run_pcaptool
-from pcaptool.tcpapp import format_latency
+from pcaptool.tcp.analyzer import format_latency
 
 SCHEMA = json.loads((REPO / "pcaptool" / "schema" / "record.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -346,7 +346,7 @@ def test_live_pipe_records_appear_before_end_of_input(tmp_path, args):
 
 
 def capture_frames(path: Path) -> list[tuple[int, bytes]]:
-    from pcaptool.pcapfile import CaptureReader, open_input
+    from pcaptool.capfile.reader import CaptureReader, open_input
 
     with open_input(str(path)) as f:
         return [(p.ts_ns, p.data) for p in CaptureReader(f, "x")]

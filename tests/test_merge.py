@@ -17,9 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import CORPUS, PCAPTOOL, corpus_files, pcaptool_env, run_pcaptool
+from pcaptool.capfile.reader import (
+    CaptureReader,
+    PcapngWriter,
+    PcapWriter,
+    open_input,
+    read_packets,
+)
 from pcaptool.errors import CaptureFormatError, PcapToolError
-from pcaptool.merge import Part, format_ns, merge_captures, rfc3339_ns
-from pcaptool.pcapfile import CaptureReader, PcapngWriter, PcapWriter, open_input, read_packets
+from pcaptool.merge.parts import Part, format_ns, merge_captures, rfc3339_ns
 
 needs_mergecap = pytest.mark.skipif(
     not (shutil.which("mergecap") and shutil.which("editcap") and shutil.which("tshark")),

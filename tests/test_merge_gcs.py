@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, PCAPTOOL, pcaptool_env, run_pcaptool
+from pcaptool.capfile.reader import read_packets
 from pcaptool.errors import CaptureFormatError
-from pcaptool.merge import rfc3339_ns
-from pcaptool.pcapfile import read_packets
+from pcaptool.merge.parts import rfc3339_ns
 
 pytestmark = pytest.mark.skipif(not shutil.which("mergecap"), reason="needs mergecap")
 
@@ -336,7 +336,7 @@ def test_permission_denied_is_one_line(tmp_path):
 
 
 def test_listing_reads_every_page(gcs_server, monkeypatch):
-    from pcaptool.gcsfetch import list_objects
+    from pcaptool.storage.fetch import list_objects
 
     client = gcs_server.client()
     bucket = client.create_bucket("ptmrg-pages")

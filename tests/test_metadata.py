@@ -11,8 +11,8 @@ import time
 import pytest
 from gcs_fixtures import DEFAULT_METADATA, closed_port_host
 
-from pcaptool import metadata
 from pcaptool.errors import UsageError
+from pcaptool.sidecar import metadata
 
 # 2026-01-02 03:04:05.678 UTC
 STARTUP_NS = calendar.timegm((2026, 1, 2, 3, 4, 5, 0, 0, 0)) * 1_000_000_000 + 678_000_000

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import corpus_files, run_pcaptool
-from pcaptool.errors import CaptureFormatError
-from pcaptool.pcapfile import (
+from pcaptool.capfile.reader import (
     LINKTYPE_ETHERNET,
     LINKTYPE_RAW,
     CaptureReader,
@@ -23,6 +22,7 @@ from pcaptool.pcapfile import (
     open_input,
     read_packets,
 )
+from pcaptool.errors import CaptureFormatError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 FRAMES = [bytes([i]) * (60 + i) for i in range(5)]

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from pcaptool.pcapfile import CaptureReader, PcapngWriter, PcapWriter, stream_header_at
+from pcaptool.capfile.reader import CaptureReader, PcapngWriter, PcapWriter, stream_header_at
 
 T0 = 1_700_000_000_123_456_789
 

@@ -24,7 +24,7 @@ import pytest
 from test_rotate import wait_for
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env
-from pcaptool.pcapfile import read_packets
+from pcaptool.capfile.reader import read_packets
 
 pytestmark = [needs_root, pytest.mark.root]
 

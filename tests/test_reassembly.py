@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcaptool.reassembly import ACK, SYN, Budget, FlowTable, HalfStream, Limits
+from pcaptool.tcp.reassembly import ACK, SYN, Budget, FlowTable, HalfStream, Limits
 
 STREAM = bytes(range(256)) * 40  # 10240 bytes
 

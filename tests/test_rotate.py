@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import CORPUS, PCAPTOOL, corpus_files, pcaptool_env, run_pcaptool
+from pcaptool.capfile.reader import CaptureReader, PcapngWriter, PcapWriter, read_packets
 from pcaptool.errors import CaptureFormatError
-from pcaptool.pcapfile import CaptureReader, PcapngWriter, PcapWriter, read_packets
-from pcaptool.rotate import PART_RE, CaptureFramer, part_extension
+from pcaptool.sidecar.rotate import PART_RE, CaptureFramer, part_extension
 
 T0 = 1_764_000_000_000_000_000  # 2025-11-24, integer ns
 NAME_RE = re.compile(r"^part__[A-Za-z0-9.+_-]+__\d{8}T\d{6}(_\d{4})?\.(pcap|pcapng|json)$")

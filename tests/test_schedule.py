@@ -14,7 +14,7 @@ import pytest
 
 from conftest import PCAPTOOL, pcaptool_env, run_pcaptool
 from pcaptool.errors import UsageError
-from pcaptool.schedule import parse_go_duration, parse_schedule
+from pcaptool.sidecar.schedule import parse_go_duration, parse_schedule
 
 
 def iso(ts: list[datetime]) -> list[str]:

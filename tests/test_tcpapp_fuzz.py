@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcaptool.http2 import PREFACE
-from pcaptool.reassembly import Limits
-from pcaptool.tcpapp import TcpAnalyzer
+from pcaptool.http.http2 import PREFACE
+from pcaptool.tcp.analyzer import TcpAnalyzer
+from pcaptool.tcp.reassembly import Limits
 
 SEEDS = [
     b"GET / HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
@@ -65,7 +65,7 @@ def test_in_order_conversation_with_sequence_numbers_from_the_seeds():
 def test_http2_header_values_redacted_in_frames_and_messages():
     import hpack
 
-    from pcaptool.http2 import PREFACE
+    from pcaptool.http.http2 import PREFACE
 
     enc = hpack.Encoder()
     block = enc.encode(

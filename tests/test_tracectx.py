@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pcaptool.tracectx import (
+from pcaptool.http.tracectx import (
     SAMPLED_KEY,
     SPAN_KEY,
     TRACE_KEY,

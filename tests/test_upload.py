@@ -25,8 +25,8 @@ import pytest
 from gcs_fixtures import closed_port_host
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
-from pcaptool import gcs
-from pcaptool.uploader import list_parts
+from pcaptool.storage import gcs
+from pcaptool.storage.uploader import list_parts
 
 PREFIX = "proj/svc/region/rev/2026/01/02/03-04/inst"
 BUCKET = "pcaps"

@@ -175,8 +175,8 @@ def capture(
 
         pcaptool capture -i eth --duration 60 | pcaptool translate
     """
-    from pcaptool import bpf
-    from pcaptool.capture import CaptureOptions, log, run_capture, select_interfaces
+    from pcaptool.sidecar import bpf
+    from pcaptool.sidecar.capture import CaptureOptions, log, run_capture, select_interfaces
 
     builder = bpf.FilterBuilder(
         bpf.FilterSettings(

@@ -65,8 +65,14 @@ def compress(
 
         pcaptool compress /tmp/parts/part__eth0__20261126T153000.pcap
     """
-    from pcaptool.compress import Compressor, lines_in_background, run_paths, run_queue, watch_dir
-    from pcaptool.graceful import StopSignals
+    from pcaptool.sidecar.compress import (
+        Compressor,
+        lines_in_background,
+        run_paths,
+        run_queue,
+        watch_dir,
+    )
+    from pcaptool.signals import StopSignals
     from pcaptool.stdio import quiet_broken_pipe
 
     if paths and watch:

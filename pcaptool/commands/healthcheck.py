@@ -49,9 +49,9 @@ def serve(
         pcaptool healthcheck serve --port 12345 &
         pcaptool capture -i eth -w /pcap/part.pcap
     """
-    from pcaptool.capture import log
     from pcaptool.errors import UsageError
-    from pcaptool.health import serve as serve_port
+    from pcaptool.sidecar.capture import log
+    from pcaptool.sidecar.health import serve as serve_port
 
     if not 1 <= port <= 65535:
         raise UsageError(f"--port must be 1-65535 (got {port})")
@@ -72,7 +72,7 @@ def probe(
 
         HEALTHCHECK CMD pcaptool healthcheck probe || exit 1
     """
-    from pcaptool.health import is_ready, port_accepts
+    from pcaptool.sidecar.health import is_ready, port_accepts
 
     ok = is_ready(ready_file) and (port is None or port_accepts(port))
     raise typer.Exit(0 if ok else 1)

@@ -83,7 +83,7 @@ def merge(
 
         pcaptool merge gs://my-bucket/run1/ --list
     """
-    from pcaptool import merge as lib
+    from pcaptool.merge import parts as lib
     from pcaptool.stdio import quiet_broken_pipe
 
     if fmt is not None and fmt not in FORMATS:
@@ -131,14 +131,14 @@ def merge(
 
 
 def _default_cache() -> Path:
-    from pcaptool.gcsfetch import default_cache_dir
+    from pcaptool.storage.fetch import default_cache_dir
 
     return default_cache_dir()
 
 
 def _gcs_parts(url: str, suffixes: tuple[str, ...], timeout: float):
-    from pcaptool.gcsfetch import list_objects
-    from pcaptool.merge import Part
+    from pcaptool.merge.parts import Part
+    from pcaptool.storage.fetch import list_objects
 
     return [
         Part(o.url, None, o.size, o.updated, o, listed=True)
@@ -150,7 +150,7 @@ def _download(parts, cache: Path, jobs: int, verbose: bool, timeout: float) -> N
     remote = [p for p in parts if p.gcs is not None]
     if not remote:
         return
-    from pcaptool.gcsfetch import fetch
+    from pcaptool.storage.fetch import fetch
 
     paths, stats = fetch([p.gcs for p in remote], cache, jobs, timeout=timeout)
     for part, path in zip(remote, paths, strict=True):
@@ -164,8 +164,8 @@ def _download(parts, cache: Path, jobs: int, verbose: bool, timeout: float) -> N
 
 
 def _print_list(parts, cache: Path) -> None:
-    from pcaptool.gcsfetch import cache_path, is_cached
-    from pcaptool.merge import format_ns, summarize
+    from pcaptool.merge.parts import format_ns, summarize
+    from pcaptool.storage.fetch import cache_path, is_cached
 
     out = sys.stdout
     out.write("name\tsize\tupdated\tfirst\tlast\tpackets\n")

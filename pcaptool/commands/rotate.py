@@ -92,8 +92,8 @@ def rotate(
 
         tcpdump -i eth0 -w - | pcaptool rotate --dir /tmp/parts --every 60 | pcaptool compress
     """
-    from pcaptool.graceful import StopSignals
-    from pcaptool.rotate import Rotator, rotate_stream
+    from pcaptool.sidecar.rotate import Rotator, rotate_stream
+    from pcaptool.signals import StopSignals
     from pcaptool.stdio import quiet_broken_pipe
 
     if every < 0 or max_bytes < 0 or keep < 0 or drain_timeout < 0:

@@ -81,7 +81,7 @@ def schedule(
         # what would run when
         PCAP_CRON_EXP='*/30 * * * * *' pcaptool schedule --check
     """
-    from pcaptool import schedule as lib
+    from pcaptool.sidecar import schedule as lib
 
     if not cron:
         raise UsageError("no cron expression: give --cron or set PCAP_CRON_EXP")

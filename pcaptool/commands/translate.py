@@ -100,7 +100,7 @@ def translate(
 
         pcaptool translate --flows --project my-proj --workers 2 --ordered big.pcap
     """
-    from pcaptool.ndjson import NdjsonWriter, PrettyWriter
+    from pcaptool.record.ndjson import NdjsonWriter, PrettyWriter
     from pcaptool.stdio import quiet_broken_pipe
 
     sources = inputs or ["-"]
@@ -110,7 +110,7 @@ def translate(
         )
     analyzer_kw = None
     if http:
-        from pcaptool.reassembly import Limits
+        from pcaptool.tcp.reassembly import Limits
 
         limits = Limits(
             flow_bytes=tcp_flow_memory,
@@ -136,8 +136,8 @@ def translate(
 def _translate_all(
     sources: list[str], out, analyzer_kw: dict | None, workers: int, ordered: bool
 ) -> bool:
-    from pcaptool.pcapfile import CaptureReader, open_input
-    from pcaptool.translate import Translator
+    from pcaptool.capfile.reader import CaptureReader, open_input
+    from pcaptool.translate.serial import Translator
 
     failed = False
     for source in sources:
@@ -151,7 +151,7 @@ def _translate_all(
         reader = CaptureReader(stream, name if source != "-" else "<stdin>", before_read=out.flush)
         try:
             if workers > 1:
-                from pcaptool.parallel import translate_parallel
+                from pcaptool.translate.parallel import translate_parallel
 
                 translate_parallel(
                     reader, name, out.out.write, workers, ordered, analyzer_kw, out.flush
@@ -159,7 +159,7 @@ def _translate_all(
                 continue
             analyzer = None
             if analyzer_kw is not None:
-                from pcaptool.tcpapp import HttpAnalyzer
+                from pcaptool.tcp.analyzer import HttpAnalyzer
 
                 analyzer = HttpAnalyzer(**analyzer_kw)
             translator = Translator(name, analyzer)

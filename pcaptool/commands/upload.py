@@ -143,8 +143,8 @@ def upload(
 
         pcaptool upload -b my-pcaps --sweep /tmp/parts --watch /tmp/parts --glob '*.gz'
     """
-    from pcaptool import metadata
-    from pcaptool.uploader import (
+    from pcaptool.sidecar import metadata
+    from pcaptool.storage.uploader import (
         GcsDestination,
         LocalDestination,
         Uploader,
@@ -328,7 +328,7 @@ def _read_stdin(uploader) -> None:
 
 def _watch(uploader, directory: Path, glob: str, poll: float, stopped) -> None:
     """Poll DIRECTORY for finished parts (producers rename complete files into place)."""
-    from pcaptool.uploader import list_parts
+    from pcaptool.storage.uploader import list_parts
 
     while not stopped():
         for part in _matching(list_parts(directory), glob):

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from pcaptool.decode import need
-from pcaptool.pcapfile import (
+from pcaptool.capfile.reader import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
@@ -19,6 +18,7 @@ from pcaptool.pcapfile import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
 )
+from pcaptool.decode import need
 
 ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806

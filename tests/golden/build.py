@@ -21,7 +21,7 @@ import dpkt
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from pcaptool.pcapfile import (  # noqa: E402
+from pcaptool.capfile.reader import (  # noqa: E402
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_LINUX_SLL,

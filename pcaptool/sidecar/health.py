@@ -1,7 +1,7 @@
 """The readiness signal for Cloud Run's TCP startup probe and Docker's HEALTHCHECK.
 
 `capture` creates the ready file once every handle is open with its filter applied and
-removes it when it ends (see `pcaptool.capture.ReadyFile`). `serve` turns that file into a
+removes it when it ends (see `pcaptool.sidecar.capture.ReadyFile`). `serve` turns that file into a
 TCP port: while the file exists the port is bound and listening (each connection is
 accepted and closed at once); while it does not, no socket is bound, so a probe's SYN is
 answered with RST ("connection refused"), not left hanging. The file is polled every

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from pcaptool.errors import PcapToolError, UsageError
-from pcaptool.pcapfile import (
+from pcaptool.capfile.reader import (
     BLOCK_EPB,
     LINKTYPE_NAMES,
     PCAP_RECORD,
     PcapngWriter,
     PcapWriter,
 )
+from pcaptool.errors import PcapToolError, UsageError
 
 DEFAULT_READY_FILE = "/tmp/pcaptool/ready"
 DEFAULT_SNAPLEN = 65536
@@ -282,7 +282,7 @@ def run_capture(
         try:
             for name in opts.interfaces:
                 if fast is not None:
-                    from pcaptool.pcapdump import DumpHandle
+                    from pcaptool.capfile.dump import DumpHandle
 
                     handle = DumpHandle(
                         fast, name, opts.snaplen, opts.promisc, opts.buffer_size, out.fileno()
@@ -337,7 +337,7 @@ def _dump_library(opts: CaptureOptions, out: BinaryIO):
         out.fileno()
     except (AttributeError, OSError, ValueError):
         return None
-    from pcaptool.pcapdump import load
+    from pcaptool.capfile.dump import load
 
     return load()
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from pcaptool import http1, http2, tracectx
-from pcaptool.reassembly import ACK, FIN, RST, SYN, Conn, FlowTable, Limits
+from pcaptool.http import http1, http2, tracectx
+from pcaptool.tcp.reassembly import ACK, FIN, RST, SYN, Conn, FlowTable, Limits
 
 OTHER = "other"  # app state of connections we do not parse
 _NONE: tuple = ()
@@ -552,7 +552,7 @@ def _bits(letters: str) -> int:
 
 
 class HttpAnalyzer(TcpAnalyzer):
-    """The `Analyzer` that `pcaptool.translate.Translator` calls for every TCP packet."""
+    """The `Analyzer` that `pcaptool.translate.serial.Translator` calls for every TCP packet."""
 
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
@@ -619,7 +619,7 @@ class HttpAnalyzer(TcpAnalyzer):
         self._pending = []
         table = self.table
         if table.budget.cap_hits or table.evicted_full:
-            from pcaptool.ndjson import log
+            from pcaptool.record.ndjson import log
 
             log(
                 "WARNING",

@@ -72,7 +72,7 @@ def make_client():
     """A storage Client; anonymous against an emulator (STORAGE_EMULATOR_HOST)."""
     from google.cloud import storage
 
-    from pcaptool.gcs import emulator_endpoint
+    from pcaptool.storage.gcs import emulator_endpoint
 
     endpoint = emulator_endpoint()
     try:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
+from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
 from pcaptool.decode import Truncated
 from pcaptool.decode.arp import arp
 from pcaptool.decode.dns import DNS_PORTS, dns
@@ -21,8 +22,7 @@ from pcaptool.decode.link import DECODERS, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_RARP
 from pcaptool.decode.tcp import tcp
 from pcaptool.decode.tls import looks_like_tls, tls
 from pcaptool.decode.udp import udp
-from pcaptool.flow import Flow, FlowTable
-from pcaptool.pcapfile import LINKTYPE_NAMES, CaptureReader, Packet
+from pcaptool.record.flow import Flow, FlowTable
 
 LABELS = "logging.googleapis.com/labels"
 OPERATION = "logging.googleapis.com/operation"

@@ -29,8 +29,8 @@ from operator import itemgetter
 
 import orjson
 
+from pcaptool.capfile.reader import CaptureReader, Packet
 from pcaptool.errors import CaptureFormatError
-from pcaptool.pcapfile import CaptureReader, Packet
 
 U16 = struct.Struct("!H")
 PORTS = struct.Struct("!HH")
@@ -104,8 +104,8 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
     """Translate batches of packets; answer each batch with (lines, ends, keyed): the
     NDJSON lines of every message joined, where each message's lines end, and for the
     messages that produced connection records, each record's (sort key, length)."""
-    from pcaptool.tcpapp import HttpAnalyzer
-    from pcaptool.translate import Translator
+    from pcaptool.tcp.analyzer import HttpAnalyzer
+    from pcaptool.translate.serial import Translator
 
     an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
     tr = Translator(name, an)

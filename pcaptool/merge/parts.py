@@ -39,8 +39,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
-from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
-from pcaptool.pcapfile import (
+from pcaptool.capfile.reader import (
     BLOCK_EPB,
     BLOCK_HEADER,
     BLOCK_IDB,
@@ -63,6 +62,7 @@ from pcaptool.pcapfile import (
     PcapWriter,
     open_input,
 )
+from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz")
 NDJSON_SUFFIXES = (".json", ".ndjson", ".jsonl", ".json.gz", ".ndjson.gz", ".jsonl.gz")
@@ -95,7 +95,7 @@ class Part:
     path: str | None  # local path or "-"; None until a Cloud Storage object is downloaded
     size: int | None = None
     updated: datetime | None = None
-    gcs: object = None  # pcaptool.gcsfetch.GcsObject for gs:// parts
+    gcs: object = None  # pcaptool.storage.fetch.GcsObject for gs:// parts
     listed: bool = False  # found in a directory or under a gs:// prefix, not named
 
 

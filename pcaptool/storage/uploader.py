@@ -2,7 +2,7 @@
 
 Two destinations share one interface (``name_of``, ``check``, ``upload``):
 
-- ``GcsDestination``: objects ``gs://BUCKET/PREFIX/<part>`` through ``pcaptool.gcs``.
+- ``GcsDestination``: objects ``gs://BUCKET/PREFIX/<part>`` through ``pcaptool.storage.gcs``.
 - ``LocalDestination``: files ``DIR/PREFIX/<part>`` (a plain directory or a GCS FUSE mount):
   copied under a hidden temporary name, fsynced, published without overwriting, read back
   and compared.
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pcaptool.errors import PcapToolError
-from pcaptool.gcs import (
+from pcaptool.storage.gcs import (
     CHUNK,
     ChecksumMismatchError,
     ObjectExistsError,
@@ -66,7 +66,7 @@ class GcsDestination:
         client_factory: Callable[[], object] | None = None,
         give_up: Callable[[], bool] | None = None,
     ):
-        from pcaptool.gcs import make_client, make_retry
+        from pcaptool.storage.gcs import make_client, make_retry
 
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
@@ -90,7 +90,7 @@ class GcsDestination:
         return bucket
 
     def upload(self, path: Path) -> UploadResult:
-        from pcaptool.gcs import upload_file
+        from pcaptool.storage.gcs import upload_file
 
         return upload_file(self._bucket(), f"{self.prefix}/{path.name}", path, retry=self._retry)
 

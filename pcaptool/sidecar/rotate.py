@@ -23,9 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
-from pcaptool.graceful import StopSignals
-from pcaptool.pcapfile import (
+from pcaptool.capfile.reader import (
     BLOCK_HEADER,
     BLOCK_IDB,
     IDB_BODY,
@@ -41,6 +39,8 @@ from pcaptool.pcapfile import (
     PCAPNG_SHB,
     stream_header_at,
 )
+from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
+from pcaptool.signals import StopSignals
 
 SHB_VERSION = {bo: struct.Struct(bo + "HH") for bo in "<>"}
 
