@@ -136,6 +136,7 @@ class Message:
             d["gap"] = self.gap
         if self.errors:
             d["error"] = {"code": self.errors[0][0], "detail": self.errors[0][1]}
+            d["errors"] = [{"code": c, "detail": t} for c, t in self.errors]
         req = self.request
         if req is not None:
             d["request"] = {"method": req.method, "target": req.target, "host": req.host}
@@ -409,6 +410,8 @@ class Http1Parser:
                 self.buf = data[pos:]
                 return -1
             self.state = SEEK
+            if eol >= 0 and self._bad_line(data, pos, eol):
+                pos = eol + 1
         # SEEK: look for a start line anywhere in what we have
         seek = SEEK_REQUEST if self.is_request else SEEK_RESPONSE
         m = seek.search(data, pos)
@@ -416,11 +419,9 @@ class Http1Parser:
             keep = min(n - pos, 32)  # a start line may straddle two segments
             self.garbage += n - pos - keep
             if self.garbage > MAX_GARBAGE:
+                # reported, and the scan goes on: a later start line is still found
                 self._error("not_http", f"{self.garbage} bytes without an HTTP/1.x start line")
                 self.garbage = 0
-                self.state = SWITCHED
-                self.switched = "not_http"
-                return n
             self.buf = data[n - keep :] if keep else b""
             return -1
         skipped = self.garbage + m.start() - pos
@@ -428,6 +429,16 @@ class Http1Parser:
         self.skipped = skipped
         self.state = HEAD
         return m.start()
+
+    def _bad_line(self, data: bytes, pos: int, eol: int) -> bool:
+        """At a message boundary, a whole line that is not a start line: reported as
+        `bad_start_line` at once, unless a start line follows junk on it (then the junk is
+        a `garbage_prefix` of the message)."""
+        seek = SEEK_REQUEST if self.is_request else SEEK_RESPONSE
+        if seek.search(data, pos, eol + 1) is not None:
+            return False
+        self._error("bad_start_line", repr(bytes(data[pos:eol][:64]).rstrip(b"\r"))[2:-1])
+        return True
 
     def _head(self, data: bytes, pos: int, end: int, ts: int, base: int, done: list) -> int:
         # one decode of the whole block, then str operations (latin-1 maps bytes 1:1)
