@@ -24,8 +24,8 @@ DEFAULT_MAX_FRAME = 16384
 # a request line, a status line or the HTTP/2 preface, anywhere in the data
 START = re.compile(
     rb"(?P<h2>PRI \* HTTP/2\.0\r\n)"
-    rb"|(?P<req>[A-Z][A-Z-]{2,15} [^ \r\n]{1,8192} HTTP/1\.[019]\r?\n)"
-    rb"|(?P<resp>HTTP/1\.[019] \d{3}[ \r\n])"
+    rb"|(?P<request>[A-Z][A-Z-]{2,15} [^ \r\n]{1,8192} HTTP/1\.[019]\r?\n)"
+    rb"|(?P<response>HTTP/1\.[019] \d{3}[ \r\n])"
 )
 TLS_HELLO = re.compile(rb"\x16\x03[\x00-\x04].{2}\x01", re.DOTALL)
 CARRY = 32  # bytes kept after a failed scan: a start line may straddle two segments
