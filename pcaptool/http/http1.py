@@ -38,6 +38,7 @@ METHOD_PREFIXES = (
 MAX_START_LINE = 8192
 MAX_GARBAGE = 64 * 1024
 MAX_PENDING = 100  # requests awaiting a response per connection (pipelining depth)
+MAX_HOLD = 64 * 1024  # client bytes held after CONNECT until the proxy answers
 
 # parser states
 START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, BODY_EOF, SEEK, SWITCHED = range(10)
@@ -200,6 +201,8 @@ class Http1Parser:
     def feed(self, data: bytes, ts: int) -> list[Message]:
         """Parse the next bytes of the stream; return the messages they completed."""
         if self.state == SWITCHED:
+            if self.switched == "tunnel" and self.is_request and len(self.leftover) < MAX_HOLD:
+                self.leftover += data  # after CONNECT: held until the proxy answers
             return []
         done: list[Message] = []
         if self.buf:
@@ -311,6 +314,15 @@ class Http1Parser:
         # buffered bytes are counted again when they come back through `data`
         self.offset -= len(self.buf)
         return done
+
+    def resume(self, ts: int) -> list[Message]:
+        """The proxy refused a CONNECT: the client's bytes held since are HTTP again."""
+        if self.state != SWITCHED or self.switched != "tunnel":
+            return []
+        data, self.leftover = self.leftover, b""
+        self.state = START
+        self.switched = None
+        return self.feed(data, ts) if data else []
 
     def gap(self, size: int, ts: int) -> list[Message]:
         """`size` bytes of the stream were lost: skip them if they fall inside a body of
