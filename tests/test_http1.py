@@ -182,7 +182,9 @@ def test_long_junk_is_reported_and_the_scan_goes_on():
 
 def test_every_error_of_a_message_is_kept():
     c, _ = pair()
-    (m,) = c.feed(b"\x00\x01" + REQ_POST.replace(b"Content-Length: 11", b"Content-Length: 11\r\nbad"), 0)
+    (m,) = c.feed(
+        b"\x00\x01" + REQ_POST.replace(b"Content-Length: 11", b"Content-Length: 11\r\nbad"), 0
+    )
     d = m.as_dict()
     assert d["error"]["code"] == "garbage_prefix"
     assert [e["code"] for e in d["errors"]] == ["garbage_prefix", "bad_header"]
