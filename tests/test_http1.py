@@ -268,3 +268,14 @@ def test_property_any_split_of_valid_traffic_parses_the_same(cuts):
     resps = feed_split(s, RESP_CHUNKED + RESP_CL + RESP_CHUNKED, cuts)
     assert [r.method for r in reqs] == ["GET", "POST", "GET"]
     assert [(r.status, r.body_size) for r in resps] == [(201, 23), (200, 5), (201, 23)]
+
+
+def test_gap_inside_headers_keeps_the_lines_before_the_cut():
+    c, s = pair()
+    c.feed(REQ_GET, 0)
+    assert s.feed(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Cut: abc", 1) == []
+    (m,) = s.gap(1168, 2)
+    assert m.status == 200 and m.headers == {"content-type": "text/html"}
+    assert m.request.target == "/a?x=1" and m.errors[-1][0] == "gap"
+    (m2,) = s.feed(b"junk\r\n" + RESP_CL, 3)  # and the next response is found
+    assert m2.status == 200 and m2.body_size == 5

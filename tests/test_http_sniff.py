@@ -67,3 +67,10 @@ def test_property_junk_then_request_is_found_whatever_the_cuts(junk, step):
             rest += data[i : i + step]
     assert found is not None and (found.data + rest).endswith(GET)
     assert found.skipped + len(found.data) + len(rest) == len(data)
+
+
+def test_known_method_after_a_letter_byte():
+    # a SOCKS5 request ends with port 80 ("\x00P") right before the GET
+    f = Sniffer().feed(b"\x05\x01\x00\x03\x03abc\x00P" + GET)
+    assert f.kind == "request" and f.data == GET
+    assert Sniffer().feed(b"\x00PURGE /x HTTP/1.1\r\n\r\n").data.startswith(b"PURGE")

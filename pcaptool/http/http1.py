@@ -345,6 +345,10 @@ class Http1Parser:
             self.msg.body_size += size
             self.msg.gap += size
             return done
+        if st == HEAD and self.buf:
+            self._cut_head(size, ts, done)
+            self.state = SEEK
+            return done
         self.buf = b""
         if st == SWITCHED:
             return done
@@ -354,6 +358,24 @@ class Http1Parser:
             self._complete(ts, self.offset, done)
         self.state = SEEK
         return done
+
+    def _cut_head(self, size: int, ts: int, done: list) -> None:
+        """A gap inside a header block: the message keeps the lines before the cut."""
+        data, self.buf = self.buf, b""
+        eol = data.rfind(b"\n")
+        if eol < 0:
+            return  # not even the start line was captured
+        head = data[: eol + 1] + (b"\r\n" if data[eol - 1 : eol] == b"\r" else b"\n")
+        before = len(done)
+        self.offset -= size
+        self._head(head, 0, len(head), ts, self.offset - len(data), done)
+        self.offset += size
+        msg = self.msg if self.msg is not None else (done[-1] if len(done) > before else None)
+        if msg is None:
+            return
+        msg.errors.append(("gap", f"{size} bytes lost in the headers"))
+        if self.msg is not None:
+            self._complete(ts, self.offset, done)
 
     def finish(self, ts: int) -> list[Message]:
         """End of the stream (FIN/RST/eviction): a body running to the close completes; a

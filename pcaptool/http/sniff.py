@@ -151,4 +151,22 @@ class Sniffer:
         if m is None:
             return None
         kind = m.lastgroup
+        if kind == "request":
+            end += _known_method_start(data, end)
         return Found("h2" if kind == "h2" else kind, self.skipped + end, data[end:])
+
+
+KNOWN_METHODS = (b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT")
+
+
+def _known_method_start(data: bytes, start: int) -> int:
+    """A method token that is not a known method but ends with one ("PGET": the port
+    byte of a SOCKS request before "GET") starts at the known method."""
+    sp = data.find(b" ", start)
+    token = data[start:sp]
+    if token in KNOWN_METHODS:
+        return 0
+    for m in KNOWN_METHODS:
+        if token.endswith(m):
+            return len(token) - len(m)
+    return 0
