@@ -115,12 +115,14 @@ def theirs(path, ports: dict) -> dict[int, dict]:
     return frames
 
 
-def documented() -> set[tuple[str, int, str]]:
-    """(file, frame, family) rows of the disagreement table in docs/http.md."""
+def documented() -> dict[tuple[str, int, str], str]:
+    """(file, frame, family) -> reason, from the disagreement table in docs/http.md."""
     text = DOC.read_text()
     section = text.split("## Agreement with tshark", 1)[-1]
-    rows = re.findall(r"^\| `([^`]+)` \| (\d+) \| `([a-z0-9.]+)` \|", section, re.M)
-    return {(f, int(n), fam) for f, n, fam in rows}
+    rows = re.findall(
+        r"^\| `([^`]+)` \| (\d+) \| `([a-z0-9.]+)` \|[^|]*\|[^|]*\| (.*) \|$", section, re.M
+    )
+    return {(f, int(n), fam): why for f, n, fam, why in rows}
 
 
 def compare(name: str) -> tuple[Counter, Counter, list[tuple[int, str, list, list]]]:
@@ -143,22 +145,32 @@ def compare(name: str) -> tuple[Counter, Counter, list[tuple[int, str, list, lis
     return agree, total, diffs
 
 
-def test_http_families_agree_with_tshark_on_every_corpus_file():
-    files = corpus_files()
-    if not files:
-        pytest.skip("the shared corpus is absent")
-    known = documented()
-    agree, total, unexplained = Counter(), Counter(), []
-    for name in files:
-        a, t, diffs = compare(name)
-        agree.update(a)
-        total.update(t)
-        for num, fam, ts, mine in diffs:
-            if (name, num, fam) not in known:
-                unexplained.append(f"{name} frame {num} {fam}: tshark {ts} pcaptool {mine}")
+TOTALS: dict[str, Counter] = {"agree": Counter(), "total": Counter(), "not_yet": Counter()}
+KNOWN = documented()
+
+
+@pytest.mark.parametrize("name", corpus_files())
+def test_http_families_agree_with_tshark(name):
+    a, t, diffs = compare(name)
+    TOTALS["agree"].update(a)
+    TOTALS["total"].update(t)
+    unexplained = []
+    for num, fam, ts, mine in diffs:
+        why = KNOWN.get((name, num, fam))
+        if why is None:
+            unexplained.append(f"{name} frame {num} {fam}: tshark {ts} pcaptool {mine}")
+        elif why.startswith("Not yet"):
+            TOTALS["not_yet"][fam] += 1
+    assert not unexplained, "\n".join(unexplained[:40])
+
+
+def test_print_agreement_per_family():
+    """After the per-file comparisons: the agreement of each family over the corpus."""
+    if not TOTALS["total"]:
+        pytest.skip("no capture compared")
     print()
     for fam in FAMILIES:
-        n = total[fam]
-        pct = 100 * agree[fam] / n if n else 100.0
-        print(f"{fam:<11} {agree[fam]:>6}/{n:<6} {pct:6.2f} %")
-    assert not unexplained, "\n".join(unexplained[:40])
+        n, ok = TOTALS["total"][fam], TOTALS["agree"][fam]
+        pct = 100 * ok / n if n else 100.0
+        print(f"{fam:<11} {ok:>6}/{n:<6} {pct:6.2f} %  ({TOTALS['not_yet'][fam]} not yet decoded)")
+    assert all(TOTALS["agree"][f] <= TOTALS["total"][f] for f in FAMILIES)
