@@ -16,6 +16,10 @@ from __future__ import annotations
 import re
 from collections import deque
 
+from pcaptool.http.h1message import Message
+
+__all__ = ["Http1Parser", "Message", "looks_like_http"]
+
 REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([^ \r\n]+) +(HTTP/\d\.\d)\r?\n")
 STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?\n")
 # Where to resynchronise after garbage: a start line anywhere in the data.
@@ -59,92 +63,6 @@ def looks_like_http(data: bytes) -> str | None:
     if m is not None and b"\n" not in head[: m.start()]:
         return "request"  # a request line after a few bytes of garbage
     return None
-
-
-class Message:
-    """One HTTP/1.x request or response."""
-
-    __slots__ = (
-        "is_request",
-        "method",
-        "target",
-        "version",
-        "status",
-        "reason",
-        "headers",
-        "header_size",
-        "body_size",
-        "sample",
-        "chunked",
-        "errors",
-        "first_ts",
-        "end_ts",
-        "end_offset",
-        "request",
-        "trace",
-        "gap",
-        "first_num",
-    )
-
-    def __init__(self, is_request: bool, ts: int) -> None:
-        self.is_request = is_request
-        self.method = self.target = self.version = self.reason = None
-        self.status = None
-        self.headers: dict[str, str] = {}
-        self.header_size = 0
-        self.body_size = 0
-        self.sample = b""
-        self.chunked = False
-        self.errors: list = []
-        self.first_ts = ts
-        self.end_ts = ts
-        self.end_offset = 0
-        self.request: Message | None = None
-        self.trace = None
-        self.gap = 0
-        self.first_num = 0
-
-    @property
-    def host(self) -> str | None:
-        return self.headers.get("host")
-
-    def as_dict(self) -> dict:
-        """The `http` object of the record that completes this message."""
-        h = self.headers
-        if self.is_request:
-            d = {
-                "type": "request",
-                "method": self.method,
-                "target": self.target,
-                "host": h.get("host"),
-                "version": self.version,
-            }
-        else:
-            d = {
-                "type": "response",
-                "version": self.version,
-                "status": self.status,
-                "reason": self.reason,
-            }
-        d["headers"] = h
-        d["header_size"] = self.header_size
-        d["body_size"] = self.body_size
-        if self.chunked:
-            d["chunked"] = True
-        if self.sample:
-            d["body_sample"] = self.sample.decode("utf-8", "replace")
-        if self.gap:
-            d["gap"] = self.gap
-        if self.errors:
-            d["error"] = {"code": self.errors[0][0], "detail": self.errors[0][1]}
-            d["errors"] = [{"code": c, "detail": t} for c, t in self.errors]
-        req = self.request
-        if req is not None:
-            d["request"] = {"method": req.method, "target": req.target, "host": req.host}
-            if req.first_num:
-                d["request"]["num"] = req.first_num
-            d["latency"] = self.end_ts - req.first_ts
-        return d
 
 
 class Http1Parser:
@@ -244,29 +162,9 @@ class Http1Parser:
                     break
                 pos = self._head(data, pos, end + sep, ts, base, done)
             elif st == CHUNK_SIZE:
-                eol = data.find(b"\n", pos)
-                if eol < 0:
-                    if n - pos > 1024:
-                        self._bad_chunk(data[pos : pos + 32], ts, base + pos, done)
-                        pos = n
-                        break
-                    self.buf = data[pos:]
+                pos = self._chunk_size(data, pos, ts, base, done)
+                if pos < 0:
                     break
-                line = data[pos:eol].split(b";", 1)[0].strip()
-                try:
-                    size = int(line, 16)
-                    if not line or line[:1] in (b"-", b"+") or b"_" in line or b"x" in line.lower():
-                        raise ValueError
-                except ValueError:
-                    self._bad_chunk(line[:32], ts, base + pos, done)
-                    pos = eol + 1
-                    continue
-                pos = eol + 1
-                if size == 0:
-                    self.state = TRAILERS
-                else:
-                    self.remaining = size
-                    self.state = CHUNK_DATA
             elif st == CHUNK_DATA:
                 take = min(self.remaining, n - pos)
                 self._body(data, pos, take)
@@ -275,36 +173,13 @@ class Http1Parser:
                 if self.remaining == 0:
                     self.state = CHUNK_END
             elif st == CHUNK_END:
-                if n - pos < 2 and data[pos : pos + 1] == b"\r":
-                    self.buf = data[pos:]
+                pos = self._chunk_end(data, pos, ts, base, done)
+                if pos < 0:
                     break
-                if data.startswith(b"\r\n", pos):
-                    pos += 2
-                elif data.startswith(b"\n", pos):
-                    pos += 1
-                else:
-                    self._bad_chunk(data[pos : pos + 16], ts, base + pos, done)
-                    continue
-                self.state = CHUNK_SIZE
             elif st == TRAILERS:
-                eol = data.find(b"\n", pos)
-                if eol < 0:
-                    if n - pos > self.header_limit:
-                        self._error("headers_too_large", "trailers")
-                        self.state = SEEK
-                        pos = n
-                        break
-                    self.buf = data[pos:]
+                pos = self._trailer(data, pos, ts, base, done)
+                if pos < 0:
                     break
-                line = data[pos:eol].rstrip(b"\r")
-                pos = eol + 1
-                if not line:
-                    self._complete(ts, base + pos, done)
-                else:
-                    name, _, value = line.partition(b":")
-                    self.msg.headers[name.strip().decode("latin-1").lower()] = value.strip().decode(
-                        "latin-1"
-                    )
             elif st == BODY_EOF:
                 self._body(data, pos, n - pos)
                 pos = n
@@ -411,6 +286,70 @@ class Http1Parser:
         room = self.sample_limit - len(msg.sample)
         if room > 0 and take:
             msg.sample += data[pos : pos + min(room, take)]
+
+    def _chunk_size(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
+        """A chunk-size line: the new position, or -1 when more data is needed."""
+        n = len(data)
+        eol = data.find(b"\n", pos)
+        if eol < 0:
+            if n - pos > 1024:
+                self._bad_chunk(data[pos : pos + 32], ts, base + pos, done)
+                return -1
+            self.buf = data[pos:]
+            return -1
+        line = data[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(line, 16)
+            if not line or line[:1] in (b"-", b"+") or b"_" in line or b"x" in line.lower():
+                raise ValueError
+        except ValueError:
+            self._bad_chunk(line[:32], ts, base + pos, done)
+            return eol + 1
+        pos = eol + 1
+        if size == 0:
+            self.state = TRAILERS
+        else:
+            self.remaining = size
+            self.state = CHUNK_DATA
+        return pos
+
+    def _chunk_end(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
+        """The CRLF after a chunk's data."""
+        n = len(data)
+        if n - pos < 2 and data[pos : pos + 1] == b"\r":
+            self.buf = data[pos:]
+            return -1
+        if data.startswith(b"\r\n", pos):
+            pos += 2
+        elif data.startswith(b"\n", pos):
+            pos += 1
+        else:
+            self._bad_chunk(data[pos : pos + 16], ts, base + pos, done)
+            return pos
+        self.state = CHUNK_SIZE
+        return pos
+
+    def _trailer(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
+        """One trailer line (or the empty line that ends the message)."""
+        n = len(data)
+        eol = data.find(b"\n", pos)
+        if eol < 0:
+            if n - pos > self.header_limit:
+                self._error("headers_too_large", "trailers")
+                self.state = SEEK
+                return -1
+            self.buf = data[pos:]
+            return -1
+        line = data[pos:eol].rstrip(b"\r")
+        pos = eol + 1
+        if not line:
+            self._complete(ts, base + pos, done)
+        else:
+            name, _, value = line.partition(b":")
+            self.msg.headers[name.strip().decode("latin-1").lower()] = value.strip().decode(
+                "latin-1"
+            )
+        return pos
 
     def _bad_chunk(self, what: bytes, ts: int, off: int, done: list) -> None:
         self._error("bad_chunk_size", repr(bytes(what))[2:-1])

@@ -182,14 +182,17 @@ class ConnectionTracker:
             if not isinstance(tcp, dict):
                 tcp = rec["tcp"] = {}
             tcp["gap"] = {"bytes": gap, "reason": conn.streams[i].gap_reason}
-        conn.app.data(conn, i, data, gap, ts, num, rec)
+        app = conn.app
+        if app is not OTHER:  # an analyzer may give up (conn.app = OTHER) while it is fed
+            app.data(conn, i, data, gap, ts, num, rec)
 
     def _finish_dir(self, conn: Conn, i: int, ts: int, rec, num) -> None:
         hs = conn.streams[i]
         data = hs.flush()
         if data is not None or hs.gap:
             self._deliver(conn, i, data, hs.gap, ts, num, rec if rec is not None else {})
-        conn.app.half_close(conn, i, ts, num, rec)
+        if _analysed(conn.app):
+            conn.app.half_close(conn, i, ts, num, rec)
 
     def _close(self, conn: Conn, ts: int, out: list, why: str, rec=None, num=0) -> None:
         app = conn.app
@@ -203,7 +206,7 @@ class ConnectionTracker:
             out.append(self._conn_record(conn, why))
         if app is None:
             conn.app = OTHER
-        elif analysed:
+        elif analysed and conn.app is app:
             app.close()
 
     def _conn_record(self, conn: Conn, why: str) -> dict:
