@@ -23,6 +23,7 @@ from pcaptool.decode.tcp import tcp
 from pcaptool.decode.tls import looks_like_tls, tls
 from pcaptool.decode.udp import udp
 from pcaptool.record.flow import Flow, FlowTable
+from pcaptool.tcp.expert import TcpExpert, on_tcp
 
 LABELS = "logging.googleapis.com/labels"
 OPERATION = "logging.googleapis.com/operation"
@@ -59,9 +60,12 @@ class Analyzer(Protocol):
 class Translator:
     """Turns the packets of one input into records. Keeps per-flow state across packets."""
 
-    def __init__(self, input_name: str = "-", analyzer: Analyzer | None = None) -> None:
+    def __init__(
+        self, input_name: str = "-", analyzer: Analyzer | None = None, expert: bool = True
+    ) -> None:
         self.input_name = input_name
         self.analyzer = analyzer
+        self.expert = TcpExpert() if expert else None
         self.flows = FlowTable()
         self._second = -1
         self._second_str = ""
@@ -95,6 +99,9 @@ class Translator:
         try:
             rec["message"] = prefix + self._layers(pkt, rec)
         except Truncated as exc:
+            if exc.layer == "tcp" and self.expert and "sport" in rec.get("tcp", ()):
+                ip = rec["ip"]  # options cut short: the header is still analysed
+                on_tcp(self.expert, rec, rec["tcp"], ip["src"], ip["dst"], pkt.ts_ns)
             rec["severity"] = "ERROR"
             rec["error"] = {"layer": exc.layer, "reason": exc.reason}
             rec["message"] = f"{prefix}ERROR {exc.layer}: {exc.reason}"
@@ -134,6 +141,7 @@ class Translator:
                 if flow.fin == 3:
                     flow.closed = True
                     rec[OPERATION]["last"] = True
+            tags = on_tcp(self.expert, rec, seg, src, dst, pkt.ts_ns) if self.expert else ""
             payload = buf[off + seg["hdr_len"] : end] if seg["len"] else b""
             what = "TCP"
             if payload:
@@ -157,7 +165,7 @@ class Translator:
                 msg += " " + _dns_message(rec["dns"])
             elif what == "TLS":
                 msg += " " + _tls_message(rec["tls"])
-            return msg
+            return msg + " " + tags if tags else msg
         if proto == 17:
             u = udp(buf, off, end, rec)
             sport, dport = u["sport"], u["dport"]
