@@ -138,13 +138,15 @@ class Side:
 class Conn:
     """Both directions of one TCP conversation."""
 
-    __slots__ = ("sides", "mru_syn", "first_rtt", "nsegs")
+    __slots__ = ("sides", "mru_syn", "first_rtt", "nsegs", "data", "fins")
 
     def __init__(self) -> None:
         self.sides = (Side(), Side())
         self.mru_syn = 0
         self.first_rtt = 0
         self.nsegs = 0
+        self.data = False  # payload seen in either direction
+        self.fins = 0  # bit 1 << side: that side sent a FIN
 
 
 class TcpExpert:
@@ -212,6 +214,14 @@ class TcpExpert:
         fwd.sack = _sack_bytes(sack) if sack else 0
         if out is not None and conn.first_rtt:
             out["initial_rtt"] = conn.first_rtt
+        if seglen and not flags & (SYN | RST):
+            conn.data = True
+        if flags & (FIN | RST):
+            if flags & FIN:
+                conn.fins |= 1 << i
+            elif conn.data and conn.fins != 3:
+                out = out if out is not None else {}
+                out["mid_data_reset"] = True  # pcaptool's own: no tshark counterpart
         return out
 
     # -- the connection table -------------------------------------------------------------
@@ -472,7 +482,11 @@ def describe(analysis: dict) -> tuple[list[str], str, str | None]:
         if tag is None:
             tag = f"[TCP Dup ACK {analysis['duplicate_ack_frame']}#{analysis['duplicate_ack_num']}]"
         text.append(tag)
+    if analysis.get("mid_data_reset"):
+        text.append("[TCP Reset mid-data]")
     severity = "WARNING" if bits & WARNING_FLAGS else "NOTICE" if bits & NOTICE_FLAGS else None
+    if analysis.get("mid_data_reset"):
+        severity = "WARNING"
     return names, " ".join(text), severity
 
 
@@ -490,9 +504,10 @@ def flag_bits(letters: str) -> int:
 def annotate(rec: dict, tcp: dict, analysis: dict) -> str:
     """Put `analysis` on the record as `tcp.analysis`; raise its severity; return the tags."""
     bits = analysis.pop("flags", 0)
-    if bits:
+    if bits or "mid_data_reset" in analysis:
         names, tags, severity = describe({**analysis, "flags": bits})
-        analysis = {"flags": names, **analysis}
+        if names:
+            analysis = {"flags": names, **analysis}
         if severity and SEVERITY_RANK[severity] > SEVERITY_RANK.get(rec["severity"], 0):
             rec["severity"] = severity
     else:
