@@ -85,9 +85,9 @@ def compare(path: Path, records=None) -> list[str]:
             continue
         for f in FIELDS:
             tv, ov = t.get(f), o.get(f)
-            if f in TIMES and tv is not None and ov is not None:
-                if abs(round(float(tv) * 1e9) - int(ov)) <= 1000:
-                    continue
+            near = f in TIMES and tv is not None and ov is not None
+            if near and abs(round(float(tv) * 1e9) - int(ov)) <= 1000:
+                continue
             if tv != ov:
                 diffs.append(f"#{num} {f}: tshark {tv} ours {ov}")
     return diffs

@@ -9,11 +9,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from expert_oracle import compare, ours_analysis, translate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import corpus_files
-from expert_oracle import compare, ours_analysis, translate
 from pcaptool.capfile.reader import LINKTYPE_ETHERNET, PcapWriter
 from pcaptool.tcp.expert import TcpExpert
 
