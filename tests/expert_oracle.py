@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pcaptool.capfile.reader import CaptureReader, open_input
 from pcaptool.errors import CaptureFormatError
-from pcaptool.tcp.expert import FLAG_NAMES
+from pcaptool.tcp.expertflags import FLAG_NAMES
 from pcaptool.translate.serial import Translator
 
 VALUES = (

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from expert_oracle import compare, ours_analysis, translate
 
 pytestmark = [
@@ -124,7 +123,14 @@ def session(pair: Pair, tmp_path: Path, mode: str, port: int, size: int, timeout
             assert server.stdout.readline().strip() == "ready"
         client = subprocess.run(
             pair.in_ns(
-                pair.c, sys.executable, "-c", CLIENT, pair.server_ip, str(port), str(size), str(timeout)
+                pair.c,
+                sys.executable,
+                "-c",
+                CLIENT,
+                pair.server_ip,
+                str(port),
+                str(size),
+                str(timeout),
             ),
             capture_output=True,
             text=True,
@@ -167,7 +173,9 @@ def test_zero_window_equal_tshark(pair, tmp_path):
 def test_refused_and_timed_out_connects_equal_tshark(pair, tmp_path):
     refused = session(pair, tmp_path, "refused", 5003, 0, 5)
     assert compare(refused) == []
-    run(*pair.in_ns(pair.s, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "5004", "-j", "DROP"))
+    run(
+        *pair.in_ns(pair.s, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "5004", "-j", "DROP")
+    )
     silent = session(pair, tmp_path, "timeout", 5004, 0, 3.5)
     assert compare(silent) == []
     assert "retransmission" in flags_seen(silent)  # the SYN sent again

@@ -17,7 +17,7 @@ forgotten first; a later packet of one starts afresh, as at the start of a captu
 
 from __future__ import annotations
 
-from pcaptool.decode.tcp import FLAG_BITS
+from pcaptool.tcp.outcome import control, count
 
 M = 0xFFFFFFFF
 NEG = 0x80000000  # (x - y) & M >= NEG  <=>  (int32)(x - y) < 0
@@ -65,27 +65,12 @@ FLAG_INFO = (
     (ZERO_WINDOW_PROBE_ACK, ("zero_window_probe_ack",), "[TCP ZeroWindowProbeAck]"),
 )
 FLAG_NAMES = tuple(dict.fromkeys(n for _, names, _ in FLAG_INFO for n in names))
-WARNING_FLAGS = RETRANSMISSION | FAST_RETRANSMISSION | SPURIOUS_RETRANSMISSION
-WARNING_FLAGS |= ZERO_WINDOW | LOST_PACKET
+ANY_RETRANSMISSION = RETRANSMISSION | FAST_RETRANSMISSION | SPURIOUS_RETRANSMISSION
+WARNING_FLAGS = ANY_RETRANSMISSION | ZERO_WINDOW | LOST_PACKET
 NOTICE_FLAGS = OUT_OF_ORDER | DUPLICATE_ACK | ACK_LOST_PACKET | WINDOW_FULL | REUSED_PORTS
 NOTICE_FLAGS |= ZERO_WINDOW_PROBE | ZERO_WINDOW_PROBE_ACK
 FAST_RT_NS = 20_000_000  # a retransmission within 20 ms of the 2nd duplicate ACK is fast
 OOO_NS = 3_000_000  # out-of-order window while the initial RTT is unknown
-_NAMES_CACHE: dict[int, tuple[list[str], list]] = {}
-
-
-def _names(flags: int) -> tuple[list[str], list[str | None]]:
-    """(tshark field names, Info tags in Wireshark's call order; None: the Dup ACK tag)."""
-    hit = _NAMES_CACHE.get(flags)
-    if hit is None:
-        names: list[str] = []
-        tags: list[str | None] = []
-        for bit, fields, tag in FLAG_INFO:
-            if flags & bit:
-                names.extend(n for n in fields if n not in names)
-                tags.append(tag)
-        hit = _NAMES_CACHE[flags] = (names, tags)
-    return hit
 
 
 class Side:
@@ -111,6 +96,13 @@ class Side:
         "sack",
         "push_bytes",
         "push_last",
+        # for the connection record (pcaptool/tcp/outcome.py)
+        "bytes",
+        "rt_segs",
+        "rt_bytes",
+        "dupacks",
+        "zw_start",
+        "zw_time",
     )
 
     def __init__(self) -> None:
@@ -133,12 +125,35 @@ class Side:
         self.sack = 0  # bytes in the SACK blocks of this direction's last segment
         self.push_bytes = 0
         self.push_last = False
+        self.bytes = 0
+        self.rt_segs = 0
+        self.rt_bytes = 0
+        self.dupacks = 0
+        self.zw_start = 0  # when this side advertised a zero window (0: it does not)
+        self.zw_time = 0
 
 
 class Conn:
     """Both directions of one TCP conversation."""
 
-    __slots__ = ("sides", "mru_syn", "first_rtt", "nsegs", "data", "fins")
+    __slots__ = (
+        "sides",
+        "mru_syn",
+        "first_rtt",
+        "nsegs",
+        "data",
+        "fins",
+        "syns",
+        "syn_first",
+        "syn_last",
+        "syn_side",
+        "synack",
+        "rst_side",
+        "rst_bytes",
+        "fin_side",
+        "last_ts",
+        "icmp",
+    )
 
     def __init__(self) -> None:
         self.sides = (Side(), Side())
@@ -147,6 +162,15 @@ class Conn:
         self.nsegs = 0
         self.data = False  # payload seen in either direction
         self.fins = 0  # bit 1 << side: that side sent a FIN
+        self.syns = 0  # SYNs without ACK sent (1 + retries)
+        self.syn_first = self.syn_last = 0
+        self.syn_side = -1  # the side that sent the SYN (the originator)
+        self.synack = False
+        self.rst_side = -1  # the side whose RST came first
+        self.rst_bytes = 0  # payload bytes both ways before it
+        self.fin_side = -1  # the side whose FIN came first
+        self.last_ts = 0
+        self.icmp: list[dict] = []  # ICMP errors quoting this connection (at most 8)
 
 
 class TcpExpert:
@@ -214,15 +238,26 @@ class TcpExpert:
         fwd.sack = _sack_bytes(sack) if sack else 0
         if out is not None and conn.first_rtt:
             out["initial_rtt"] = conn.first_rtt
+        conn.last_ts = ts
         if seglen and not flags & (SYN | RST):
             conn.data = True
-        if flags & (FIN | RST):
-            if flags & FIN:
-                conn.fins |= 1 << i
-            elif conn.data and conn.fins != 3:
-                out = out if out is not None else {}
-                out["mid_data_reset"] = True  # pcaptool's own: no tshark counterpart
+        if out is not None and "flags" in out:
+            count(fwd, out["flags"], seglen)
+        if window == 0 and not flags & SFR:
+            if not fwd.zw_start:
+                fwd.zw_start = ts
+        elif fwd.zw_start and window:
+            fwd.zw_time += ts - fwd.zw_start
+            fwd.zw_start = 0
+        if flags & (SYN | FIN | RST):
+            out = control(conn, i, ts, flags, out)
+        elif out is None or not out.get("flags", 0) & ANY_RETRANSMISSION:
+            fwd.bytes += seglen
         return out
+
+    def find(self, src, sport: int, dst, dport: int) -> tuple[Conn, int] | None:
+        """The connection and the side index of (src, sport) -> (dst, dport), if known."""
+        return self.conns.get((src, sport, dst, dport))
 
     # -- the connection table -------------------------------------------------------------
 
@@ -468,97 +503,3 @@ def _in_flight(fwd: Side, rev: Side, seglen: int, flags: int, out: dict) -> bool
     if shown:
         out["push_bytes_sent"] = fwd.push_bytes
     return True
-
-
-def describe(analysis: dict) -> tuple[list[str], str, str | None]:
-    """(flag names, the Info tags as one text, the severity they call for, or None).
-
-    The tags read as in Wireshark's Info column, where each is put in front of the last.
-    """
-    bits = analysis.get("flags", 0)
-    names, tags = _names(bits)
-    text = []
-    for tag in reversed(tags):
-        if tag is None:
-            tag = f"[TCP Dup ACK {analysis['duplicate_ack_frame']}#{analysis['duplicate_ack_num']}]"
-        text.append(tag)
-    if analysis.get("mid_data_reset"):
-        text.append("[TCP Reset mid-data]")
-    severity = "WARNING" if bits & WARNING_FLAGS else "NOTICE" if bits & NOTICE_FLAGS else None
-    if analysis.get("mid_data_reset"):
-        severity = "WARNING"
-    return names, " ".join(text), severity
-
-
-_BITS: dict[str, int] = {}
-
-
-def flag_bits(letters: str) -> int:
-    """The flags byte of tcpdump's letters (`S.`, `FP.`, …; `none`); memoised."""
-    bits = _BITS.get(letters)
-    if bits is None:
-        bits = _BITS[letters] = sum(b for b, _, c in FLAG_BITS if c in letters)
-    return bits
-
-
-def annotate(rec: dict, tcp: dict, analysis: dict) -> str:
-    """Put `analysis` on the record as `tcp.analysis`; raise its severity; return the tags."""
-    bits = analysis.pop("flags", 0)
-    if bits or "mid_data_reset" in analysis:
-        names, tags, severity = describe({**analysis, "flags": bits})
-        if names:
-            analysis = {"flags": names, **analysis}
-        if severity and SEVERITY_RANK[severity] > SEVERITY_RANK.get(rec["severity"], 0):
-            rec["severity"] = severity
-    else:
-        tags = ""
-    tcp["analysis"] = analysis
-    return tags
-
-
-SEVERITY_RANK = {"DEFAULT": 0, "DEBUG": 1, "INFO": 2, "NOTICE": 3, "WARNING": 4, "ERROR": 5}
-
-
-def on_tcp(expert: TcpExpert, rec: dict, seg: dict, src: str, dst: str, ts: int) -> str:
-    """Analyse the decoded TCP header `seg` of record `rec`; return the Info tags ("" if none).
-
-    The payload length is the one the IP header gives, as Wireshark's: a packet the snap
-    length cut short still counts with its length on the wire. A header whose options are
-    cut short is analysed too (without its options), as Wireshark does.
-    """
-    if "MF" in rec["ip"].get("flags", ()):
-        return ""  # a first fragment: Wireshark analyses the reassembled datagram only
-    opts = seg.get("options")
-    ws = sack = None
-    if opts is not None:
-        ws = opts.get("wscale")
-        sack = opts.get("sack")
-    seglen = seg["len"]
-    if rec["pcap"]["truncated"]:
-        seglen = _wire_seglen(rec["ip"], seg, seglen)
-    a = expert.segment(
-        rec["pcap"]["num"],
-        ts,
-        src,
-        seg["sport"],
-        dst,
-        seg["dport"],
-        seg["seq"],
-        seg["ack"],
-        flag_bits(seg["flags_str"]),
-        seg["window"],
-        seglen,
-        ws,
-        sack,
-    )
-    return "" if a is None else annotate(rec, seg, a)
-
-
-def _wire_seglen(ip: dict, seg: dict, captured: int) -> int:
-    """The TCP payload length the IP header announces (IPv6 with extension headers: the
-    captured length, as those headers' sizes are not kept)."""
-    if ip["version"] == 4:
-        return max(ip["len"] - ip["hdr_len"] - seg["hdr_len"], captured)
-    if "ext" in ip:
-        return captured
-    return max(ip["len"] - 40 - seg["hdr_len"], captured)

@@ -23,7 +23,9 @@ from pcaptool.decode.tcp import tcp
 from pcaptool.decode.tls import looks_like_tls, tls
 from pcaptool.decode.udp import udp
 from pcaptool.record.flow import Flow, FlowTable
-from pcaptool.tcp.expert import TcpExpert, on_tcp
+from pcaptool.tcp.annotate import on_tcp
+from pcaptool.tcp.expert import TcpExpert
+from pcaptool.tcp.outcome import UdpFlows, icmp_error, merge_conn_record
 
 LABELS = "logging.googleapis.com/labels"
 OPERATION = "logging.googleapis.com/operation"
@@ -66,6 +68,9 @@ class Translator:
         self.input_name = input_name
         self.analyzer = analyzer
         self.expert = TcpExpert() if expert else None
+        # connection records (--flows): UDP ones here, outcomes added to the TCP ones
+        self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
+        self._pending: list[dict] = []
         self.flows = FlowTable()
         self._second = -1
         self._second_str = ""
@@ -169,7 +174,10 @@ class Translator:
         if proto == 17:
             u = udp(buf, off, end, rec)
             sport, dport = u["sport"], u["dport"]
-            self._flow(rec, 17, src, dst, sport, dport)
+            flow = self._flow(rec, 17, src, dst, sport, dport)
+            if self.udp is not None:
+                num, n = rec["pcap"]["num"], u["len"]
+                self._pending += self.udp.packet(flow, src, sport, dst, dport, n, pkt.ts_ns, num)
             if (sport in DNS_PORTS or dport in DNS_PORTS) and u["len"]:
                 payload = buf[off + 8 : end]
                 if _try(dns, payload, rec, False):
@@ -178,6 +186,8 @@ class Translator:
         if proto == 1 or proto == 58:
             icmp = (icmpv4 if proto == 1 else icmpv6)(buf, off, end, rec)
             self._flow(rec, proto, src, dst, icmp["type"], icmp["code"])
+            if "orig" in icmp:
+                icmp_error(rec, self.expert, self.udp)
             return f"{'ICMP' if proto == 1 else 'ICMPv6'} {src} > {dst} {_icmp_message(icmp)}"
         self._flow(rec, proto, src, dst, None, None)
         return f"IPv{rec['ip']['version']} {src} > {dst} proto={proto} ({PROTO_NAMES.get(proto, '?')}) len={end - off}"
@@ -202,9 +212,20 @@ class Translator:
         for num, pkt in enumerate(reader, 1):
             yield self.translate(num, pkt, names(pkt.iface))
             if analyzer is not None:
-                yield from analyzer.take_records()
+                yield from self._conns(analyzer.take_records())
         if analyzer is not None:
-            yield from analyzer.finish()
+            yield from self._conns(analyzer.finish())
+            if self.udp is not None:
+                yield from self.udp.expire()
+
+    def _conns(self, records: list[dict]) -> list[dict]:
+        """The analyzer's connection records with their outcome, and the UDP ones due."""
+        for rec in records:
+            merge_conn_record(rec, self.expert)
+        if self._pending:
+            records = [*records, *self._pending]
+            self._pending = []
+        return records
 
 
 def _iface_names(reader):
