@@ -16,6 +16,7 @@ from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
 from pcaptool.decode import Truncated
 from pcaptool.decode.arp import arp
 from pcaptool.decode.dns import DNS_PORTS, dns
+from pcaptool.decode.dnstxn import DnsTransactions
 from pcaptool.decode.icmp import icmpv4, icmpv6
 from pcaptool.decode.ip import PROTO_NAMES, ipv4, ipv6
 from pcaptool.decode.link import DECODERS, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_RARP
@@ -71,6 +72,7 @@ class Translator:
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
         self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
         self._pending: list[dict] = []
+        self.dns = DnsTransactions()
         self.flows = FlowTable()
         self._second = -1
         self._second_str = ""
@@ -181,7 +183,14 @@ class Translator:
             if (sport in DNS_PORTS or dport in DNS_PORTS) and u["len"]:
                 payload = buf[off + 8 : end]
                 if _try(dns, payload, rec, False):
-                    return f"DNS {_ep(src, sport)} > {_ep(dst, dport)} {_dns_message(rec['dns'])}"
+                    txn = ""
+                    if dport == 53 or sport == 53:  # unicast DNS (not mDNS, LLMNR)
+                        txn = self.dns.message(rec, src, sport, dst, dport, pkt.ts_ns)
+                        if self.dns.pending:
+                            self._pending += self.dns.expire(pkt.ts_ns)
+                    return (
+                        f"DNS {_ep(src, sport)} > {_ep(dst, dport)} {_dns_message(rec['dns'])}{txn}"
+                    )
             return f"UDP {_ep(src, sport)} > {_ep(dst, dport)} len={u['len']}"
         if proto == 1 or proto == 58:
             icmp = (icmpv4 if proto == 1 else icmpv6)(buf, off, end, rec)
@@ -209,22 +218,25 @@ class Translator:
         """Records for every packet of `reader`, then whatever the analyzer still holds."""
         names = _iface_names(reader)
         analyzer = self.analyzer
+        last = None
         for num, pkt in enumerate(reader, 1):
             yield self.translate(num, pkt, names(pkt.iface))
+            last = pkt.ts_ns
             if analyzer is not None:
                 yield from self._conns(analyzer.take_records())
+            if self._pending:
+                yield from self._pending
+                self._pending = []
         if analyzer is not None:
             yield from self._conns(analyzer.finish())
             if self.udp is not None:
                 yield from self.udp.expire()
+        yield from self.dns.finish(last)
 
     def _conns(self, records: list[dict]) -> list[dict]:
-        """The analyzer's connection records with their outcome, and the UDP ones due."""
+        """The analyzer's connection records, with their outcome."""
         for rec in records:
             merge_conn_record(rec, self.expert)
-        if self._pending:
-            records = [*records, *self._pending]
-            self._pending = []
         return records
 
 
