@@ -75,7 +75,9 @@ def annotate(rec: dict, tcp: dict, analysis: dict) -> str:
     return tags
 
 
-def on_tcp(expert: TcpExpert, rec: dict, seg: dict, src: str, dst: str, ts: int) -> str:
+def on_tcp(
+    expert: TcpExpert, rec: dict, seg: dict, src: str, dst: str, ts: int, bits: int | None = None
+) -> str:
     """Analyse the decoded TCP header `seg` of record `rec`; return the Info tags ("" if none).
 
     The payload length is the one the IP header gives, as Wireshark's: a packet the snap
@@ -101,7 +103,7 @@ def on_tcp(expert: TcpExpert, rec: dict, seg: dict, src: str, dst: str, ts: int)
         seg["dport"],
         seg["seq"],
         seg["ack"],
-        flag_bits(seg["flags_str"]),
+        flag_bits(seg["flags_str"]) if bits is None else bits,
         seg["window"],
         seglen,
         ws,

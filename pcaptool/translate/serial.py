@@ -8,7 +8,6 @@ structured log line: https://cloud.google.com/logging/docs/structured-logging
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -23,37 +22,35 @@ from pcaptool.decode.link import DECODERS, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_RARP
 from pcaptool.decode.tcp import tcp
 from pcaptool.decode.tls import looks_like_tls, tls
 from pcaptool.decode.udp import udp
+from pcaptool.record.envelope import (
+    Clock,
+    direction,
+    endpoint,
+    mark_last,
+    message_prefix,
+    packet_record,
+    set_error,
+    set_flow,
+)
 from pcaptool.record.flow import Flow, FlowTable
 from pcaptool.tcp.annotate import on_tcp
 from pcaptool.tcp.expert import TcpExpert
 from pcaptool.tcp.outcome import UdpFlows, icmp_error, merge_conn_record
-
-LABELS = "logging.googleapis.com/labels"
-OPERATION = "logging.googleapis.com/operation"
-PRODUCER = "github.com/pcaptool"
+from pcaptool.tcp.stream import Segment
 
 
 class Analyzer(Protocol):
     """Application-layer analysis fed by the translator (HTTP, HTTP/2, connection records).
 
-    `on_tcp` is called for every TCP packet after its layers are decoded; it may add keys
-    to `rec`, and return a short text for the end of the record's `message` (or None).
-    Records it wants emitted on their own (connection summaries) are returned by
-    `take_records()` after each packet and by `finish()` at the end of the input.
+    `on_tcp` is called for every TCP packet after its layers are decoded, with the flow,
+    the packet's direction (0 or 1, `pcaptool.record.envelope.direction`) and the segment
+    (header values and payload); it may add keys to `rec`, and returns a short text for
+    the end of the record's `message` (or None). Records it wants emitted on their own
+    (connection summaries) are returned by `take_records()` after each packet and by
+    `finish()` at the end of the input.
     """
 
-    def on_tcp(
-        self,
-        rec: dict,
-        flow: Flow,
-        src: str,
-        sport: int,
-        dst: str,
-        dport: int,
-        seg: dict,
-        payload: bytes,
-        ts_ns: int,
-    ) -> str | None: ...
+    def on_tcp(self, rec: dict, flow: Flow, direction: int, seg: Segment) -> str | None: ...
 
     def take_records(self) -> list[dict]: ...
 
@@ -68,32 +65,22 @@ class Translator:
     ) -> None:
         self.input_name = input_name
         self.analyzer = analyzer
-        self.expert = TcpExpert() if expert else None
+        self.flows = FlowTable()
+        self.clock = Clock()
+        self.expert = TcpExpert() if expert else None  # tcp.analysis (docs/expert.md)
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
         self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
-        self._pending: list[dict] = []
         self.dns = DnsTransactions()
-        self.flows = FlowTable()
-        self._second = -1
-        self._second_str = ""
-
-    def date(self, ts_ns: int) -> tuple[int, int, str]:
-        sec, nanos = divmod(ts_ns, 1_000_000_000)
-        if sec != self._second:
-            self._second = sec
-            self._second_str = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return sec, nanos, f"{self._second_str}.{nanos:09d}Z"
+        self._pending: list[dict] = []  # records of their own: UDP connections, DNS timeouts
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
         """The record of packet `num` (1-based in its input)."""
-        sec, nanos, date = self.date(pkt.ts_ns)
-        rec: dict = {
-            "timestamp": {"seconds": sec, "nanos": nanos},
-            "severity": "DEFAULT",
-            "message": "",
-            "pcap": {
+        rec = packet_record(
+            self.clock,
+            pkt.ts_ns,
+            {
                 "num": num,
-                "date": date,
+                "date": "",
                 "file": self.input_name,
                 "iface": {"index": pkt.iface, "name": iface_name},
                 "linktype": LINKTYPE_NAMES.get(pkt.linktype, str(pkt.linktype)),
@@ -101,20 +88,18 @@ class Translator:
                 "caplen": pkt.caplen,
                 "truncated": pkt.caplen < pkt.wirelen,
             },
-        }
-        prefix = f"#{num} {iface_name} " if iface_name else f"#{num} "
+        )
+        prefix = message_prefix(num, iface_name)
         try:
-            rec["message"] = prefix + self._layers(pkt, rec)
+            rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
             if exc.layer == "tcp" and self.expert and "sport" in rec.get("tcp", ()):
                 ip = rec["ip"]  # options cut short: the header is still analysed
                 on_tcp(self.expert, rec, rec["tcp"], ip["src"], ip["dst"], pkt.ts_ns)
-            rec["severity"] = "ERROR"
-            rec["error"] = {"layer": exc.layer, "reason": exc.reason}
-            rec["message"] = f"{prefix}ERROR {exc.layer}: {exc.reason}"
+            set_error(rec, prefix, exc.layer, exc.reason)
         return rec
 
-    def _layers(self, pkt: Packet, rec: dict) -> str:
+    def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
         buf = pkt.data
         decode_link = DECODERS.get(pkt.linktype)
         if decode_link is None:
@@ -135,63 +120,21 @@ class Translator:
             self._flow(rec, proto, src, dst, None, None)
             return f"IPv{rec['ip']['version']} {src} > {dst} fragment offset={rec['ip']['frag_offset']} proto={proto}"
         if proto == 6:
-            seg = tcp(buf, off, end, rec)
-            sport, dport = seg["sport"], seg["dport"]
-            flow = self._flow(rec, 6, src, dst, sport, dport)
-            bits = seg["flags_str"]
-            if "R" in bits:
-                flow.closed = True
-                rec[OPERATION]["last"] = True
-            elif "F" in bits:
-                side = 1 if (src, sport) < (dst, dport) else 2
-                flow.fin |= side
-                if flow.fin == 3:
-                    flow.closed = True
-                    rec[OPERATION]["last"] = True
-            tags = on_tcp(self.expert, rec, seg, src, dst, pkt.ts_ns) if self.expert else ""
-            payload = buf[off + seg["hdr_len"] : end] if seg["len"] else b""
-            what = "TCP"
-            if payload:
-                if (sport in DNS_PORTS or dport in DNS_PORTS) and _try(dns, payload, rec, True):
-                    what = "DNS"
-                elif looks_like_tls(payload):
-                    tls(payload, rec)
-                    what = "TLS"
-            note = None
-            if self.analyzer is not None:
-                note = self.analyzer.on_tcp(
-                    rec, flow, src, sport, dst, dport, seg, payload, pkt.ts_ns
-                )
-            msg = (
-                f"{what} {_ep(src, sport)} > {_ep(dst, dport)} [{bits}] "
-                f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
-            )
-            if note:
-                msg += " " + note
-            elif what == "DNS":
-                msg += " " + _dns_message(rec["dns"])
-            elif what == "TLS":
-                msg += " " + _tls_message(rec["tls"])
-            return msg + " " + tags if tags else msg
+            return self._tcp(num, pkt, rec, off, end, src, dst)
         if proto == 17:
             u = udp(buf, off, end, rec)
             sport, dport = u["sport"], u["dport"]
             flow = self._flow(rec, 17, src, dst, sport, dport)
             if self.udp is not None:
-                num, n = rec["pcap"]["num"], u["len"]
-                self._pending += self.udp.packet(flow, src, sport, dst, dport, n, pkt.ts_ns, num)
+                self._pending += self.udp.packet(
+                    flow, src, sport, dst, dport, u["len"], pkt.ts_ns, num
+                )
             if (sport in DNS_PORTS or dport in DNS_PORTS) and u["len"]:
                 payload = buf[off + 8 : end]
                 if _try(dns, payload, rec, False):
-                    txn = ""
-                    if dport == 53 or sport == 53:  # unicast DNS (not mDNS, LLMNR)
-                        txn = self.dns.message(rec, src, sport, dst, dport, pkt.ts_ns)
-                        if self.dns.pending:
-                            self._pending += self.dns.expire(pkt.ts_ns)
-                    return (
-                        f"DNS {_ep(src, sport)} > {_ep(dst, dport)} {_dns_message(rec['dns'])}{txn}"
-                    )
-            return f"UDP {_ep(src, sport)} > {_ep(dst, dport)} len={u['len']}"
+                    txn = self._dns_txn(rec, src, sport, dst, dport, pkt.ts_ns)
+                    return f"DNS {endpoint(src, sport)} > {endpoint(dst, dport)} {_dns_message(rec['dns'])}{txn}"
+            return f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={u['len']}"
         if proto == 1 or proto == 58:
             icmp = (icmpv4 if proto == 1 else icmpv6)(buf, off, end, rec)
             self._flow(rec, proto, src, dst, icmp["type"], icmp["code"])
@@ -201,17 +144,75 @@ class Translator:
         self._flow(rec, proto, src, dst, None, None)
         return f"IPv{rec['ip']['version']} {src} > {dst} proto={proto} ({PROTO_NAMES.get(proto, '?')}) len={end - off}"
 
+    def _tcp(self, num: int, pkt: Packet, rec: dict, off: int, end: int, src, dst) -> str:
+        buf = pkt.data
+        seg = tcp(buf, off, end, rec)
+        sport, dport = seg["sport"], seg["dport"]
+        flow = self._flow(rec, 6, src, dst, sport, dport)
+        flags = buf[off + 13]  # the header's flag bits (RFC 9293 section 3.1)
+        side = direction(src, sport, dst, dport)
+        if flags & 0x04:  # RST
+            flow.closed = True
+            mark_last(rec)
+        elif flags & 0x01:  # FIN
+            flow.fin |= 1 << side
+            if flow.fin == 3:
+                flow.closed = True
+                mark_last(rec)
+        tags = on_tcp(self.expert, rec, seg, src, dst, pkt.ts_ns, flags) if self.expert else ""
+        payload = buf[off + seg["hdr_len"] : end] if seg["len"] else b""
+        what = "TCP"
+        if payload:
+            if (sport in DNS_PORTS or dport in DNS_PORTS) and _try(dns, payload, rec, True):
+                what = "DNS"
+            elif looks_like_tls(payload):
+                tls(payload, rec)
+                what = "TLS"
+        note = None
+        if self.analyzer is not None:
+            note = self.analyzer.on_tcp(
+                rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
+            )
+        msg = (
+            f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
+            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
+        )
+        if note:
+            msg += " " + note
+        elif what == "DNS":
+            msg += " " + _dns_message(rec["dns"])
+        elif what == "TLS":
+            msg += " " + _tls_message(rec["tls"])
+        return msg + " " + tags if tags else msg
+
+    def _dns_txn(self, rec: dict, src: str, sport: int, dst: str, dport: int, ts: int) -> str:
+        """Match unicast DNS (not mDNS, LLMNR) queries and responses; queue timeouts."""
+        if dport != 53 and sport != 53:
+            return ""
+        txn = self.dns.message(rec, src, sport, dst, dport, ts)
+        if self.dns.pending:
+            self._pending += self.dns.expire(ts)
+        return txn
+
+    @staticmethod
+    def _segment(pkt: Packet, rec: dict, src, dst, seg: dict, flags, payload, num) -> Segment:
+        missing = 0
+        if pkt.caplen < pkt.wirelen:
+            # the snaplen cut the payload: the IP length says how much is missing
+            ip = rec["ip"]
+            real = ip["len"] - ip.get("hdr_len", 40) - seg["hdr_len"]
+            missing = max(real - len(payload), 0)
+        return Segment(
+            src, seg["sport"], dst, seg["dport"], seg["seq"], seg["ack"], flags,
+            payload, pkt.ts_ns, num, seg["window"], missing,
+        )  # fmt: skip
+
     def _flow(
         self, rec: dict, proto: int, src: str, dst: str, sport: int | None, dport: int | None
     ) -> Flow:
         flow, first = self.flows.get(proto, src, dst, sport, dport)
         flow.packets += 1
-        rec["flow"] = {"id": flow.id, "community_id": flow.community_id}
-        rec[LABELS] = {"flow": flow.id, "proto": PROTO_NAMES.get(proto, str(proto))}
-        op = {"id": flow.id, "producer": PRODUCER}
-        if first:
-            op["first"] = True
-        rec[OPERATION] = op
+        set_flow(rec, flow, PROTO_NAMES.get(proto, str(proto)), first)
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
@@ -234,7 +235,7 @@ class Translator:
         yield from self.dns.finish(last)
 
     def _conns(self, records: list[dict]) -> list[dict]:
-        """The analyzer's connection records, with their outcome."""
+        """The analyzer's connection records, with their outcome (pcaptool/tcp/outcome.py)."""
         for rec in records:
             merge_conn_record(rec, self.expert)
         return records
@@ -257,10 +258,6 @@ def _try(decoder, payload: bytes, rec: dict, over_tcp: bool) -> bool:
         return True
     except Truncated:
         return False
-
-
-def _ep(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _arp_message(a: dict) -> str:
