@@ -84,7 +84,7 @@ def tcp_outcome(conn: Conn, orig: int, end: str) -> dict:
     if conn.syns:
         c["syn_retries"] = conn.syns - 1
         c["syn_wait"] = (conn.last_ts if not heard else conn.syn_last) - conn.syn_first
-    if conn.first_rtt:
+    if conn.first_rtt and conn.synack:
         c["handshake_rtt"] = conn.first_rtt
     for name, side in (("orig", o), ("resp", r)):
         zw = side.zw_time + (conn.last_ts - side.zw_start if side.zw_start else 0)

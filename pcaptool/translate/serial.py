@@ -224,17 +224,17 @@ class Translator:
             yield self.translate(num, pkt, names(pkt.iface))
             last = pkt.ts_ns
             if analyzer is not None:
-                yield from self._conns(analyzer.take_records())
+                yield from self.with_outcomes(analyzer.take_records())
             if self._pending:
                 yield from self._pending
                 self._pending = []
         if analyzer is not None:
-            yield from self._conns(analyzer.finish())
+            yield from self.with_outcomes(analyzer.finish())
             if self.udp is not None:
                 yield from self.udp.expire()
         yield from self.dns.finish(last)
 
-    def _conns(self, records: list[dict]) -> list[dict]:
+    def with_outcomes(self, records: list[dict]) -> list[dict]:
         """The analyzer's connection records, with their outcome (pcaptool/tcp/outcome.py)."""
         for rec in records:
             merge_conn_record(rec, self.expert)
