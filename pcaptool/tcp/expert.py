@@ -116,7 +116,7 @@ class Side:
         self.lastack_ts = 0
         self.lastnondupack = 0
         self.dupacknum = 0
-        self.window = 0
+        self.window = M  # G_MAXUINT32 until this side sends, as in Wireshark
         self.win_scale = -1  # -1 unknown, -2 not used, else the shift
         self.first_ack = False
         self.valid_bif = True
@@ -446,9 +446,23 @@ def _retransmission(
 
 def _acked(ex: TcpExpert, conn: Conn, rev: Side, ack: int, ts: int, out: dict) -> bool:
     """Drop the other direction's segments this ACK covers; note the one it ACKs exactly."""
+    segs = rev.segs
+    if len(segs) == 1:  # the common case, without the list walk
+        s = segs[0]
+        if ack == s[1]:
+            out["acks_frame"] = s[2]
+            if ts != s[3]:
+                out["ack_rtt"] = ts - s[3]
+        elif (ack - s[1]) & M >= NEG:  # before the segment's end: kept
+            if (s[0] - ack) & M >= NEG:
+                s[0] = ack  # partly acknowledged: keep the rest
+            return False
+        rev.segs = []
+        conn.nsegs -= 1
+        ex.segments -= 1
+        return ack == s[1]
     hit = False
     keep = []
-    segs = rev.segs
     for s in reversed(segs):  # Wireshark walks its list newest first
         if ack == s[1]:
             hit = True
@@ -477,12 +491,14 @@ def _acked(ex: TcpExpert, conn: Conn, rev: Side, ack: int, ts: int, out: dict) -
 def _in_flight(fwd: Side, rev: Side, seglen: int, flags: int, out: dict) -> bool:
     """Bytes in flight after this segment (Wireshark's payload-based method)."""
     base = fwd.base_seq
-    first = last = None
-    for s in fwd.segs:
+    segs = fwd.segs
+    s = segs[0]
+    first, last = (s[0] - base) & M, (s[1] - base) & M
+    for s in segs:
         lo, hi = (s[0] - base) & M, (s[1] - base) & M
-        if first is None or lo < first:
+        if lo < first:
             first = lo
-        if last is None or hi > last:
+        if hi > last:
             last = hi
     in_flight = (last - first - rev.sack) & M
     if 0 < in_flight < 2_000_000_000:
