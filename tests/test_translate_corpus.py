@@ -150,8 +150,9 @@ APP_FIELDS = (
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
 def test_dns_and_tls_hellos_equal_tshark(path: Path) -> None:
     _, records, _ = translated(path)
+    packets = [r for r in records if "pcap" in r]  # not the DNS timeout records
     mismatches = []
-    for rec, theirs in zip(records, tshark_fields(path, APP_FIELDS), strict=True):
+    for rec, theirs in zip(packets, tshark_fields(path, APP_FIELDS), strict=True):
         num = rec["pcap"]["num"]
         dns = rec.get("dns")
         if dns:
