@@ -24,7 +24,8 @@ import dns.wire
 
 from pcaptool.decode import Step, Truncated
 
-DNS_PORTS = frozenset((53, 5353, 5355))
+MDNS_PORT = 5353
+DNS_PORTS = frozenset((53, MDNS_PORT, 5355))
 HEADER = struct.Struct("!HHHHHH")
 RR = "!HHIH"
 QUESTION = "!HH"
@@ -68,11 +69,13 @@ class _Cut(Exception):
 
 def dns_udp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     udp, ip = rec.get("udp", {}), rec.get("ip", {})
+    mdns = MDNS_PORT in (udp.get("sport"), udp.get("dport"))
     if end - off < udp.get("len", 0) and "MF" in ip.get("flags", ()):
         # The first fragment of a datagram: the rest is in later packets (not reassembled).
-        message(bytes(buf[off:end]), rec, cut=True, what="incomplete")
+        message(bytes(buf[off:end]), rec, cut=True, what="incomplete", mdns=mdns)
     else:
-        message(bytes(buf[off:end]), rec, cut=rec.get("pcap", {}).get("truncated", False))
+        cut = rec.get("pcap", {}).get("truncated", False)
+        message(bytes(buf[off:end]), rec, cut=cut, mdns=mdns)
     return None
 
 
@@ -90,8 +93,12 @@ def dns_tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     return None
 
 
-def message(payload: bytes, rec: dict, cut: bool, what: str = "truncated") -> dict:
-    """rec["dns"] from one message; `cut` says a short message was cut, not malformed."""
+def message(
+    payload: bytes, rec: dict, cut: bool, what: str = "truncated", mdns: bool = False
+) -> dict:
+    """rec["dns"] from one message; `cut` says a short message was cut, not malformed.
+    mDNS (RFC 6762 §10.2, §5.4) uses the class's top bit as a flag: it is masked off."""
+    cls_mask = 0x7FFF if mdns else 0xFFFF
     if len(payload) < 12:
         raise Truncated("dns", f"DNS header cut short: {len(payload)} of 12 bytes")
     qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(payload, 0)
@@ -112,14 +119,14 @@ def message(payload: bytes, rec: dict, cut: bool, what: str = "truncated") -> di
     parser = dns.wire.Parser(payload, 12)
     try:
         for _ in range(qdcount):
-            q = _question(parser)
+            q = _question(parser, cls_mask)
             if len(questions) < MAX_RRS:
                 questions.append(q)
-        _section(parser, ancount, answers, d)
+        _section(parser, ancount, answers, d, cls_mask)
         if nscount:
-            _section(parser, nscount, d.setdefault("authority_records", []), d)
+            _section(parser, nscount, d.setdefault("authority_records", []), d, cls_mask)
         if arcount:
-            _section(parser, arcount, d.setdefault("additional_records", []), d)
+            _section(parser, arcount, d.setdefault("additional_records", []), d, cls_mask)
     except _Cut:
         if not cut:
             raise Truncated("dns", "DNS message cut short: it ends before its records") from None
@@ -132,16 +139,16 @@ def message(payload: bytes, rec: dict, cut: bool, what: str = "truncated") -> di
     return d
 
 
-def _question(parser: dns.wire.Parser) -> dict:
+def _question(parser: dns.wire.Parser, cls_mask: int) -> dict:
     try:
         name = parser.get_name(None, True)
         qtype, qclass = parser.get_struct(QUESTION)
     except dns.exception.FormError as exc:
         _raise_cut(exc)
-    return {"name": _name(name), "type": _type(qtype), "class": _class(qclass)}
+    return {"name": _name(name), "type": _type(qtype), "class": _class(qclass & cls_mask)}
 
 
-def _section(parser: dns.wire.Parser, count: int, out: list, d: dict) -> None:
+def _section(parser: dns.wire.Parser, count: int, out: list, d: dict, cls_mask: int) -> None:
     for _ in range(count):
         try:
             name = parser.get_name(None, True)
@@ -154,7 +161,7 @@ def _section(parser: dns.wire.Parser, count: int, out: list, d: dict) -> None:
         if rtype == OPT:
             d["edns"] = _edns(parser, rclass, ttl, rdlen)
             continue
-        data = _rdata(parser, rclass, rtype, rdlen)
+        data = _rdata(parser, rclass & cls_mask, rtype, rdlen)
         parser.seek(start + rdlen)
         if len(out) < MAX_RRS:
             out.append({"name": _name(name), "type": _type(rtype), "ttl": ttl, "data": data})

@@ -43,12 +43,13 @@ def mpls(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
 
 
 def pppoe(buf: bytes, off: int, end: int, rec: dict) -> Step:
-    need("pppoe", "PPPoE header", off, 8, end)
+    need("pppoe", "PPPoE header", off, 6, end)
     _vt, code, session, length = PPPOE.unpack_from(buf, off)
-    (proto,) = U16.unpack_from(buf, off + 6)
-    outer(rec).append({"type": "pppoe", "session": session, "code": code, "ppp_proto": proto})
     # The length counts the PPP protocol field and payload; trailers past it are padding.
-    return PPP_PROTO, proto, off + 8, min(end, off + 6 + length)
+    pend = min(end, off + 6 + length)
+    proto, poff = _ppp_proto("pppoe", buf, off + 6, pend)
+    outer(rec).append({"type": "pppoe", "session": session, "code": code, "ppp_proto": proto})
+    return PPP_PROTO, proto, poff, pend
 
 
 def ppp(buf: bytes, off: int, end: int, rec: dict) -> Step:
@@ -56,15 +57,18 @@ def ppp(buf: bytes, off: int, end: int, rec: dict) -> Step:
     protocol 1 byte when compressed (odd value) or 2."""
     if off + 2 <= end and buf[off] == 0xFF and buf[off + 1] == 0x03:
         off += 2
-    need("ppp", "PPP protocol", off, 1, end)
-    if buf[off] & 1:
-        proto, off = buf[off], off + 1
-    else:
-        need("ppp", "PPP protocol", off, 2, end)
-        (proto,) = U16.unpack_from(buf, off)
-        off += 2
+    proto, off = _ppp_proto("ppp", buf, off, end)
     outer(rec).append({"type": "ppp", "ppp_proto": proto})
     return PPP_PROTO, proto, off, end
+
+
+def _ppp_proto(layer: str, buf: bytes, off: int, end: int) -> tuple[int, int]:
+    """The PPP protocol field: 1 byte when compressed (RFC 1661 §6.5, an odd value), else 2."""
+    need(layer, "PPP protocol", off, 1, end)
+    if buf[off] & 1:
+        return buf[off], off + 1
+    need(layer, "PPP protocol", off, 2, end)
+    return U16.unpack_from(buf, off)[0], off + 2
 
 
 def gre(buf: bytes, off: int, end: int, rec: dict) -> Step:
