@@ -85,9 +85,11 @@ def dns_tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     if end - off < 14:
         return None
     size = int.from_bytes(buf[off : off + 2], "big")
+    if size < 12:
+        return None
     payload = bytes(buf[off + 2 : min(end, off + 2 + size)])
     _qid, flags, qdcount, *_ = HEADER.unpack_from(payload, 0)
-    if size < 12 or (flags >> 11) & 0xF not in OPCODES or flags & 0x40 or qdcount > 1:
+    if (flags >> 11) & 0xF not in OPCODES or flags & 0x40 or qdcount > 1:
         return None
     message(payload, rec, cut=size > len(payload), what="incomplete")
     return None
