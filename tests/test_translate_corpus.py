@@ -8,13 +8,23 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import REPO, corpus_files
+from conftest import REPO, corpus_files, run_pcaptool
 
 SCHEMA = json.loads((REPO / "pcaptool" / "schema" / "record.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 # Files the corpus MANIFEST says end in a read error after their good packets.
 BROKEN = {"dpkt-truncated-file.pcap", "gopacket-pcapng-bad-shb-version.pcapng"}
+
+
+def translated(path: Path) -> tuple[int, list[dict], str]:
+    result = run_pcaptool("translate", str(path))
+    return (
+        result.returncode,
+        [json.loads(line) for line in result.stdout.splitlines()],
+        result.stderr.decode(),
+    )
+
 
 CORPUS = corpus_files()
 pytestmark = pytest.mark.skipif(
