@@ -5,9 +5,9 @@ Every decoder has the same shape::
     def decode(buf: bytes, off: int, end: int, rec: dict) -> Step | None
 
 It reads its protocol at `buf[off:end]`, stores a JSON-ready dict under its key in `rec`,
-and returns the next step, `(table, key, off, end)`: the name of the dispatch table that
-says what comes next (`ETHERTYPE`, `IP_PROTO`, `TCP_PORT`, `UDP_PORT`, ...), the key to
-look up in it (an ethertype, a protocol number, a `(dport, sport)` pair) and where the
+and returns the next step, `(table, key, off, end)`: the dispatch table that says what
+comes next (`ETHERTYPE`, `IP_PROTO`, `TCP_PORT`, `UDP_PORT`, ...), the key to
+look up in it (an ethertype, a protocol number, a port: the destination port unless only the source port has a row) and where the
 next layer lies. `None` means nothing further is decoded. A header cut short raises
 `Truncated`, after storing whatever it could read (a TCP header cut to 4 bytes still
 stores its ports); the translator turns it into an `error` object on the record and the
@@ -18,15 +18,42 @@ Adding a protocol is adding a module with such a function and a row in `table.py
 
 from __future__ import annotations
 
-# Dispatch table names (see pcaptool/decode/table.py).
-LINKTYPE = "linktype"
-ETHERTYPE = "ethertype"
-IP_PROTO = "ip_proto"
-TCP_PORT = "tcp_port"
-UDP_PORT = "udp_port"
-PPP_PROTO = "ppp_proto"
+from collections.abc import Callable
 
-Step = tuple[str, object, int, int]
+
+class Table(dict):
+    """A dispatch table, key -> (layer name, decoder). The tables are declared here so
+    that decoders can name them; their rows are in pcaptool/decode/table.py."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+class PortTable(Table):
+    """Application decoders by port. A transport decoder looks up its destination port,
+    then its source port (`key`); when neither has a row, `sniff` tries content tests
+    (a protocol recognised on any port)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.sniffers: list[tuple[Callable, tuple[str, Callable]]] = []
+
+    def sniff(self, buf: bytes, off: int, end: int):
+        for test, row in self.sniffers:
+            if test(buf, off, end):
+                return row
+        return None
+
+
+LINKTYPE = Table("linktype")
+ETHERTYPE = Table("ethertype")
+PPP_PROTO = Table("ppp_proto")
+IP_PROTO = Table("ip_proto")
+TCP_PORT = PortTable("tcp_port")
+UDP_PORT = PortTable("udp_port")
+
+Step = tuple[Table, object, int, int]
 
 
 class Truncated(Exception):

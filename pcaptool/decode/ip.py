@@ -60,14 +60,16 @@ def ipv6_addr(b: bytes) -> str:
 
 
 def ipv4(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
-    need("ip", "IPv4 header", off, 20, end)
+    if off + 20 > end:
+        need("ip", "IPv4 header", off, 20, end)
     vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = IPV4.unpack_from(buf, off)
     ihl = (vihl & 0x0F) * 4
     if vihl >> 4 != 4:
         raise Truncated("ip", f"IPv4 header has version {vihl >> 4}")
     if ihl < 20:
         raise Truncated("ip", f"IPv4 header length {ihl} is below 20")
-    need("ip", "IPv4 options", off, ihl, end)
+    if off + ihl > end:
+        need("ip", "IPv4 options", off, ihl, end)
     s, d = ipv4_addr(src), ipv4_addr(dst)
     flags = []
     if frag & 0x4000:
@@ -96,7 +98,8 @@ def ipv4(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
 
 
 def ipv6(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
-    need("ip", "IPv6 header", off, 40, end)
+    if off + 40 > end:
+        need("ip", "IPv6 header", off, 40, end)
     vtcfl, plen, nxt, hlim, src, dst = IPV6.unpack_from(buf, off)
     if vtcfl >> 28 != 6:
         raise Truncated("ip", f"IPv6 header has version {vtcfl >> 28}")

@@ -63,7 +63,8 @@ def ethertype_of_ip(buf: bytes, off: int) -> int:
 
 
 def ethernet(buf: bytes, off: int, end: int, rec: dict) -> Step:
-    need("l2", "Ethernet header", off, 14, end)
+    if off + 14 > end:
+        need("l2", "Ethernet header", off, 14, end)
     dst, src, etype = ETHERNET.unpack_from(buf, off)
     l2 = {"type": "ethernet", "src": src.hex(":"), "dst": dst.hex(":"), "ethertype": 0}
     if "l2" in rec:  # the inner frame of a tunnel

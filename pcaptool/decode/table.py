@@ -1,8 +1,8 @@
 """Dispatch tables: which decoder reads the next layer, and the walk that follows them.
 
 Each row is `key: (layer name, decoder)`; a decoder returns `(table, key, off, end)` for
-the next layer or None (pcaptool/decode/__init__.py). Adding a protocol is a module and a
-row here: QUIC would be `443: ("quic", quic)` in UDP_PORTS.
+the next layer or None (pcaptool/decode/__init__.py, which declares the tables). Adding a
+protocol is a module and a row here: QUIC would be `443: ("quic", quic)` in UDP_PORT.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pcaptool.decode import (
     PPP_PROTO,
     TCP_PORT,
     UDP_PORT,
+    PortTable,
+    Table,
     Truncated,
     link,
     tunnel,
@@ -46,67 +48,57 @@ PORT_VXLAN, PORT_GENEVE = 4789, 6081
 PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
 MAX_LAYERS = 24  # nested tunnels deeper than this are refused, not followed
 
-LINKTYPES: dict[int, Row] = {
-    LINKTYPE_ETHERNET: ("l2", link.ethernet),
-    LINKTYPE_LINUX_SLL: ("l2", link.sll),
-    LINKTYPE_LINUX_SLL2: ("l2", link.sll2),
-    LINKTYPE_NULL: ("l2", link.null),
-    LINKTYPE_LOOP: ("l2", link.loop),
-    LINKTYPE_RAW: ("l2", link.raw),
-    link.LINKTYPE_RAW_BSD: ("l2", link.raw),
-    link.LINKTYPE_RAW_OPENBSD: ("l2", link.raw),
-    LINKTYPE_IPV4: ("l2", link.ipv4_only),
-    LINKTYPE_IPV6: ("l2", link.ipv6_only),
-}
-ETHERTYPES: dict[int, Row] = {
-    link.ETH_IPV4: ("ip", ipv4),
-    link.ETH_IPV6: ("ip", ipv6),
-    link.ETH_ARP: ("arp", arp),
-    link.ETH_RARP: ("arp", arp),
-    link.ETH_MPLS: ("mpls", tunnel.mpls),
-    link.ETH_MPLS_MULTICAST: ("mpls", tunnel.mpls),
-    link.ETH_PPPOE_SESSION: ("pppoe", tunnel.pppoe),
-    link.ETH_PPP: ("ppp", tunnel.ppp),
-    link.ETH_TEB: ("l2", link.ethernet),
-}
-PPP_PROTOS: dict[int, Row] = {
-    PPP_IPV4: ("ip", ipv4),
-    PPP_IPV6: ("ip", ipv6),
-}
-IP_PROTOS: dict[int, Row] = {
-    PROTO_TCP: ("tcp", tcp),
-    PROTO_UDP: ("udp", udp),
-    PROTO_ICMP: ("icmp", icmpv4),
-    PROTO_ICMPV6: ("icmp", icmpv6),
-    PROTO_IPIP: ("ip", ipv4),
-    PROTO_IPV6: ("ip", ipv6),
-    PROTO_GRE: ("gre", tunnel.gre),
-}
-
-
-class PortTable(dict):
-    """Application decoders by port: the destination port is tried first, then the
-    source port, then the sniffers (content tests for protocols on any port)."""
-
-    def __init__(self, rows: dict[int, Row], sniffers: tuple[tuple[Callable, Row], ...] = ()):
-        super().__init__(rows)
-        self.sniffers = sniffers
-
-    def find(self, ports: tuple[int, int], buf: bytes, off: int, end: int) -> Row | None:
-        row = self.get(ports[0]) or self.get(ports[1])
-        if row is None:
-            for test, sniffed in self.sniffers:
-                if test(buf, off, end):
-                    return sniffed
-        return row
+LINKTYPE.update(
+    {
+        LINKTYPE_ETHERNET: ("l2", link.ethernet),
+        LINKTYPE_LINUX_SLL: ("l2", link.sll),
+        LINKTYPE_LINUX_SLL2: ("l2", link.sll2),
+        LINKTYPE_NULL: ("l2", link.null),
+        LINKTYPE_LOOP: ("l2", link.loop),
+        LINKTYPE_RAW: ("l2", link.raw),
+        link.LINKTYPE_RAW_BSD: ("l2", link.raw),
+        link.LINKTYPE_RAW_OPENBSD: ("l2", link.raw),
+        LINKTYPE_IPV4: ("l2", link.ipv4_only),
+        LINKTYPE_IPV6: ("l2", link.ipv6_only),
+    }
+)
+ETHERTYPE.update(
+    {
+        link.ETH_IPV4: ("ip", ipv4),
+        link.ETH_IPV6: ("ip", ipv6),
+        link.ETH_ARP: ("arp", arp),
+        link.ETH_RARP: ("arp", arp),
+        link.ETH_MPLS: ("mpls", tunnel.mpls),
+        link.ETH_MPLS_MULTICAST: ("mpls", tunnel.mpls),
+        link.ETH_PPPOE_SESSION: ("pppoe", tunnel.pppoe),
+        link.ETH_PPP: ("ppp", tunnel.ppp),
+        link.ETH_TEB: ("l2", link.ethernet),
+    }
+)
+PPP_PROTO.update(
+    {
+        PPP_IPV4: ("ip", ipv4),
+        PPP_IPV6: ("ip", ipv6),
+    }
+)
+IP_PROTO.update(
+    {
+        PROTO_TCP: ("tcp", tcp),
+        PROTO_UDP: ("udp", udp),
+        PROTO_ICMP: ("icmp", icmpv4),
+        PROTO_ICMPV6: ("icmp", icmpv6),
+        PROTO_IPIP: ("ip", ipv4),
+        PROTO_IPV6: ("ip", ipv6),
+        PROTO_GRE: ("gre", tunnel.gre),
+    }
+)
 
 
 DNS_TCP: Row = ("dns", dns_tcp)
 DNS_UDP: Row = ("dns", dns_udp)
-TCP_PORTS = PortTable(
-    {53: DNS_TCP, 5353: DNS_TCP, 5355: DNS_TCP}, sniffers=((looks_like_tls, ("tls", tls)),)
-)
-UDP_PORTS = PortTable(
+TCP_PORT.update({53: DNS_TCP, 5353: DNS_TCP, 5355: DNS_TCP})
+TCP_PORT.sniffers.append((looks_like_tls, ("tls", tls)))
+UDP_PORT.update(
     {
         53: DNS_UDP,
         5353: DNS_UDP,
@@ -115,6 +107,9 @@ UDP_PORTS = PortTable(
         PORT_GENEVE: ("geneve", tunnel.geneve),
     }
 )
+# The names the rest of the package reads them by.
+LINKTYPES, ETHERTYPES, PPP_PROTOS, IP_PROTOS = LINKTYPE, ETHERTYPE, PPP_PROTO, IP_PROTO
+TCP_PORTS, UDP_PORTS = TCP_PORT, UDP_PORT
 # What carries another packet inside: parallel.flow_of hands these to walk() so that a
 # tunnelled connection is keyed by its inner addresses, as the translator keys it.
 CARRIERS = frozenset(("l2", "ip", "mpls", "pppoe", "ppp", "gre", "vxlan", "geneve"))
@@ -123,21 +118,16 @@ TUNNEL_ETHERTYPES = frozenset(
 )
 TUNNEL_PROTOS = frozenset(k for k, (layer, _) in IP_PROTOS.items() if layer in CARRIERS)
 TUNNEL_UDP_PORTS = frozenset(k for k, (layer, _) in UDP_PORTS.items() if layer in CARRIERS)
-TABLES: dict[str, dict] = {
-    LINKTYPE: LINKTYPES,
-    ETHERTYPE: ETHERTYPES,
-    PPP_PROTO: PPP_PROTOS,
-    IP_PROTO: IP_PROTOS,
-    TCP_PORT: TCP_PORTS,
-    UDP_PORT: UDP_PORTS,
+TABLES: dict[str, Table] = {
+    t.name: t for t in (LINKTYPE, ETHERTYPE, PPP_PROTO, IP_PROTO, TCP_PORT, UDP_PORT)
 }
 
 
-def walk(buf: bytes, linktype: int, rec: dict) -> tuple[str, str, object, int, int]:
+def walk(buf: bytes, linktype: int, rec: dict) -> tuple[str, Table | None, object, int, int]:
     """Decode `buf` layer by layer into `rec`: (the last layer decoded, the table and
-    key that had no decoder, or "" and None when the last decoder ended the walk, and
+    key that had no decoder, or None and None when the last decoder ended the walk, and
     the offset and end of the bytes not decoded)."""
-    row = LINKTYPES.get(linktype)
+    row = LINKTYPE.get(linktype)
     if row is None:
         raise Truncated("l2", f"link type {linktype} is not decoded")
     off, end = 0, len(buf)
@@ -145,12 +135,14 @@ def walk(buf: bytes, linktype: int, rec: dict) -> tuple[str, str, object, int, i
         layer, decode = row
         step = decode(buf, off, end, rec)
         if step is None:
-            return layer, "", None, off, end
-        name, key, off, end = step
-        table = TABLES[name]
-        row = table.find(key, buf, off, end) if type(table) is PortTable else table.get(key)
+            return layer, None, None, off, end
+        table, key, off, end = step
+        row = table.get(key)
         if row is None:
-            return layer, name, key, off, end
+            if type(table) is PortTable:
+                row = table.sniff(buf, off, end)
+            if row is None:
+                return layer, table, key, off, end
     raise Truncated("encap", f"more than {MAX_LAYERS} nested layers")
 
 

@@ -64,11 +64,16 @@ def tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     rec["tcp"] = t
     if urg and bits & 0x20:
         t["urgent"] = urg
-    need("tcp", "TCP options", off, hlen, end)
+    if off + hlen > end:
+        need("tcp", "TCP options", off, hlen, end)
     if hlen > 20:
         t["options"] = options(buf, off + 20, off + hlen)
     size = t["len"] = max(end - off - hlen, 0)
-    return (TCP_PORT, (dport, sport), off + hlen, end) if size else None
+    return (
+        (TCP_PORT, sport if dport not in TCP_PORT and sport in TCP_PORT else dport, off + hlen, end)
+        if size
+        else None
+    )
 
 
 def options(buf: bytes, off: int, end: int) -> dict:

@@ -21,4 +21,8 @@ def udp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     rec["udp"] = {"sport": sport, "dport": dport, "len": size}
     # The UDP length bounds the payload (Ethernet padding is not payload); 0 is TSO.
     pend = min(end, off + length) if length >= 8 else end
-    return (UDP_PORT, (dport, sport), off + 8, pend) if pend > off + 8 else None
+    return (
+        (UDP_PORT, sport if dport not in UDP_PORT and sport in UDP_PORT else dport, off + 8, pend)
+        if pend > off + 8
+        else None
+    )

@@ -110,7 +110,7 @@ class Translator:
         if ends is None:
             if layer == "arp":
                 msg = _arp_message(rec["arp"])
-            elif table == ETHERTYPE:
+            elif table is ETHERTYPE:
                 msg = f"ethertype 0x{key:04x} len={pkt.wirelen}"
             else:
                 msg = f"{layer} len={pkt.wirelen}"
@@ -120,7 +120,7 @@ class Translator:
         ip = rec.get("ip")
         if ip is None:  # a tunnel whose inner packet is not IP: the outer one's flow
             msg = f"{layer.upper()} {src} > {dst} len={pkt.wirelen}"
-            if table == ETHERTYPE:
+            if table is ETHERTYPE:
                 msg += f" ethertype 0x{key:04x}"
         elif layer == "ip":
             v = ip["version"]
@@ -140,7 +140,7 @@ class Translator:
             msg = f"DNS {_ep(src, sport)} > {_ep(dst, dport)} {_dns_message(rec['dns'])}"
         else:
             msg = f"UDP {_ep(src, sport)} > {_ep(dst, dport)} len={rec['udp']['len']}"
-        return msg + _encap_note(rec)
+        return msg + _encap_note(rec) if "encap" in rec else msg
 
     def _tcp(self, rec: dict, flow: Flow, layer: str, payload: bytes, ts_ns: int) -> str:
         seg = rec["tcp"]
