@@ -8,7 +8,6 @@ structured log line: https://cloud.google.com/logging/docs/structured-logging
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -16,34 +15,32 @@ from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
 from pcaptool.decode import ETHERTYPE, Truncated
 from pcaptool.decode.ip import PROTO_NAMES
 from pcaptool.decode.table import endpoints, walk
+from pcaptool.record.envelope import (
+    Clock,
+    direction,
+    endpoint,
+    mark_last,
+    message_prefix,
+    packet_record,
+    set_error,
+    set_flow,
+)
 from pcaptool.record.flow import Flow, FlowTable
-
-LABELS = "logging.googleapis.com/labels"
-OPERATION = "logging.googleapis.com/operation"
-PRODUCER = "github.com/pcaptool"
+from pcaptool.tcp.stream import Segment
 
 
 class Analyzer(Protocol):
     """Application-layer analysis fed by the translator (HTTP, HTTP/2, connection records).
 
-    `on_tcp` is called for every TCP packet after its layers are decoded; it may add keys
-    to `rec`, and return a short text for the end of the record's `message` (or None).
-    Records it wants emitted on their own (connection summaries) are returned by
-    `take_records()` after each packet and by `finish()` at the end of the input.
+    `on_tcp` is called for every TCP packet after its layers are decoded, with the flow,
+    the packet's direction (0 or 1, `pcaptool.record.envelope.direction`) and the segment
+    (header values and payload); it may add keys to `rec`, and returns a short text for
+    the end of the record's `message` (or None). Records it wants emitted on their own
+    (connection summaries) are returned by `take_records()` after each packet and by
+    `finish()` at the end of the input.
     """
 
-    def on_tcp(
-        self,
-        rec: dict,
-        flow: Flow,
-        src: str,
-        sport: int,
-        dst: str,
-        dport: int,
-        seg: dict,
-        payload: bytes,
-        ts_ns: int,
-    ) -> str | None: ...
+    def on_tcp(self, rec: dict, flow: Flow, direction: int, seg: Segment) -> str | None: ...
 
     def take_records(self) -> list[dict]: ...
 
@@ -57,26 +54,16 @@ class Translator:
         self.input_name = input_name
         self.analyzer = analyzer
         self.flows = FlowTable()
-        self._second = -1
-        self._second_str = ""
-
-    def date(self, ts_ns: int) -> tuple[int, int, str]:
-        sec, nanos = divmod(ts_ns, 1_000_000_000)
-        if sec != self._second:
-            self._second = sec
-            self._second_str = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return sec, nanos, f"{self._second_str}.{nanos:09d}Z"
+        self.clock = Clock()
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
         """The record of packet `num` (1-based in its input)."""
-        sec, nanos, date = self.date(pkt.ts_ns)
-        rec: dict = {
-            "timestamp": {"seconds": sec, "nanos": nanos},
-            "severity": "DEFAULT",
-            "message": "",
-            "pcap": {
+        rec = packet_record(
+            self.clock,
+            pkt.ts_ns,
+            {
                 "num": num,
-                "date": date,
+                "date": "",
                 "file": self.input_name,
                 "iface": {"index": pkt.iface, "name": iface_name},
                 "linktype": LINKTYPE_NAMES.get(pkt.linktype, str(pkt.linktype)),
@@ -84,17 +71,15 @@ class Translator:
                 "caplen": pkt.caplen,
                 "truncated": pkt.caplen < pkt.wirelen,
             },
-        }
-        prefix = f"#{num} {iface_name} " if iface_name else f"#{num} "
+        )
+        prefix = message_prefix(num, iface_name)
         try:
-            rec["message"] = prefix + self._layers(pkt, rec)
+            rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
-            rec["severity"] = "ERROR"
-            rec["error"] = {"layer": exc.layer, "reason": exc.reason}
-            rec["message"] = f"{prefix}ERROR {exc.layer}: {exc.reason}"
+            set_error(rec, prefix, exc.layer, exc.reason)
         return rec
 
-    def _layers(self, pkt: Packet, rec: dict) -> str:
+    def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
         """Decode every layer (pcaptool.decode.table), then give the innermost packet its
         flow and the TCP analysis. A layer cut short still leaves what came before it
         (addresses, ports) on the record, with its flow; the error is raised after."""
@@ -130,38 +115,43 @@ class Translator:
                 name = PROTO_NAMES.get(proto, "?")
                 msg = f"IPv{v} {src} > {dst} proto={proto} ({name}) len={end - off}"
         elif "tcp" in rec:
-            payload = buf[off:end] if rec["tcp"]["len"] else b""
-            msg = self._tcp(rec, flow, layer, payload, pkt.ts_ns)
+            msg = self._tcp(num, pkt, rec, flow, layer, end)
         elif layer == "icmp":
             icmp = rec["icmp"]
             what = "ICMP" if icmp["version"] == 4 else "ICMPv6"
             msg = f"{what} {src} > {dst} {_icmp_message(icmp)}"
         elif layer == "dns":
-            msg = f"DNS {_ep(src, sport)} > {_ep(dst, dport)} {_dns_message(rec['dns'])}"
+            msg = f"DNS {endpoint(src, sport)} > {endpoint(dst, dport)} {_dns_message(rec['dns'])}"
         else:
-            msg = f"UDP {_ep(src, sport)} > {_ep(dst, dport)} len={rec['udp']['len']}"
+            msg = f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={rec['udp']['len']}"
         return msg + _encap_note(rec) if "encap" in rec else msg
 
-    def _tcp(self, rec: dict, flow: Flow, layer: str, payload: bytes, ts_ns: int) -> str:
+    def _tcp(self, num: int, pkt: Packet, rec: dict, flow: Flow, layer: str, end: int) -> str:
+        """TCP state, the analysis and the message of the innermost TCP segment, which
+        ends at `end` (whatever application layer was decoded after it)."""
         seg = rec["tcp"]
         src, dst = rec["ip"]["src"], rec["ip"]["dst"]
-        sport, dport = seg["sport"], seg["dport"]
-        bits = seg["flags_str"]
-        if "R" in bits:
+        sport, dport, size = seg["sport"], seg["dport"], seg["len"]
+        buf = pkt.data
+        flags = buf[end - size - seg["hdr_len"] + 13]  # the flag bits (RFC 9293 section 3.1)
+        payload = buf[end - size : end] if size else b""
+        side = direction(src, sport, dst, dport)
+        if flags & 0x04:  # RST
             flow.closed = True
-            rec[OPERATION]["last"] = True
-        elif "F" in bits:
-            side = 1 if (src, sport) < (dst, dport) else 2
-            flow.fin |= side
+            mark_last(rec)
+        elif flags & 0x01:  # FIN
+            flow.fin |= 1 << side
             if flow.fin == 3:
                 flow.closed = True
-                rec[OPERATION]["last"] = True
+                mark_last(rec)
         note = None
         if self.analyzer is not None:
-            note = self.analyzer.on_tcp(rec, flow, src, sport, dst, dport, seg, payload, ts_ns)
+            note = self.analyzer.on_tcp(
+                rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
+            )
         what = "DNS" if layer == "dns" and "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
-            f"{what} {_ep(src, sport)} > {_ep(dst, dport)} [{bits}] "
+            f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
             f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
         )
         if note:
@@ -172,17 +162,25 @@ class Translator:
             return msg + " " + _tls_message(rec["tls"])
         return msg
 
+    @staticmethod
+    def _segment(pkt: Packet, rec: dict, src, dst, seg: dict, flags, payload, num) -> Segment:
+        missing = 0
+        if pkt.caplen < pkt.wirelen:
+            # the snaplen cut the payload: the IP length says how much is missing
+            ip = rec["ip"]
+            real = ip["len"] - ip.get("hdr_len", 40) - seg["hdr_len"]
+            missing = max(real - len(payload), 0)
+        return Segment(
+            src, seg["sport"], dst, seg["dport"], seg["seq"], seg["ack"], flags,
+            payload, pkt.ts_ns, num, seg["window"], missing,
+        )  # fmt: skip
+
     def _flow(
         self, rec: dict, proto: int, src: str, dst: str, sport: int | None, dport: int | None
     ) -> Flow:
         flow, first = self.flows.get(proto, src, dst, sport, dport)
         flow.packets += 1
-        rec["flow"] = {"id": flow.id, "community_id": flow.community_id}
-        rec[LABELS] = {"flow": flow.id, "proto": PROTO_NAMES.get(proto, str(proto))}
-        op = {"id": flow.id, "producer": PRODUCER}
-        if first:
-            op["first"] = True
-        rec[OPERATION] = op
+        set_flow(rec, flow, PROTO_NAMES.get(proto, str(proto)), first)
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
