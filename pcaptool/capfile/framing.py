@@ -162,8 +162,8 @@ class Framer:
             n = self._pcap_header(buf, pos, word)
             kind = "pcap"
         elif word == PCAPNG_SHB:
-            if left < 16:
-                self._need = 16
+            if left < MIN_BLOCK[PCAPNG_SHB]:
+                self._need = MIN_BLOCK[PCAPNG_SHB]
                 return None
             n = self._shb_length(buf, pos)
             if left < n:
