@@ -128,6 +128,7 @@ class Gunzip(io.RawIOBase):
         self._in = b""  # compressed bytes not given to the decompressor yet
         self._out = b""
         self._started = False  # the current member has begun
+        self._more = False  # the decompressor may hold output without more input
         self._done = False
 
     def readable(self) -> bool:
@@ -143,28 +144,30 @@ class Gunzip(io.RawIOBase):
 
     def _step(self) -> None:
         d = self._d
-        if d.unconsumed_tail:
-            self._out = d.decompress(d.unconsumed_tail, _GZ_OUT)
-            return
-        if not self._in:
-            self._in = self._read(_GZ_IN)
+        if self._more:  # the last call stopped at its output limit: more may be pending
+            data = d.unconsumed_tail
+        else:
             if not self._in:
-                self._done = True
-                if self._started:
-                    raise EOFError(
-                        "compressed file ended before the end-of-stream marker was reached"
-                    )
-                return
-        if not self._started:
-            self._in = self._in.lstrip(b"\0")  # padding between members
+                self._in = self._read(_GZ_IN)
             if not self._in:
+                self._end_of_input()
                 return
-            self._started = True
-        data, self._in = self._in, b""
+            if not self._started:
+                self._in = self._in.lstrip(b"\0")  # padding between members
+                if not self._in:
+                    return
+                self._started = True
+            data, self._in = self._in, b""
         self._out = d.decompress(data, _GZ_OUT)
+        self._more = len(self._out) == _GZ_OUT or bool(d.unconsumed_tail)
         if d.eof:  # a member ended: what follows is padding or another member
             self._in = d.unused_data
-            self._d, self._started = isal_zlib.decompressobj(31), False
+            self._d, self._started, self._more = isal_zlib.decompressobj(31), False, False
+
+    def _end_of_input(self) -> None:
+        self._done = True
+        if self._started:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
 
     def close(self) -> None:
         self._stream.close()

@@ -8,7 +8,7 @@ from pcaptool.capfile.format import (
     BLOCK_EPB,
     BLOCK_HEADER,
     BLOCK_IDB,
-    EPB_BODY,
+    EPB_HEAD,
     IDB_BODY,
     MAX_RECORD,
     MAX_TS_NS,
@@ -70,7 +70,6 @@ class PcapngWriter:
         body = SHB_BODY["<"].pack(PCAPNG_BOM, 1, 0, -1) + opts + b"\0\0\0\0"
         self._block(PCAPNG_SHB, body)
         self.interfaces = 0
-        self._epb = EPB_BODY["<"].pack
 
     def _block(self, btype: int, body: bytes) -> None:
         blen = len(body) + 12
@@ -87,18 +86,7 @@ class PcapngWriter:
         return self.interfaces - 1
 
     def write(self, iface: int, ts_ns: int, data: bytes, wirelen: int | None = None) -> None:
-        ts_ns = min(max(ts_ns, 0), MAX_TS_NS)
-        n = len(data)
-        pad = -n & 3
-        blen = 32 + n + pad
-        self.out.write(
-            BLOCK_HEADER["<"].pack(BLOCK_EPB, blen)
-            + self._epb(
-                iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, n, n if wirelen is None else wirelen
-            )
-        )
-        self.out.write(data)
-        self.out.write(b"\0" * pad + U32["<"].pack(blen))
+        self.out.write(epb_block(iface, ts_ns, data, len(data) if wirelen is None else wirelen))
 
     def flush(self) -> None:
         self.out.flush()
@@ -106,3 +94,24 @@ class PcapngWriter:
 
 def _option(code: int, value: bytes) -> bytes:
     return OPTION["<"].pack(code, len(value)) + value + b"\0" * (-len(value) & 3)
+
+
+_EPB_HEAD = EPB_HEAD.pack
+_PCAP_RECORD = PCAP_RECORD["<"].pack
+_TAIL = U32["<"].pack
+
+
+def epb_block(iface: int, ts_ns: int, data: bytes, wirelen: int) -> bytes:
+    """One little-endian enhanced packet block (ns time stamp, clamped to 64 bits)."""
+    ts_ns = min(max(ts_ns, 0), MAX_TS_NS)
+    n = len(data)
+    pad = -n & 3
+    blen = 32 + n + pad
+    head = _EPB_HEAD(BLOCK_EPB, blen, iface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, n, wirelen)
+    return head + data + b"\0" * pad + _TAIL(blen)
+
+
+def pcap_record(ts_ns: int, data: bytes, wirelen: int, nanosecond: bool) -> bytes:
+    """One little-endian pcap record: 16-byte header and data."""
+    sec, frac = pcap_time(ts_ns, nanosecond)
+    return _PCAP_RECORD(sec, frac, len(data), wirelen) + data
