@@ -11,7 +11,13 @@ An event is `(kind, start, end, info)`: the unit is `framer.buf[start:end]` (val
 the next `feed()`), and `info` is, per kind:
 - HEADER: "pcap" or "pcapng" (a pcap file header or a pcapng SHB; a new section starts)
 - INTERFACE: the `Interface` of a pcapng IDB (options parsed once, here)
-- PACKET: a `Packet` (decode=PACKETS), its time stamp in ns (TIMES) or None (NONE)
+- PACKET: a `Packet` (decode=PACKETS), its time stamp in ns (TIMES) or in the stream's
+  own units (UNITS, RUNS), or None (NONE)
+- RUN (decode=RUNS, pcap streams only): a list of (sort key, record bytes) for every
+  record in the chunk, framed without a Python event per record: the key is the time
+  stamp in the stream's units times `run_key[0]` plus `run_key[1]`, kept at its running
+  maximum over the stream (`run_high`), so sorting by it keeps the stream's own order
+  (what a k-way merge needs, see pcaptool.merge.captures)
 - OTHER: the block type of any other pcapng block (NRB, ISB, DSB, custom)
 
 Limits (as libpcap and Wireshark): a packet record or block claiming more than MAX_RECORD
@@ -56,7 +62,12 @@ INTERFACE = "iface"
 PACKET = "record"
 OTHER = "other"
 
-NONE, TIMES, PACKETS = 0, 1, 2  # what a PACKET event's info holds
+RUN = "records"  # decode=RUNS: a run of pcap records in one event (see Framer._pcap_runs)
+
+# What a PACKET event's info holds: nothing, the time stamp in ns, a Packet, or the time
+# stamp in the stream's own units (pcap: us or ns; pcapng: the interface's, unscaled).
+# RUNS is UNITS, but a pcap stream's records come as RUN events (merge's fast path).
+NONE, TIMES, PACKETS, UNITS, RUNS = 0, 1, 2, 3, 4
 
 _START, _PCAP, _PCAPNG = 0, 1, 2  # what the next bytes are: a file header, pcap, pcapng
 
@@ -73,7 +84,9 @@ class Framer:
         self.nanosecond = False
         self.snaplen = 0
         self.interfaces: list[Interface] = []
-        self.count = 0  # packets framed so far
+        # packets framed so far: exact at every event when decoding PACKETS, else once a
+        # feed()'s events are all taken
+        self.count = 0
         self.buf = b""
         self._state = _START
         self._parts: list[bytes] = []
@@ -82,6 +95,8 @@ class Framer:
         self._base = 0  # input offset of buf[0] (while feeding) / of _parts[0]
         self._pos = 0
         self._native: list[bool] = []  # per interface: time stamps are ns already
+        self.run_key = (1, 0)  # decode=RUNS: key = units * run_key[0] + run_key[1]
+        self.run_high = -1  # decode=RUNS: the largest key so far
 
     @property
     def offset(self) -> int:
@@ -94,19 +109,24 @@ class Framer:
         return self._have
 
     def feed(self, data: bytes) -> Iterator[tuple[str, int, int, object]]:
+        """Take DATA; the events of every unit now complete (iterate them before feeding on)."""
         if data:
             self._parts.append(data)
             self._have += len(data)
         if self._have < self._need:
-            return
+            return iter(())
         parts = self._parts
         self.buf = buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = [buf]  # held as one piece until framed
+        return self._frame(buf)
+
+    def _frame(self, buf: bytes) -> Iterator[tuple[str, int, int, object]]:
         self._pos, self._need = 0, 0
         try:
             while self._need == 0:
                 state = self._state
                 if state == _PCAP:
-                    yield from self._pcap(buf)
+                    yield from (self._pcap_runs if self.decode == RUNS else self._pcap)(buf)
                 elif state == _PCAPNG:
                     yield from self._pcapng(buf)
                 else:
@@ -215,9 +235,10 @@ class Framer:
     # -- pcap records ---------------------------------------------------------------------
 
     def _pcap(self, buf: bytes) -> Iterator[tuple[str, int, int, object]]:
-        pos, end = self._pos, len(buf)
+        pos, end, count = self._pos, len(buf), self.count
         unpack = PCAP_RECORD[self.byte_order].unpack_from
         linktype, mul, decode = self.interfaces[0].linktype, self.interfaces[0].ts_mul, self.decode
+        per_sec = 1_000_000_000 if self.nanosecond else 1_000_000
         try:
             while True:
                 if end - pos < 16:
@@ -230,7 +251,7 @@ class Framer:
                 if incl > MAX_RECORD:
                     raise self._error(
                         pos,
-                        f"corrupt packet record {self.count + 1}: captured length {incl} "
+                        f"corrupt packet record {count + 1}: captured length {incl} "
                         f"exceeds the limit {MAX_RECORD}",
                     )
                 nxt = pos + 16 + incl
@@ -238,8 +259,11 @@ class Framer:
                     self._need = 16 + incl
                     return
                 start, pos = pos, nxt
-                self.count += 1
-                if decode == PACKETS:
+                count += 1
+                if decode == UNITS:
+                    yield PACKET, start, nxt, sec * per_sec + frac
+                elif decode == PACKETS:
+                    self.count = count
                     ts = sec * 1_000_000_000 + frac * mul
                     yield (
                         PACKET,
@@ -252,7 +276,47 @@ class Framer:
                 else:
                     yield PACKET, start, nxt, None
         finally:
-            self._pos = pos
+            self._pos, self.count = pos, count
+
+    def _pcap_runs(self, buf: bytes) -> Iterator[tuple[str, int, int, object]]:
+        """The loop of `_pcap`, collecting (key, record) pairs into one RUN event."""
+        first = pos = self._pos
+        end = len(buf)
+        unpack = PCAP_RECORD[self.byte_order].unpack_from
+        mul, add = self.run_key
+        per_sec = (1_000_000_000 if self.nanosecond else 1_000_000) * mul
+        high, limit, stream_words = self.run_high, MAX_RECORD, NEW_STREAM_WORDS
+        run: list[tuple[int, bytes]] = []
+        append, error = run.append, None
+        while True:
+            if end - pos < 16:
+                self._need = 16
+                break
+            sec, frac, incl, _orig = unpack(buf, pos)
+            if sec in stream_words and stream_header_at(buf, pos):
+                self._state = _START
+                break
+            nxt = pos + 16 + incl
+            if incl > limit or nxt > end:
+                if incl > limit:
+                    error = self._error(
+                        pos,
+                        f"corrupt packet record {self.count + len(run) + 1}: captured length "
+                        f"{incl} exceeds the limit {MAX_RECORD}",
+                    )
+                self._need = 16 + incl
+                break
+            key = sec * per_sec + frac * mul + add
+            if key > high:
+                high = key
+            append((high, buf[pos:nxt]))
+            pos = nxt
+        self._pos, self.run_high = pos, high
+        self.count += len(run)
+        if run:
+            yield RUN, first, pos, run
+        if error is not None:
+            raise error
 
     # -- pcapng blocks --------------------------------------------------------------------
 
@@ -339,6 +403,8 @@ class Framer:
         if not decode:
             return None
         units = (hi << 32) | lo
+        if decode == UNITS:
+            return units
         info = self.interfaces[iface]
         ts = units if self._native[iface] else info.ts_ns(units)
         if decode == TIMES:
@@ -357,4 +423,4 @@ class Framer:
         self.count += 1
         if self.decode == PACKETS:
             return Packet(0, incl, orig, buf[start + 12 : start + 12 + incl], 0, iface.linktype)
-        return 0 if self.decode else None
+        return 0 if self.decode else None  # no time stamp: 0 in any unit

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from pcaptool.capfile.format import BLOCK_EPB, EPB_HEAD, LINKTYPE_NAMES, MAX_RECORD
-from pcaptool.capfile.framing import HEADER, INTERFACE, PACKET, PACKETS, TIMES, Framer
+from pcaptool.capfile.framing import HEADER, INTERFACE, PACKET, PACKETS, RUN, RUNS, Framer
 from pcaptool.capfile.streams import read_chunk
 from pcaptool.capfile.writer import PcapngWriter, epb_block, pcap_record
 from pcaptool.errors import CaptureFormatError, PcapToolError
@@ -73,20 +73,20 @@ def pcap_batches(
     stream: BinaryIO, name: str, idx: int, n: int, linktype: int, nanosecond: bool, chunk: int
 ) -> Iterator[Batch]:
     """Batches of (merge key, pcap record) of input IDX of N, for a pcap output."""
-    framer = Framer(name, decode=TIMES)
+    framer = Framer(name, decode=RUNS)
     rank, unit = n - 1 - idx, 1 if nanosecond else 1000
     high, copy = -1, False
     for data in _chunks(stream, framer, chunk):
         batch: Batch = []
         append = batch.append
         try:
-            for kind, start, end, info in framer.feed(data):
-                if kind is PACKET:
-                    if copy:
-                        key, record = info // unit * n + rank, framer.buf[start:end]
-                    else:
-                        record = _pcap_record(framer, info, linktype, nanosecond)
-                        key = info.ts_ns // unit * n + rank
+            for kind, _start, _end, info in framer.feed(data):
+                if kind is RUN:  # records to copy, keyed by the framer
+                    batch += info
+                    high = framer.run_high
+                elif kind is PACKET:
+                    record = _pcap_record(framer, info, linktype, nanosecond)
+                    key = info.ts_ns // unit * n + rank
                     if key > high:
                         high = key
                     append((high, record))
@@ -98,7 +98,8 @@ def pcap_batches(
                         and framer.nanosecond == nanosecond
                         and first.linktype == linktype
                     )
-                    framer.decode = TIMES if copy else PACKETS
+                    framer.decode = RUNS if copy else PACKETS
+                    framer.run_key, framer.run_high = (n, rank), high
         except CaptureFormatError:
             if batch:
                 yield batch  # the good packets before the break go out first
@@ -127,12 +128,13 @@ def pcapng_batches(
     for data in _chunks(stream, framer, chunk):
         batch: Batch = []
         append = batch.append
+        events = framer.feed(data)
+        buf = framer.buf
         try:
-            for kind, start, end, pkt in framer.feed(data):
+            for kind, start, end, pkt in events:
                 if kind is PACKET:
                     out = mapping[pkt.iface]
                     ts = pkt.ts_ns
-                    buf = framer.buf
                     if not raw or buf[start] != BLOCK_EPB:
                         block = epb_block(out, ts, pkt.data, pkt.wirelen)
                     elif out == pkt.iface and framer.interfaces[pkt.iface].native_ns:
