@@ -23,8 +23,8 @@ from pcaptool.errors import CaptureFormatError
 CHUNK = 1 << 20
 # Compressed bytes decompressed per step, and the most one step may expand to: a corrupt
 # stream loses at most one step's output, and a deflate bomb never fills memory.
-_GZ_IN = 64 << 10
-_GZ_OUT = 1 << 20
+_GZ_IN = 128 << 10
+_GZ_OUT = 4 << 20
 
 # What reading a gzip stream can raise: cut short (EOFError), corrupt deflate data (zlib's
 # and ISA-L's own error, which is no OSError), a bad header (OSError/ValueError).
@@ -127,6 +127,7 @@ class Gunzip(io.RawIOBase):
         self._d = isal_zlib.decompressobj(31)
         self._in = b""  # compressed bytes not given to the decompressor yet
         self._out = b""
+        self._off = 0  # bytes of _out already handed out
         self._started = False  # the current member has begun
         self._more = False  # the decompressor may hold output without more input
         self._done = False
@@ -135,11 +136,13 @@ class Gunzip(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
-        while not self._out and not self._done:
+        while self._off >= len(self._out) and not self._done:
+            self._off = 0
             self._step()
-        n = min(len(b), len(self._out))
-        b[:n] = self._out[:n]
-        self._out = self._out[n:]
+        off = self._off
+        n = min(len(b), len(self._out) - off)
+        b[:n] = memoryview(self._out)[off : off + n]
+        self._off = off + n
         return n
 
     def _step(self) -> None:

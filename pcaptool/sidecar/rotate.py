@@ -47,6 +47,8 @@ class CaptureFramer(Framer):
     CaptureFormatError after every unit before it was returned.
     """
 
+    events = Framer.feed  # the framer's own (kind, start, end, info) events, as rotate uses
+
     def __init__(self, name: str = "-") -> None:
         super().__init__(name, decode=NONE)
 
@@ -355,7 +357,10 @@ def rotate_stream(
             chunk = read()
             if not chunk:
                 break
-            _dispatch(framer, framer.feed(chunk), rotator)
+            if fmt == "ndjson":
+                _dispatch(framer, framer.feed(chunk), rotator)
+            else:
+                _dispatch_capture(framer, chunk, rotator)
             rotator.tick()
         if drained:
             pass  # a record or line cut by our own stop is no input error: dropped
@@ -379,3 +384,21 @@ def _dispatch(framer, events, rotator: Rotator) -> None:
             rotator.interface(data, framer.interfaces[-1].name)
         else:
             rotator.other(data)
+
+
+def _dispatch_capture(framer: CaptureFramer, chunk: bytes, rotator: Rotator) -> None:
+    events = framer.events(chunk)
+    view = memoryview(framer.buf)
+    record = rotator.record
+    try:
+        for kind, start, end, info in events:
+            if kind is RECORD:
+                record(view[start:end])
+            elif kind is NEW_STREAM:
+                rotator.new_stream(view[start:end], framer.format)
+            elif kind is INTERFACE:
+                rotator.interface(view[start:end], info.name)
+            else:
+                rotator.other(view[start:end])
+    finally:
+        view.release()
