@@ -335,3 +335,24 @@ def test_cut_gzip_keeps_every_packet_before_the_cut(tmp_path, fraction) -> None:
     assert res.returncode == 1
     assert res.stdout.count(b"\n") == want
     assert res.stderr.count(b"\n") == 1 and b"Traceback" not in res.stderr
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.integers(0, 9 << 20), min_size=1, max_size=3),
+    st.integers(1, 1 << 20),
+    st.booleans(),
+)
+def test_gzip_members_read_back_exactly(sizes, read_size, padded) -> None:
+    # sizes around the decompressor's step limits, several members, zero padding between
+    members, plain = [], b""
+    for i, size in enumerate(sizes):
+        data = (bytes(range(256)) * (size // 256 + 1))[:size]
+        data = bytes(b ^ (j * 7 + i) & 0xFF for j, b in enumerate(data[:4096])) + data[4096:]
+        plain += data
+        members.append(gzip.compress(data, 1) + (b"\0" * 8 if padded else b""))
+    stream = open_input(io.BytesIO(b"".join(members)))
+    got = []
+    while chunk := stream.read1(read_size):
+        got.append(chunk)
+    assert b"".join(got) == plain

@@ -137,7 +137,7 @@ class Gunzip(io.RawIOBase):
 
     def readinto(self, b) -> int:
         while self._off >= len(self._out) and not self._done:
-            self._off = 0
+            self._out, self._off = b"", 0
             self._step()
         off = self._off
         n = min(len(b), len(self._out) - off)
