@@ -23,8 +23,8 @@ from pcaptool.errors import CaptureFormatError
 CHUNK = 1 << 20
 # Compressed bytes decompressed per step, and the most one step may expand to: a corrupt
 # stream loses at most one step's output, and a deflate bomb never fills memory.
-_GZ_IN = 128 << 10
-_GZ_OUT = 4 << 20
+_GZ_IN = 64 << 10
+_GZ_OUT = 1 << 20
 
 # What reading a gzip stream can raise: cut short (EOFError), corrupt deflate data (zlib's
 # and ISA-L's own error, which is no OSError), a bad header (OSError/ValueError).
