@@ -13,7 +13,7 @@ import pytest
 from conftest import CORPUS, PCAPTOOL, pcaptool_env, run_pcaptool
 from pcaptool.capfile.reader import read_packets
 from pcaptool.errors import CaptureFormatError
-from pcaptool.merge.parts import rfc3339_ns
+from pcaptool.merge import rfc3339_ns
 
 pytestmark = pytest.mark.skipif(not shutil.which("mergecap"), reason="needs mergecap")
 

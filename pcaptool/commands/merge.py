@@ -83,7 +83,7 @@ def merge(
 
         pcaptool merge gs://my-bucket/run1/ --list
     """
-    from pcaptool.merge import parts as lib
+    from pcaptool import merge as lib
     from pcaptool.stdio import quiet_broken_pipe
 
     if fmt is not None and fmt not in FORMATS:
@@ -164,7 +164,7 @@ def _download(parts, cache: Path, jobs: int, verbose: bool, timeout: float) -> N
 
 
 def _print_list(parts, cache: Path) -> None:
-    from pcaptool.merge.parts import format_ns, summarize
+    from pcaptool.merge import format_ns, summarize
     from pcaptool.storage.fetch import cache_path, is_cached
 
     out = sys.stdout
