@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pcaptool.errors import PcapToolError
-from pcaptool.record.ndjson import log
+from pcaptool.log import log
 from pcaptool.signals import StopSignals
 
 DEFAULT_LEVEL = 2  # ISA-L levels are 0..3; see docs/compress.md for the measurement

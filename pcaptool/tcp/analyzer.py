@@ -619,7 +619,7 @@ class HttpAnalyzer(TcpAnalyzer):
         self._pending = []
         table = self.table
         if table.budget.cap_hits or table.evicted_full:
-            from pcaptool.record.ndjson import log
+            from pcaptool.log import log
 
             log(
                 "WARNING",
