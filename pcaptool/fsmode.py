@@ -35,7 +35,7 @@ def make_dirs(path: str | os.PathLike) -> Path:
     path = Path(path)
     missing = []
     for p in (path, *path.parents):
-        if p.is_dir():
+        if os.path.lexists(p):  # a directory, or a file that mkdir below will report
             break
         missing.append(p)
     for p in reversed(missing):

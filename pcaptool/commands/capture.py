@@ -174,6 +174,7 @@ def capture(
 
         pcaptool capture -i eth --duration 60 | pcaptool translate
     """
+    from pcaptool import fsmode
     from pcaptool.log import log
     from pcaptool.sidecar import bpf
     from pcaptool.sidecar.capture import CaptureOptions, run_capture, select_interfaces
@@ -239,7 +240,7 @@ def capture(
             silence_stdout()
     else:
         try:
-            out = open(output, "wb")  # noqa: SIM115 - closed below, after the stats
+            out = fsmode.create(output, exclusive=False)  # private; closed after the stats
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror}") from None
         try:

@@ -9,6 +9,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
+from pcaptool import fsmode
 from pcaptool.errors import PcapToolError, UsageError
 from pcaptool.stdio import refuse_terminal
 
@@ -194,7 +195,7 @@ def _open_output(output: str | None, binary: bool) -> BinaryIO:
         sys.stdout.flush()
         return open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # noqa: SIM115
     try:
-        raw = open(output, "wb", buffering=1 << 20)  # noqa: SIM115 - closed by _close_output
+        raw = fsmode.create(output, exclusive=False, buffering=1 << 20)  # closed by _close_output
     except OSError as exc:
         raise PcapToolError(f"cannot write {output}: {exc.strerror}") from None
     if output.endswith(".gz"):

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from pcaptool import fsmode
 from pcaptool.capfile.reader import (
     BLOCK_HEADER,
     BLOCK_IDB,
@@ -293,7 +294,7 @@ class Rotator:
 
     def __post_init__(self) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            fsmode.make_dirs(self.directory)
             self._dir_fd = os.open(self.directory, os.O_RDONLY)
         except OSError as exc:
             raise PcapToolError(f"cannot use directory {self.directory}: {exc.strerror}") from None
@@ -372,7 +373,7 @@ class Rotator:
         path = self.directory / name
         tmp = self.directory / f".{name}.tmp"
         try:
-            f = open(tmp, "xb", buffering=READ_SIZE)  # noqa: SIM115 - closed in close_part
+            f = fsmode.create(tmp, buffering=READ_SIZE)  # private; closed in close_part
         except OSError as exc:
             raise PcapToolError(f"cannot create {tmp}: {exc.strerror}") from None
         self._part = _Part(path, tmp, f, self.clock() + self.every)
