@@ -71,6 +71,11 @@ class UploadOutcome:
                 f"{len(self.left)} file(s) not uploaded, kept on disk for "
                 f"`pcaptool upload --sweep`: {shown}"
             )
+        if self.dropped:
+            words.append(
+                f"{self.dropped} part(s) dropped by the spool limit while storage was down "
+                "(each named in an ERROR line)"
+            )
         return "; ".join(words) or None
 
 
