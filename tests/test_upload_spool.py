@@ -6,6 +6,7 @@ Real parts (pcaps built here), the real fake-gcs-server, tmpfs mounts as root.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -185,3 +186,41 @@ def test_an_invalid_bucket_name_is_refused_before_anything_else(name, why, tmp_p
     err = r.stderr.decode()
     assert err.count("\n") == 1 and "is not a Cloud Storage bucket name" in err and why in err
     assert part.exists()
+
+
+@needs_root
+def test_a_destination_that_turns_read_only_later_keeps_parts_and_retries(tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    watch = tmp_path / "parts"
+    watch.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "ptspool", str(dest)], check=True)
+    try:
+        run = Running(
+            "--dest", str(dest), "--prefix", PREFIX, "--watch", str(watch), "--poll", "0.1",
+            "--retry-later", "1", env=env_for(),
+        )  # fmt: skip
+        first, second = write_parts(tmp_path / "staging", 2, packets=20)
+        first.rename(watch / first.name)
+        run.expect_urls(1)
+        subprocess.run(["mount", "-o", "remount,ro", str(dest)], check=True)
+        second.rename(watch / second.name)
+        deadline = time.monotonic() + 30
+        while b"destination is read-only" not in run.stderr and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (watch / second.name).exists()  # kept for the retry
+        subprocess.run(["mount", "-o", "remount,rw", str(dest)], check=True)
+        (url,) = run.expect_urls(1, timeout=60)
+        run.proc.send_signal(signal.SIGTERM)
+        rc = run.wait(30)
+        copies = {p.name: p.read_bytes() for p in (dest / PREFIX).iterdir()}
+    finally:
+        subprocess.run(["umount", "-l", str(dest)], check=False)
+    assert rc == 0, run.stderr.decode()
+    errors = [r for r in json_lines(run.stderr) if r["severity"] == "ERROR"]
+    assert errors and all(
+        "read-only" in e["message"] and "retrying" in e["message"] for e in errors
+    ), [e["message"] for e in errors]
+    assert url == str(dest / PREFIX / second.name)
+    assert sorted(copies) == sorted([first.name, second.name]) and list(watch.iterdir()) == []
+    assert packets_of(copies[second.name]) == packets_of(pcap_bytes(20, start=20))

@@ -97,7 +97,9 @@ class LocalDestination:
         except OSError as exc:
             raise os_error(exc, final) from None
         finally:
-            tmp.unlink(missing_ok=True)
+            # On a read-only filesystem even unlinking a name that is not there fails.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         if not published:
             return self._already_there(path, final, digest, started)
         if file_digest(final) != digest:
