@@ -224,3 +224,25 @@ def test_a_destination_that_turns_read_only_later_keeps_parts_and_retries(tmp_pa
     assert url == str(dest / PREFIX / second.name)
     assert sorted(copies) == sorted([first.name, second.name]) and list(watch.iterdir()) == []
     assert packets_of(copies[second.name]) == packets_of(pcap_bytes(20, start=20))
+
+
+@needs_root
+def test_the_sidecar_with_a_read_only_destination_fails_fast_and_never_goes_ready(tmp_path):
+    from test_entrypoint import free_port, run_entrypoint, sidecar_env
+
+    mount = tmp_path / "pcap"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "ptspool", str(mount)], check=True)
+    try:
+        port = str(free_port())
+        env = sidecar_env(tmp_path, PCAP_IFACE="lo", GCS_MOUNT=str(mount), PCAP_HC_PORT=port)
+        started = time.monotonic()
+        r = run_entrypoint(env, timeout=60)
+        took = time.monotonic() - started
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert r.returncode == 1 and took < 30, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("pcaptool: error:")]
+    assert len(errors) == 1 and "destination is read-only" in errors[0], r.stderr
+    assert "pcaptool sidecar starting" not in r.stderr  # never got as far as going ready
+    assert not (tmp_path / "ready").exists()

@@ -170,13 +170,13 @@ def upload(
     prefix, where = drain.object_prefix(prefix)
     deadline = drain.Deadline()  # SIGTERM's: retries of uploads in hand stop there
     destination = open_destination(bucket, dest, prefix, retry_timeout, give_up=deadline.passed)
+    limit, limit_from = spool.spool_bytes(spool_bytes)  # a bad setting fails --check too
     destination.check(probe=check)
     if check:
         log(
             "NOTICE", f"destination ready: {destination.location}", destination=destination.location
         )
         return
-    limit, limit_from = spool.spool_bytes(spool_bytes)
     # The exact words the README tells users to search Cloud Logging for.
     log(
         "NOTICE",
