@@ -246,3 +246,17 @@ def test_the_sidecar_with_a_read_only_destination_fails_fast_and_never_goes_read
     assert len(errors) == 1 and "destination is read-only" in errors[0], r.stderr
     assert "pcaptool sidecar starting" not in r.stderr  # never got as far as going ready
     assert not (tmp_path / "ready").exists()
+
+
+def test_sigint_drains_like_sigterm(gcs_server, tmp_path):
+    """Ctrl-C, or SIGINT to the whole process group: the same clean drain, exit 0."""
+    gcs_server.make_bucket("ptspool-int")
+    parts = write_parts(tmp_path / "parts", 2, packets=5)
+    run = Running("-b", "ptspool-int", "--prefix", PREFIX, env=env_for(gcs_server))
+    run.feed(parts)
+    run.expect_urls(2)
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait(30) == 0, run.stderr.decode()
+    last = json_lines(run.stderr)[-1]
+    assert last["message"].startswith("SIGINT: stopped; 0 file(s) left") and last["uploaded"] == 2
+    assert b"Traceback" not in run.stderr and b"KeyboardInterrupt" not in run.stderr
