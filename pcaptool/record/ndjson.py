@@ -15,12 +15,6 @@ def dumps(rec: dict) -> bytes:
     return orjson.dumps(rec, option=_OPTIONS)
 
 
-def log(severity: str, message: str, **fields) -> None:
-    """A structured log line on stderr, as Cloud Logging reads it."""
-    sys.stderr.buffer.write(dumps({"severity": severity, "message": message, **fields}))
-    sys.stderr.buffer.flush()
-
-
 class NdjsonWriter:
     """Writes records to a binary stream; `flush()` when the producer is about to wait."""
 

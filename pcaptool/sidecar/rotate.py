@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from pcaptool import fsmode
 from pcaptool.capfile.framing import HEADER, INTERFACE, NONE, OTHER, PACKET, Framer  # noqa: F401 - OTHER is a framer event kind rotate hands on
 from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
 from pcaptool.signals import StopSignals
@@ -165,7 +166,7 @@ class Rotator:
 
     def __post_init__(self) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            fsmode.make_dirs(self.directory)
             self._dir_fd = os.open(self.directory, os.O_RDONLY)
         except OSError as exc:
             raise PcapToolError(f"cannot use directory {self.directory}: {exc.strerror}") from None
@@ -245,7 +246,7 @@ class Rotator:
         path = self.directory / name
         tmp = self.directory / f".{name}.tmp"
         try:
-            f = open(tmp, "xb", buffering=READ_SIZE)  # noqa: SIM115 - closed in close_part
+            f = fsmode.create(tmp, buffering=READ_SIZE)  # private; closed in close_part
         except OSError as exc:
             raise PcapToolError(f"cannot create {tmp}: {exc.strerror}") from None
         self._part = _Part(path, tmp, f, self.clock() + self.every)

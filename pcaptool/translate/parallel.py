@@ -183,7 +183,7 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
 
 
 def _warn_limits(an) -> None:
-    from pcaptool.record.ndjson import log
+    from pcaptool.log import log
 
     warning = an.limits_warning()
     if warning is not None:
