@@ -67,6 +67,20 @@ MAX_STREAMS = (
     256  # open streams kept per connection (SETTINGS_MAX_CONCURRENT_STREAMS is usually 100-250)
 )
 MAX_FRAMES_PER_RECORD = 64
+# A header block (HEADERS/PUSH_PROMISE and its CONTINUATIONs) past this is given up, and
+# the direction with it (its HPACK table is then unknown): a CONTINUATION flood costs
+# 64 KiB, not memory that grows with it (CVE-2024-27316 class; servers use 64 KiB too).
+MAX_HEADER_BLOCK = 64 * 1024
+# The dynamic table size we honour, whatever SETTINGS_HEADER_TABLE_SIZE a peer announces
+# (RFC 7541 section 4.2 lets the encoder use up to it): 64 KiB, 16 times the default.
+MAX_TABLE_SIZE = 64 * 1024
+
+
+def ascii_int(text: str | None) -> int | None:
+    """A number of ASCII digits only (`int()` takes `²²²` or raises on it), else None."""
+    if text and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def error_name(code: int) -> str:
@@ -147,7 +161,7 @@ class Stream:
             "type": "response",
             "version": "HTTP/2",
             "stream_id": self.sid,
-            "status": int(status) if status and status.isdigit() else None,
+            "status": ascii_int(status),
             "headers": resp,
             "body_size": self.resp_bytes,
         }
@@ -166,7 +180,8 @@ class Stream:
             d["trailers"] = t
         g = (t or {}).get("grpc-status") or resp.get("grpc-status")
         if g is not None:
-            d["grpc_status"] = int(g) if g.isdigit() else g
+            n = ascii_int(g)
+            d["grpc_status"] = n if n is not None else g
             msg = (t or {}).get("grpc-message") or resp.get("grpc-message")
             if msg is not None:
                 d["grpc_message"] = msg
@@ -185,6 +200,7 @@ class Direction:
         "skip",
         "skip_frame",
         "block",
+        "block_size",
         "block_frame",
         "broken",
         "table_size",
@@ -198,6 +214,7 @@ class Direction:
         self.skip = 0  # DATA payload bytes still to pass over
         self.skip_frame: dict | None = None
         self.block: list[bytes] = []  # header block fragments awaiting CONTINUATION
+        self.block_size = 0
         self.block_frame: dict | None = None
         self.broken = False
         self.table_size = 4096
@@ -323,7 +340,11 @@ class H2Connection:
         if s is None:
             s = self.streams[sid] = Stream(sid, ts)
             if len(self.streams) > MAX_STREAMS:
-                del self.streams[next(iter(self.streams))]
+                old = next(iter(self.streams))
+                del self.streams[old]
+                self.errors.append(
+                    ("too_many_streams", f"over {MAX_STREAMS}: stream {old} dropped")
+                )
         return s
 
     def _count_data(self, d: int, sid: int, length: int) -> None:
@@ -370,10 +391,13 @@ class H2Connection:
             elif flags & PRIORITY_FLAG:
                 p += 5
             frag = data[p : max(p, end - pad)]
-            if flags & END_HEADERS:
+            if len(frag) > MAX_HEADER_BLOCK:
+                self._block_too_large(st, sid, len(frag))
+            elif flags & END_HEADERS:
                 self._headers(d, st, ftype, flags, sid, frag, f, ts, msgs)
             else:
                 st.block = [frag]
+                st.block_size = len(frag)
                 st.block_frame = {"ftype": ftype, "flags": flags, "sid": sid, "f": f}
         elif ftype == CONT:
             bf = st.block_frame
@@ -381,7 +405,10 @@ class H2Connection:
                 self.errors.append(("unexpected_continuation", f"stream {sid}"))
                 return
             st.block.append(data[start:end])
-            if flags & END_HEADERS:
+            st.block_size += end - start + 9  # frame headers count: empty ones add up too
+            if st.block_size > MAX_HEADER_BLOCK:
+                self._block_too_large(st, sid, st.block_size)
+            elif flags & END_HEADERS:
                 frag = b"".join(st.block)
                 st.block = []
                 st.block_frame = None
@@ -405,6 +432,11 @@ class H2Connection:
                 if ident == 1:
                     # the peer's decoder table size bounds what this direction's encoder may
                     # use, i.e. what the *other* direction's decoder must accept
+                    if value > MAX_TABLE_SIZE:
+                        self.errors.append(
+                            ("table_size_capped", f"HEADER_TABLE_SIZE {value} > {MAX_TABLE_SIZE}")
+                        )
+                        value = MAX_TABLE_SIZE
                     other = self.dirs[1 - d]
                     other.table_size = value
                     if other.decoder is not None:
@@ -428,6 +460,15 @@ class H2Connection:
             f["dependency"] = dep & 0x7FFFFFFF
             f["exclusive"] = bool(dep >> 31)
             f["weight"] = data[start + 4] + 1
+
+    def _block_too_large(self, st: Direction, sid: int, size: int) -> None:
+        self.errors.append(
+            ("header_block_too_large", f"stream {sid}: over {MAX_HEADER_BLOCK} bytes ({size})")
+        )
+        st.block = []
+        st.block_size = 0
+        st.block_frame = None
+        st.broken = True
 
     def _headers(self, d, st, ftype, flags, sid, block: bytes, f: dict, ts, msgs) -> None:
         dec = st.decoder

@@ -27,6 +27,7 @@ class HttpFactory:
     def __init__(self, records: HttpRecords, body_sample: int = 128) -> None:
         self.records = records
         self.body_sample = body_sample
+        self.held = http1.HeadBudget()  # header bytes held across the connections
 
     def sniff(self, conn: Conn, i: int, payload: bytes) -> HttpStream | None:
         kind = http1.looks_like_http(payload)
@@ -40,8 +41,10 @@ class HttpFactory:
             return s
         s = HttpStream(self.records, "http1")
         is_req = kind == "request"
-        s.parsers[i] = http1.Http1Parser(is_req, s.pending, self.body_sample)
-        s.parsers[1 - i] = http1.Http1Parser(not is_req, s.pending, self.body_sample)
+        s.parsers[i] = http1.Http1Parser(is_req, s.pending, self.body_sample, budget=self.held)
+        s.parsers[1 - i] = http1.Http1Parser(
+            not is_req, s.pending, self.body_sample, budget=self.held
+        )
         return s
 
 
@@ -90,6 +93,9 @@ class HttpStream:
                     self.http1_out(conn, i, p, msgs, num, rec)
 
     def close(self) -> None:
+        for p in self.parsers:
+            if p is not None:
+                p.release()
         self.parsers = [None, None]
         self.h2 = None
         self.pending.clear()
