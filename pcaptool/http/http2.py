@@ -62,7 +62,9 @@ SETTING_NAMES = {
     0x8: "ENABLE_CONNECT_PROTOCOL",
     0x9: "NO_RFC7540_PRIORITIES",
 }
-MAX_BUFFERED_FRAME = 1 << 20  # non-DATA frames larger than this are reported, not kept
+# non-DATA frames larger than this are reported, not kept: a header block fragment over
+# MAX_HEADER_BLOCK is refused anyway, and other frames are a few bytes (SETTINGS, PING, …)
+MAX_BUFFERED_FRAME = 64 * 1024 + 300
 MAX_STREAMS = (
     256  # open streams kept per connection (SETTINGS_MAX_CONCURRENT_STREAMS is usually 100-250)
 )

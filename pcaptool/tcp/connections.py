@@ -215,8 +215,13 @@ class ConnectionTracker:
 
     def _close(self, conn: Conn, ts: int, out: list, why: str, rec=None, num=0) -> None:
         if not conn.closed and conn.app is not OTHER and self.factories:
-            for i in (0, 1):  # also sniffs a connection whose first bytes were held
-                self._finish_dir(conn, i, ts, rec, num)
+            try:
+                for i in (0, 1):  # also sniffs a connection whose first bytes were held
+                    self._finish_dir(conn, i, ts, rec, num)
+            except Exception:  # an analyzer's bug: its connection record still comes
+                if _analysed(conn.app):
+                    conn.app.close()
+                conn.app = OTHER
         conn.streams[0].drop()
         conn.streams[1].drop()
         if self.flows and not conn.closed:
