@@ -244,3 +244,40 @@ def test_credentials_of_the_corpus_never_reach_a_record():
             assert orjson.dumps(text)[1:-1] not in out, (f.name, text[:40])
         checked += 1
     assert checked >= 1
+
+
+def held_after(path: Path) -> tuple[int, int, int]:
+    """(HTTP bytes, TCP bytes, TCP segments) still charged to the budgets after a whole translation."""
+    an = HttpAnalyzer(flows=True)
+    with open_input(str(path)) as stream:
+        try:
+            for _ in Translator(path.name, an).records(CaptureReader(stream, path.name)):
+                pass
+        except CaptureFormatError:
+            an.finish()
+    tcp = an.tracker.table.budget
+    return an.tracker.factories[0].budget.held, tcp.held, tcp.segments
+
+
+def test_budgets_account_every_byte(tmp_path):
+    """Everything charged is given back once every connection ended: no leak that would
+    refuse analysis later in a long capture."""
+    paths = [secrets_capture(tmp_path)]
+    for name, (build, small, _) in HOSTILE.items():
+        paths.append(build(tmp_path / f"{name}.pcap", small))
+    paths += [f for f in corpus_files() if "http" in f.name.lower()]
+    for p in paths:
+        assert held_after(p) == (0, 0, 0), p.name
+
+
+def test_http_memory_cap_stops_one_connection_and_says_so(tmp_path):
+    from pcaptool.http.budget import Budget
+
+    path = HOSTILE["h2_many_streams"][0](tmp_path / "s.pcap", 200)
+    an = HttpAnalyzer()
+    an.tracker.factories[0].budget = Budget(limit=600)
+    with open_input(str(path)) as stream:
+        recs = list(Translator("s", an).records(CaptureReader(stream, "s")))
+    assert "memory_cap" in errors(recs)
+    assert not [m for m in http_msgs(recs) if m["type"] == "response"]  # analysis stopped
+    assert an.tracker.factories[0].budget.held == 0

@@ -12,7 +12,7 @@ from hostile import HOSTILE
 
 from conftest import pcaptool_env
 
-BOUND_MB = 512  # README: "Memory"
+BOUND_MB = 768  # README: "Memory"
 # Inputs whose state is capped per connection or per translation: 8x the input may not
 # cost more than this. Connections themselves cost up to ~6 KB each until the table's
 # 40,000 are reached.

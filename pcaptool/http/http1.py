@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections import deque
 
+from pcaptool.http.budget import Budget
+
 REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([^ \r\n]+) +(HTTP/\d\.\d)\r?\n")
 STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?\n")
 # Where to resynchronise after garbage: a start line anywhere in the data.
@@ -40,25 +42,12 @@ MAX_START_LINE = 8192
 # Node's first default, 8 KiB): the most one direction holds while waiting for the end of
 # headers, whether the section arrives in one segment or in many.
 HEADER_LIMIT = 8 * 1024
-# Held header bytes across all connections of a translation (HeadBudget): past it a new
-# unterminated header section is given up as headers_too_large.
-HELD_HEADERS_LIMIT = 16 << 20
 END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 MAX_GARBAGE = 64 * 1024
 MAX_PENDING = 100  # requests awaiting a response per connection (pipelining depth)
 
 # parser states
 START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, BODY_EOF, SEEK, SWITCHED = range(10)
-
-
-class HeadBudget:
-    """Bytes the parsers of one translation hold for unfinished header sections."""
-
-    __slots__ = ("held", "limit")
-
-    def __init__(self, limit: int = HELD_HEADERS_LIMIT) -> None:
-        self.held = 0
-        self.limit = limit
 
 
 def ascii_int(text: str) -> int | None:
@@ -73,6 +62,13 @@ def chunked_last(te: str) -> bool:
     """Transfer-Encoding whose last coding is `chunked` (RFC 9112 section 6.3): a list
     item equal to it, not a name ending in it (`xchunked`)."""
     return te.rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+
+def drop_pending(pending: deque, budget: Budget) -> None:
+    """Forget the requests waiting for responses (the connection ended)."""
+    for m in pending:
+        budget.held -= m.cost
+    pending.clear()
 
 
 def looks_like_http(data: bytes) -> str | None:
@@ -115,6 +111,7 @@ class Message:
         "trace",
         "gap",
         "first_num",
+        "cost",
     )
 
     def __init__(self, is_request: bool, ts: int) -> None:
@@ -134,6 +131,7 @@ class Message:
         self.trace = None
         self.gap = 0
         self.first_num = 0
+        self.cost = 0  # what keeping this message costs, as charged to the budget
 
     @property
     def host(self) -> str | None:
@@ -209,7 +207,7 @@ class Http1Parser:
         pending: deque | None = None,
         sample_limit: int = 128,
         header_limit: int = HEADER_LIMIT,
-        budget: HeadBudget | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.is_request = is_request
         self.pending = pending if pending is not None else deque()
@@ -229,7 +227,7 @@ class Http1Parser:
         self.skipped = 0  # garbage before the start line of the message being parsed
         self.switch_msg: Message | None = None  # the message that switched protocols
         self.start_ts: int | None = None  # when the first byte of the next message came
-        self.budget = budget if budget is not None else HeadBudget()
+        self.budget = budget if budget is not None else Budget()
 
     def feed(self, data: bytes, ts: int) -> list[Message]:
         """Parse the next bytes of the stream; return the messages they completed."""
@@ -261,9 +259,7 @@ class Http1Parser:
             elif st == HEAD:
                 found = END_OF_HEADERS.search(data, pos, pos + self.header_limit + 4)
                 if found is None:
-                    if n - pos > self.header_limit or (
-                        self.budget.held + n - pos > self.budget.limit
-                    ):
+                    if n - pos > self.header_limit or self.budget.over(n - pos):
                         self._error("headers_too_large", f"{n - pos} bytes without end of headers")
                         self.msg = None
                         self.state = SEEK
@@ -320,6 +316,7 @@ class Http1Parser:
                 if eol < 0:
                     if n - pos > self.header_limit:
                         self._error("headers_too_large", "trailers")
+                        self._complete(ts, base + n, done)
                         self.state = SEEK
                         pos = n
                         break
@@ -330,10 +327,7 @@ class Http1Parser:
                 if not line:
                     self._complete(ts, base + pos, done)
                 else:
-                    name, _, value = line.partition(b":")
-                    self.msg.headers[name.strip().decode("latin-1").lower()] = value.strip().decode(
-                        "latin-1"
-                    )
+                    self._trailer(line, ts, base + pos, done)
             elif st == BODY_EOF:
                 self._body(data, pos, n - pos)
                 pos = n
@@ -345,10 +339,22 @@ class Http1Parser:
         self.budget.held += len(self.buf)
         return done
 
+    def _unqueue(self) -> Message:
+        m = self.pending.popleft()
+        self.budget.held -= m.cost
+        return m
+
     def release(self) -> None:
         """Drop the bytes held for the next call (end of stream, gap, connection gone)."""
         self.budget.held -= len(self.buf)
         self.buf = b""
+
+    def close(self) -> None:
+        """The connection is gone: give back everything this direction holds."""
+        self.release()
+        if self.msg is not None:
+            self.budget.held -= self.msg.cost
+            self.msg = None
 
     def gap(self, size: int, ts: int) -> list[Message]:
         """`size` bytes of the stream were lost: skip them if they fall inside a body of
@@ -415,6 +421,19 @@ class Http1Parser:
         room = self.sample_limit - len(msg.sample)
         if room > 0 and take:
             msg.sample += data[pos : pos + min(room, take)]
+
+    def _trailer(self, line: bytes, ts: int, off: int, done: list) -> None:
+        msg = self.msg
+        msg.header_size += len(line) + 2
+        if msg.header_size > self.header_limit:  # trailers count in the header limit
+            self._error("headers_too_large", "trailers")
+            self._complete(ts, off, done)
+            self.state = SEEK
+            return
+        name, _, value = line.partition(b":")
+        msg.headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+        msg.cost += len(line) + 100
+        self.budget.held += len(line) + 100
 
     def _bad_chunk(self, what: bytes, ts: int, off: int, done: list) -> None:
         self._error("bad_chunk_size", repr(bytes(what))[2:-1])
@@ -514,6 +533,9 @@ class Http1Parser:
             msg.status = int(parts[1])
             msg.reason = parts[2] if len(parts) > 2 else ""
         self._headers(msg.headers, lines)
+        # ~100 bytes of Python per header beside its text: charged while the message lives
+        msg.cost = msg.header_size + 100 * len(msg.headers)
+        self.budget.held += msg.cost
         return self._framing(msg, end, ts, base, done)
 
     def _headers(self, headers: dict, lines: list[str]) -> None:
@@ -552,10 +574,10 @@ class Http1Parser:
                 # a response was lost in a gap: requests the server had already received
                 # before this response started were answered by the lost bytes
                 while len(pending) > 1 and pending[1].end_offset <= self.peer_acked:
-                    pending.popleft()
+                    self._unqueue()
             self.after_gap = False
             if pending:
-                req = pending[0] if 100 <= status < 200 and status != 101 else pending.popleft()
+                req = pending[0] if 100 <= status < 200 and status != 101 else self._unqueue()
                 msg.request = req
                 msg.trace = req.trace
             if status == 101 or (req is not None and req.method == "CONNECT" and status < 300):
@@ -618,8 +640,12 @@ class Http1Parser:
             return
         msg.end_ts = ts
         msg.end_offset = off
-        if self.is_request:
-            self.pending.append(msg)
-            if len(self.pending) > MAX_PENDING:  # never answered: keep the queue bounded
-                self.pending.popleft()
+        if not self.is_request:
+            self.budget.held -= msg.cost
+        else:
+            self.pending.append(msg)  # still charged while it waits for its response
+            while len(self.pending) > 1 and (
+                len(self.pending) > MAX_PENDING or self.budget.over()
+            ):  # never answered: keep the queue bounded
+                self._unqueue()
         done.append(msg)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from pcaptool.http.budget import Budget
+
 FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16+8 bits, type, flags, stream id
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -126,6 +128,7 @@ class Stream:
         "req_size",
         "resp_size",
         "first_num",
+        "held",
     )
 
     def __init__(self, sid: int, ts: int) -> None:
@@ -142,6 +145,7 @@ class Stream:
         self.req_size = 0  # header block + DATA payload bytes, for httpRequest sizes
         self.resp_size = 0
         self.first_num = 0
+        self.held = 0  # header block bytes kept (charged to the connection's budget)
 
     def request_dict(self) -> dict:
         r = self.req or {}
@@ -227,14 +231,29 @@ class H2Connection:
     """Both directions of one HTTP/2 connection. `feed(d, data, ts)` returns the frames
     and the request/response messages that data completed."""
 
-    __slots__ = ("dirs", "client", "streams", "errors", "goaway")
+    __slots__ = ("dirs", "client", "streams", "errors", "goaway", "budget", "charged", "kept")
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
         self.dirs = (Direction(), Direction())
         self.client = -1  # which direction is the client, once known
         self.streams: dict[int, Stream] = {}
         self.errors: list[tuple[str, str]] = []
         self.goaway = None
+        self.budget = budget if budget is not None else Budget()
+        self.charged = 0  # what this connection holds, as charged to the budget
+        self.kept = 0  # header block bytes of the streams kept
+
+    def release(self) -> None:
+        """The connection ended: give back what it held."""
+        self.budget.held -= self.charged
+        self.charged = 0
+        self.streams.clear()
+        self.kept = 0
+        for st in self.dirs:
+            st.buf = b""
+            st.block = []
+            st.block_size = 0
+            st.decoder = None
 
     def expect_preface(self, d: int) -> None:
         self.dirs[d].preface = True
@@ -251,6 +270,23 @@ class H2Connection:
         self.streams[1] = s
 
     def feed(self, d: int, data: bytes, ts: int) -> tuple[list, list]:
+        """Frames and messages of the next bytes of direction `d`; what the connection
+        then holds is charged to the budget (past it, the analysis stops: memory_cap)."""
+        out = self._feed(d, data, ts)
+        held = self.kept
+        for st in self.dirs:
+            held += len(st.buf) + st.block_size + (st.table_size if st.decoder else 0)
+        budget = self.budget
+        budget.held += held - self.charged
+        self.charged = held
+        if budget.over() and held:
+            self.errors.append(("memory_cap", f"HTTP analysis holds {budget.held} bytes"))
+            self.release()
+            for st in self.dirs:
+                st.broken = True
+        return out
+
+    def _feed(self, d: int, data: bytes, ts: int) -> tuple[list, list]:
         st = self.dirs[d]
         frames: list = []
         msgs: list = []
@@ -343,7 +379,7 @@ class H2Connection:
             s = self.streams[sid] = Stream(sid, ts)
             if len(self.streams) > MAX_STREAMS:
                 old = next(iter(self.streams))
-                del self.streams[old]
+                self.kept -= self.streams.pop(old).held
                 self.errors.append(
                     ("too_many_streams", f"over {MAX_STREAMS}: stream {old} dropped")
                 )
@@ -372,6 +408,7 @@ class H2Connection:
         else:
             msgs.append((s, s.response_dict(ts)))
             del self.streams[sid]
+            self.kept -= s.held
 
     def _handle(self, d, st, ftype, flags, sid, data, start, end, f, ts, msgs) -> None:
         if ftype == DATA:
@@ -422,6 +459,7 @@ class H2Connection:
                 f["error"] = error_name(code)
                 s = self.streams.pop(sid, None)
                 if s is not None:
+                    self.kept -= s.held
                     s.reset = f["error"]
                     msgs.append((s, s.response_dict(ts)))
         elif ftype == SETTINGS:
@@ -499,6 +537,9 @@ class H2Connection:
             if promised:
                 s = self._stream(promised, ts)
                 s.req = headers
+                kept = _decoded_size(pairs)
+                s.held += kept
+                self.kept += kept
             return
         if self.client < 0:
             if ":method" in headers:
@@ -507,6 +548,9 @@ class H2Connection:
                 self.client = 1 - d
         s = self._stream(sid, ts)
         size = len(block)
+        kept = _decoded_size(pairs)  # HPACK inflates: charge what is kept, not what came
+        s.held += kept
+        self.kept += kept
         if d == self.client:
             if s.req is None:
                 s.req = headers
@@ -523,3 +567,8 @@ class H2Connection:
             s.resp_size += size
         if flags & END_STREAM:
             self._end_stream(d, sid, ts, msgs)
+
+
+def _decoded_size(pairs) -> int:
+    """What a decoded header list costs: name, value and ~100 bytes of Python each."""
+    return sum(len(n) + len(v) + 100 for n, v in pairs)
