@@ -77,6 +77,8 @@ class Translator:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
             set_error(rec, prefix, exc.layer, exc.reason)
+        except Exception as exc:  # a decoder bug: this packet's record says so, the rest go on
+            set_error(rec, prefix, "internal", f"{type(exc).__name__} while decoding")
         return rec
 
     def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
