@@ -80,12 +80,6 @@ def _cut_layers(rec: dict, cut: list) -> None:
 _CUTS = (_cut_frame_headers, _cut_more, _cut_headers, _cut_layers)
 
 
-def log(severity: str, message: str, **fields) -> None:
-    """A structured log line on stderr, as Cloud Logging reads it."""
-    sys.stderr.buffer.write(dumps({"severity": severity, "message": message, **fields}))
-    sys.stderr.buffer.flush()
-
-
 class NdjsonWriter:
     """Writes records to a binary stream; `flush()` when the producer is about to wait."""
 
