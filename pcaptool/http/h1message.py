@@ -27,6 +27,7 @@ class Message:
         "trace",
         "gap",
         "first_num",
+        "cost",
     )
 
     def __init__(self, is_request: bool, ts: int) -> None:
@@ -46,6 +47,7 @@ class Message:
         self.trace = None
         self.gap = 0
         self.first_num = 0
+        self.cost = 0  # what keeping this message costs, as charged to the budget
 
     @property
     def host(self) -> str | None:

@@ -30,6 +30,7 @@ class Stream:
         "resp_size",
         "first_num",
         "unknown",
+        "held",
     )
 
     def __init__(self, sid: int, ts: int) -> None:
@@ -48,6 +49,7 @@ class Stream:
         self.resp_size = 0
         self.first_num = 0
         self.unknown = 0  # header fields that referred to unknown HPACK entries
+        self.held = 0  # header block bytes kept (charged to the connection's budget)
 
     def request_dict(self) -> dict:
         r = self.req or {}

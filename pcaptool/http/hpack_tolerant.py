@@ -28,6 +28,7 @@ from hpack.table import HeaderTable
 STATIC = HeaderTable.STATIC_TABLE  # 61 (name, value) pairs, index 1..61
 NSTATIC = len(STATIC)
 UNKNOWN = b"<unknown>"
+MAX_TABLE = 1 << 16  # table size honoured at most, whatever SETTINGS says (bounded memory)
 MAX_FIELDS = 1024  # fields decoded per block (bounds the work of a hostile block)
 
 
@@ -55,6 +56,7 @@ class TolerantDecoder:
     __slots__ = ("entries", "size", "max_size", "max_allowed", "complete", "unknown_total")
 
     def __init__(self, complete: bool = True, max_allowed: int = 4096) -> None:
+        max_allowed = min(max_allowed, MAX_TABLE)
         self.entries: deque[tuple[bytes, bytes]] = deque()  # newest first (index 62)
         self.size = 0
         self.max_size = max_allowed

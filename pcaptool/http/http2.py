@@ -16,6 +16,7 @@ from pcaptool.http.hpack_tolerant import TolerantDecoder
 from pcaptool.http.sniff import DEFAULT_MAX_FRAME, find_h2_frame, looks_like_frames
 
 __all__ = ["H2Connection", "Stream", "looks_like_frames", "PREFACE"]
+from pcaptool.http.budget import Budget
 
 FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16+8 bits, type, flags, stream id
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -68,11 +69,27 @@ SETTING_NAMES = {
     0x8: "ENABLE_CONNECT_PROTOCOL",
     0x9: "NO_RFC7540_PRIORITIES",
 }
-MAX_BUFFERED_FRAME = 1 << 20  # non-DATA frames larger than this are reported, not kept
+# non-DATA frames larger than this are reported, not kept: a header block fragment over
+# MAX_HEADER_BLOCK is refused anyway, and other frames are a few bytes (SETTINGS, PING, …)
+MAX_BUFFERED_FRAME = 64 * 1024 + 300
 MAX_STREAMS = (
     256  # open streams kept per connection (SETTINGS_MAX_CONCURRENT_STREAMS is usually 100-250)
 )
 MAX_FRAMES_PER_RECORD = 64
+# A header block (HEADERS/PUSH_PROMISE and its CONTINUATIONs) past this is given up, and
+# the direction with it (its HPACK table is then unknown): a CONTINUATION flood costs
+# 64 KiB, not memory that grows with it (CVE-2024-27316 class; servers use 64 KiB too).
+MAX_HEADER_BLOCK = 64 * 1024
+# The dynamic table size we honour, whatever SETTINGS_HEADER_TABLE_SIZE a peer announces
+# (RFC 7541 section 4.2 lets the encoder use up to it): 64 KiB, 16 times the default.
+MAX_TABLE_SIZE = 64 * 1024
+
+
+def ascii_int(text: str | None) -> int | None:
+    """A number of ASCII digits only (`int()` takes `²²²` or raises on it), else None."""
+    if text and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def error_name(code: int) -> str:
@@ -89,8 +106,10 @@ class Direction:
         "skip",
         "skip_frame",
         "block",
+        "block_size",
         "block_frame",
         "resync",
+        "broken",
         "skipped",
         "max_frame",
         "table_size",
@@ -104,8 +123,10 @@ class Direction:
         self.skip = 0  # DATA payload bytes still to pass over
         self.skip_frame: dict | None = None
         self.block: list[bytes] = []  # header block fragments awaiting CONTINUATION
+        self.block_size = 0
         self.block_frame: dict | None = None
         self.resync = False  # after a gap: looking for the next plausible frame header
+        self.broken = False  # a bound was hit (memory cap, header block): analysis stops
         self.skipped = 0  # bytes passed over while re-synchronising
         self.max_frame = DEFAULT_MAX_FRAME  # the peer's SETTINGS_MAX_FRAME_SIZE
         self.table_size = 4096
@@ -120,15 +141,40 @@ class H2Connection:
     `mid`: the capture started after the connection did (no preface), so the HPACK
     dynamic tables are not known: unknown references decode as `<unknown>`."""
 
-    __slots__ = ("dirs", "client", "streams", "errors", "goaway", "mid")
+    __slots__ = (
+        "dirs",
+        "client",
+        "streams",
+        "errors",
+        "goaway",
+        "budget",
+        "charged",
+        "kept",
+        "mid",
+    )
 
-    def __init__(self, mid: bool = False) -> None:
+    def __init__(self, budget: Budget | None = None, mid: bool = False) -> None:
         self.dirs = (Direction(), Direction())
         self.client = -1  # which direction is the client, once known
         self.streams: dict[int, Stream] = {}
         self.errors: list[tuple[str, str]] = []
         self.goaway = None
         self.mid = mid
+        self.budget = budget if budget is not None else Budget()
+        self.charged = 0  # what this connection holds, as charged to the budget
+        self.kept = 0  # header block bytes of the streams kept
+
+    def release(self) -> None:
+        """The connection ended: give back what it held."""
+        self.budget.held -= self.charged
+        self.charged = 0
+        self.streams.clear()
+        self.kept = 0
+        for st in self.dirs:
+            st.buf = b""
+            st.block = []
+            st.block_size = 0
+            st.decoder = None
 
     def expect_preface(self, d: int) -> None:
         self.dirs[d].preface = True
@@ -150,6 +196,8 @@ class H2Connection:
         and its HPACK table becomes unknown (the lost bytes may have changed it)."""
         st = self.dirs[d]
         msgs: list = []
+        if st.broken:
+            return msgs
         if st.skip and size <= st.skip and not st.buf:
             st.skip -= size
             f = st.skip_frame
@@ -175,12 +223,32 @@ class H2Connection:
         an `incomplete` response with what is known."""
         msgs = [(s, s.response_dict(ts, incomplete=True)) for s in self.streams.values()]
         self.streams.clear()
+        self.kept = 0
         return msgs
 
     def feed(self, d: int, data: bytes, ts: int) -> tuple[list, list]:
+        """Frames and messages of the next bytes of direction `d`; what the connection
+        then holds is charged to the budget (past it, the analysis stops: memory_cap)."""
+        out = self._feed(d, data, ts)
+        held = self.kept
+        for st in self.dirs:
+            held += len(st.buf) + st.block_size + (st.table_size if st.decoder else 0)
+        budget = self.budget
+        budget.held += held - self.charged
+        self.charged = held
+        if budget.over() and held:
+            self.errors.append(("memory_cap", f"HTTP analysis holds {budget.held} bytes"))
+            self.release()
+            for st in self.dirs:
+                st.broken = True
+        return out
+
+    def _feed(self, d: int, data: bytes, ts: int) -> tuple[list, list]:
         st = self.dirs[d]
         frames: list = []
         msgs: list = []
+        if st.broken:
+            return frames, msgs
         if not st.started:
             st.started = True
             # the server may speak first (its SETTINGS): the client's preface still comes
@@ -288,7 +356,11 @@ class H2Connection:
         if s is None:
             s = self.streams[sid] = Stream(sid, ts)
             if len(self.streams) > MAX_STREAMS:
-                del self.streams[next(iter(self.streams))]
+                old = next(iter(self.streams))
+                self.kept -= self.streams.pop(old).held
+                self.errors.append(
+                    ("too_many_streams", f"over {MAX_STREAMS}: stream {old} dropped")
+                )
         return s
 
     def _count_data(self, d: int, sid: int, length: int) -> None:
@@ -314,6 +386,7 @@ class H2Connection:
         else:
             msgs.append((s, s.response_dict(ts)))
             del self.streams[sid]
+            self.kept -= s.held
 
     def _reset(self, d: int, sid: int, code: str, ts: int, msgs: list) -> None:
         """RST_STREAM: an event on the stream. The server's reset ends the stream (its
@@ -327,6 +400,7 @@ class H2Connection:
         msgs.append((s, s.reset_dict(ts)))
         if s.reset_by == "server":
             del self.streams[sid]
+            self.kept -= s.held
             msgs.append((s, s.response_dict(ts)))
 
     def _handle(self, d, st, ftype, flags, sid, data, start, end, f, ts, msgs) -> None:
@@ -349,10 +423,13 @@ class H2Connection:
             elif flags & PRIORITY_FLAG:
                 p += 5
             frag = data[p : max(p, end - pad)]
-            if flags & END_HEADERS:
+            if len(frag) > MAX_HEADER_BLOCK:
+                self._block_too_large(st, sid, len(frag))
+            elif flags & END_HEADERS:
                 self._headers(d, st, ftype, flags, sid, frag, f, ts, msgs)
             else:
                 st.block = [frag]
+                st.block_size = len(frag)
                 st.block_frame = {"ftype": ftype, "flags": flags, "sid": sid, "f": f}
         elif ftype == CONT:
             bf = st.block_frame
@@ -360,7 +437,10 @@ class H2Connection:
                 self.errors.append(("unexpected_continuation", f"stream {sid}"))
                 return
             st.block.append(data[start:end])
-            if flags & END_HEADERS:
+            st.block_size += end - start + 9  # frame headers count: empty ones add up too
+            if st.block_size > MAX_HEADER_BLOCK:
+                self._block_too_large(st, sid, st.block_size)
+            elif flags & END_HEADERS:
                 frag = b"".join(st.block)
                 st.block = []
                 st.block_frame = None
@@ -380,10 +460,15 @@ class H2Connection:
                 if ident == 1:
                     # the peer's decoder table size bounds what this direction's encoder may
                     # use, i.e. what the *other* direction's decoder must accept
+                    if value > MAX_TABLE_SIZE:
+                        self.errors.append(
+                            ("table_size_capped", f"HEADER_TABLE_SIZE {value} > {MAX_TABLE_SIZE}")
+                        )
+                        value = MAX_TABLE_SIZE
                     other = self.dirs[1 - d]
                     other.table_size = value
                     if other.decoder is not None:
-                        other.decoder.max_allowed = value
+                        other.decoder.max_allowed = min(value, 1 << 16)
                 elif ident == 5:
                     st.max_frame = max(value, DEFAULT_MAX_FRAME)
             f["settings"] = settings
@@ -405,6 +490,15 @@ class H2Connection:
             f["dependency"] = dep & 0x7FFFFFFF
             f["exclusive"] = bool(dep >> 31)
             f["weight"] = data[start + 4] + 1
+
+    def _block_too_large(self, st: Direction, sid: int, size: int) -> None:
+        self.errors.append(
+            ("header_block_too_large", f"stream {sid}: over {MAX_HEADER_BLOCK} bytes ({size})")
+        )
+        st.block = []
+        st.block_size = 0
+        st.block_frame = None
+        st.broken = True
 
     def _decode(self, st: Direction, sid: int, block: bytes, f: dict) -> list:
         dec = st.decoder
@@ -442,6 +536,9 @@ class H2Connection:
             if promised:
                 s = self._stream(promised, ts)
                 s.req = headers
+                kept = _decoded_size(pairs)
+                s.held += kept
+                self.kept += kept
             return
         if self.client < 0:
             if ":method" in headers:
@@ -451,6 +548,9 @@ class H2Connection:
         s = self._stream(sid, ts)
         s.unknown += unknown
         size = len(block)
+        kept = _decoded_size(pairs)  # HPACK inflates: charge what is kept, not what came
+        s.held += kept
+        self.kept += kept
         if d == self.client:
             if s.req is None:
                 s.req = headers
@@ -471,3 +571,8 @@ class H2Connection:
             s.resp_size += size
         if flags & END_STREAM:
             self._end_stream(d, sid, ts, msgs)
+
+
+def _decoded_size(pairs) -> int:
+    """What a decoded header list costs: name, value and ~100 bytes of Python each."""
+    return sum(len(n) + len(v) + 100 for n, v in pairs)

@@ -22,6 +22,7 @@ from collections import deque
 
 from pcaptool.decode.tls import looks_like_tls
 from pcaptool.http import http1, http2
+from pcaptool.http.budget import Budget
 from pcaptool.http.records import HttpRecords
 from pcaptool.http.sniff import Sniffer
 from pcaptool.http.switch import switch
@@ -32,6 +33,7 @@ from pcaptool.tcp.reassembly import Conn
 
 SNIFF_LIMIT = 64 * 1024  # bytes scanned per direction before a connection is given up
 NOT_HTTP = (b"SSH-",)  # first bytes of protocols that never carry HTTP later
+_KEPT = ("host", "user-agent", "referer")
 
 
 class HttpFactory:
@@ -40,19 +42,21 @@ class HttpFactory:
     def __init__(self, records: HttpRecords, body_sample: int = 128) -> None:
         self.records = records
         self.body_sample = body_sample
+        self.budget = Budget()  # what HTTP analysis holds across the connections
 
     def sniff(self, conn: Conn, i: int, payload: bytes):
         kind = http1.looks_like_http(payload)
         if kind is None:
             if http2.looks_like_frames(payload):
-                return HttpStream(self.records, "h2", self.body_sample, mid=True)
-            if looks_like_tls(payload):
+                return HttpStream(self.records, "h2", self.body_sample, True, self.budget)
+            if looks_like_tls(payload, 0, len(payload)):
                 # a hello the packet holds whole is the per-packet decoder's
                 return TlsHelloStream(self.records, i) if hello_needs_stream(payload) else None
             if payload.startswith(NOT_HTTP):
                 return None
-            return HttpStream(self.records, "sniff", self.body_sample)
-        s = HttpStream(self.records, "h2" if kind == "h2" else "http1", self.body_sample)
+            return HttpStream(self.records, "sniff", self.body_sample, budget=self.budget)
+        kind2 = "h2" if kind == "h2" else "http1"
+        s = HttpStream(self.records, kind2, self.body_sample, budget=self.budget)
         s.start(i, kind)
         return s
 
@@ -62,6 +66,7 @@ class HttpStream:
 
     __slots__ = (
         "records",
+        "budget",
         "kind",
         "parsers",
         "pending",
@@ -78,14 +83,20 @@ class HttpStream:
     )
 
     def __init__(
-        self, records: HttpRecords, kind: str, body_sample: int = 128, mid: bool = False
+        self,
+        records: HttpRecords,
+        kind: str,
+        body_sample: int = 128,
+        mid: bool = False,
+        budget: Budget | None = None,
     ) -> None:
         self.records = records
+        self.budget = budget if budget is not None else Budget()
         self.kind = kind  # "http1" | "h2" | "sniff" | "tunnel" | "done"
         self.body_sample = body_sample
         self.parsers: list = [None, None]  # per direction index (0 = originator)
         self.pending: deque = deque()  # requests waiting for their responses
-        self.h2: http2.H2Connection | None = http2.H2Connection(mid) if kind == "h2" else None
+        self.h2 = http2.H2Connection(self.budget, mid) if kind == "h2" else None
         self.sniffers = [Sniffer(), Sniffer()] if kind == "sniff" else None
         self.tunnel: dict | None = None  # {num, target} of the CONNECT this stream is inside
         self.inner: HttpStream | None = None  # the tunnel's analysis, after CONNECT + 2xx
@@ -99,14 +110,17 @@ class HttpStream:
         """Direction `i` starts with `kind` ("request", "response", "h2", "h2frames")."""
         if kind in ("h2", "h2frames"):
             self.kind = "h2"
-            self.h2 = http2.H2Connection(mid=kind == "h2frames")
+            self.h2 = http2.H2Connection(self.budget, mid=kind == "h2frames")
             if kind == "h2":
                 self.h2.expect_preface(i)
             return
         self.kind = "http1"
         is_req = kind == "request"
-        self.parsers[i] = http1.Http1Parser(is_req, self.pending, self.body_sample)
-        self.parsers[1 - i] = http1.Http1Parser(not is_req, self.pending, self.body_sample)
+        b = self.budget
+        self.parsers[i] = http1.Http1Parser(is_req, self.pending, self.body_sample, budget=b)
+        self.parsers[1 - i] = http1.Http1Parser(
+            not is_req, self.pending, self.body_sample, budget=b
+        )
 
     # -- the StreamAnalyzer interface -------------------------------------------------
 
@@ -155,10 +169,15 @@ class HttpStream:
                 self.h2_out(conn, -1, msgs, (), ts, num, out)
 
     def close(self) -> None:
+        for p in self.parsers:
+            if p is not None:
+                p.close()
         self.parsers = [None, None]
+        if self.h2 is not None:
+            self.h2.release()
         self.h2 = None
         self.sniffers = None
-        self.pending.clear()
+        http1.drop_pending(self.pending, self.budget)
         if self.inner is not None:
             self.inner.close()
 
@@ -234,7 +253,9 @@ class HttpStream:
             if cur is None and m.trace:
                 cur = m.trace
             self.emit(rec, m.as_dict())
-            if not m.is_request:
+            if m.is_request:  # waiting for its response: keep what pairing and httpRequest use
+                m.headers = {k: v for k, v in m.headers.items() if k in _KEPT}
+            else:
                 records.http1_request(conn, i, rec, m)
             if m.errors:
                 self.errors += 1

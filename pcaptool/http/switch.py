@@ -43,7 +43,7 @@ def switch(stream, conn: Conn, i: int, p, ts: int, num: int, rec: dict) -> None:
 
 
 def _to_h2(stream, i: int, p, other, ts: int) -> None:
-    h2c = stream.h2 or http2.H2Connection()
+    h2c = stream.h2 or http2.H2Connection(stream.budget)
     stream.h2 = h2c
     if p.is_request:  # the client sent the preface
         if h2c.client < 0:
@@ -72,7 +72,7 @@ def _to_tunnel(stream, conn: Conn, i: int, p, other, req, ts: int, num: int, rec
     are analysed like a fresh connection, linked to the CONNECT request."""
     from pcaptool.http.stream import HttpStream
 
-    inner = HttpStream(stream.records, "sniff", stream.body_sample)
+    inner = HttpStream(stream.records, "sniff", stream.body_sample, budget=stream.budget)
     inner.tunnel = {"num": req.first_num, "target": req.target}
     stream.inner = inner
     stream.kind = "tunnel"
