@@ -81,7 +81,7 @@ class Stream:
 
     def status(self) -> int | None:
         status = (self.resp or {}).get(":status")
-        return int(status) if status and status.isdigit() else None
+        return _ascii_int(status)
 
     def headers_dict(self, ts: int) -> dict:
         """The response HEADERS, reported when they arrive."""
@@ -95,7 +95,8 @@ class Stream:
         self._request_ref(d, ts)
         g = (self.resp or {}).get("grpc-status")
         if g is not None:
-            d["grpc_status"] = int(g) if g.isdigit() else g
+            n = _ascii_int(g)
+            d["grpc_status"] = n if n is not None else g
         return d
 
     def reset_dict(self, ts: int) -> dict:
@@ -127,7 +128,8 @@ class Stream:
             d["trailers"] = t
         g = (t or {}).get("grpc-status") or resp.get("grpc-status")
         if g is not None:
-            d["grpc_status"] = int(g) if g.isdigit() else g
+            n = _ascii_int(g)
+            d["grpc_status"] = n if n is not None else g
             msg = (t or {}).get("grpc-message") or resp.get("grpc-message")
             if msg is not None:
                 d["grpc_message"] = msg
@@ -140,3 +142,10 @@ class Stream:
             d["incomplete"] = True
             d["request_body_size"] = self.req_bytes
         return d
+
+
+def _ascii_int(text: str | None) -> int | None:
+    """The number in `text` when it is ASCII digits only ("²" is a digit to str.isdigit)."""
+    if text and text.isascii() and text.isdigit():
+        return int(text)
+    return None

@@ -339,6 +339,8 @@ class H2Connection:
                 f = {}
             self._handle(d, st, ftype, flags, sid, data, pos + 9, end, f, ts, msgs)
             pos = end
+            if st.broken:
+                return
         if pos < n:
             st.buf = data[pos:]
 
