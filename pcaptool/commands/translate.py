@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,13 @@ def translate(
         min=1024,
         help="Out-of-order bytes held per direction of a connection (beyond: tcp.gap).",
     ),
+    backlog: str = typer.Option(
+        "0",
+        "--backlog",
+        envvar="PCAP_JSON_BACKLOG",
+        help="Live input (a pipe): read it at once into a backlog of this size (e.g. 32M) "
+        "and shed packets beyond it, with one WARNING record per run shed (0: off).",
+    ),
     tcp_memory: int = typer.Option(
         64 << 20,
         "--tcp-memory",
@@ -126,15 +134,19 @@ def translate(
         }
     elif flows:
         raise UsageError("--flows needs the TCP analysis: drop --no-http")
+    from pcaptool.sidecar.shed import parse_size
+
     out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
     with quiet_broken_pipe():
-        failed = _translate_all(sources, out, analyzer_kw, workers if not pretty else 1, ordered)
+        failed = _translate_all(
+            sources, out, analyzer_kw, workers if not pretty else 1, ordered, parse_size(backlog)
+        )
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
 
 
 def _translate_all(
-    sources: list[str], out, analyzer_kw: dict | None, workers: int, ordered: bool
+    sources: list[str], out, analyzer_kw: dict | None, workers: int, ordered: bool, backlog: int
 ) -> bool:
     from pcaptool.capfile.reader import CaptureReader, open_input
     from pcaptool.translate.serial import Translator
@@ -163,7 +175,7 @@ def _translate_all(
 
                 analyzer = HttpAnalyzer(**analyzer_kw)
             translator = Translator(name, analyzer)
-            for rec in translator.records(reader):
+            for rec in translator.records(_live(reader, source, backlog, out.flush)):
                 out.write(rec)
         except CaptureFormatError as exc:
             out.flush()
@@ -174,3 +186,20 @@ def _translate_all(
                 stream.close()
     out.flush()
     return failed
+
+
+def _live(reader, source: str, backlog: int, flush):
+    """Stdin's packets through a bounded backlog (sidecar/shed.py) when it is a pipe."""
+    import stat
+
+    from pcaptool.sidecar.shed import Backlog, enlarge_pipe, quick_switching
+
+    try:
+        is_pipe = source == "-" and stat.S_ISFIFO(os.fstat(0).st_mode)
+    except OSError:
+        is_pipe = False
+    if backlog <= 0 or not is_pipe:
+        return reader
+    enlarge_pipe(0)
+    quick_switching()
+    return Backlog(reader, backlog, on_idle=flush)

@@ -191,7 +191,13 @@ class Translator:
         """Records for every packet of `reader`, then whatever the analyzer still holds."""
         names = _iface_names(reader)
         analyzer = self.analyzer
-        for num, pkt in enumerate(reader, 1):
+        num = 0
+        for pkt in reader:
+            if type(pkt) is not Packet:  # a run of packets shed by a bounded backlog
+                num = pkt.last
+                yield pkt.record(self)
+                continue
+            num += 1
             yield self.translate(num, pkt, names(pkt.iface))
             if analyzer is not None:
                 yield from analyzer.take_records()
@@ -200,7 +206,7 @@ class Translator:
 
 
 def _iface_names(reader):
-    if isinstance(reader, CaptureReader):
+    if isinstance(reader, CaptureReader) or hasattr(reader, "interfaces"):
 
         def names(index: int) -> str | None:
             ifaces = reader.interfaces
