@@ -129,6 +129,10 @@ read_settings() {
   # The reference's PCAP_SNAPSHOT_LENGTH=0 is tcpdump's "-s 0": the default 262144 bytes.
   SNAPLEN="${PCAP_SNAPSHOT_LENGTH}"
   ((SNAPLEN > 0)) || SNAPLEN=262144
+  # translate's bounded backlog (beyond it records are shed, never pcap packets)
+  PCAP_JSON_BACKLOG="${PCAP_JSON_BACKLOG:-32M}"
+  [[ "${PCAP_JSON_BACKLOG}" =~ ^[1-9][0-9]*[KMG]?$ ]] ||
+    bad "PCAP_JSON_BACKLOG='${PCAP_JSON_BACKLOG}' must be a size such as 32M, 512K or 1G"
   PCAP_FILTER="${PCAP_FILTER:-}"
   [[ "${PCAP_FILTER}" != "DISABLED" ]] || PCAP_FILTER=""
 
@@ -137,7 +141,8 @@ read_settings() {
   export INSTANCE_STARTUP_TIMESTAMP="${INSTANCE_STARTUP_TIMESTAMP:-$(date -u +%Y/%m/%d/%H-%M)}"
   # The commands read these themselves (each option has its PCAP_* env var); the
   # normalised values are what they see.
-  export PCAP_COMPAT PCAP_COMPRESS PCAP_ORDERED PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
+  export PCAP_COMPAT PCAP_COMPRESS PCAP_ORDERED PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE \
+    PCAP_JSON_BACKLOG
 }
 
 # Values only pcaptool can judge: the capture filter (simple filters, BPF syntax) and
@@ -438,6 +443,11 @@ main() {
     destination "${DESTINATION}" \
     cron "${PCAP_USE_CRON}" pcap "${PCAP_TCPDUMP}" json "${PCAP_JSON}" json_log "${PCAP_JSON_LOG}"
 
+  # Each background job in a process group of its own (set -m): a signal to this
+  # script's group (`kill -- -PGID`, Ctrl-C, a runtime signalling the group) reaches
+  # this shell alone, which stops capture first and lets every other stage drain, just
+  # as for a SIGTERM to this script; no stage is signalled beside it mid-write.
+  set -m
   PCAP_READY_FILE="${ready_file}" "${PCAPTOOL_CMD[@]}" healthcheck serve --port "${PCAP_HC_PORT}" &
   local hc_pid=$!
 
@@ -455,6 +465,7 @@ main() {
     run_pipeline "${PCAP_TIMEOUT_SECS}" "${ready_file}" &
     runner_pid=$!
   fi
+  set +m
   stop_runner() {
     STOPPING=1
     kill -TERM "${runner_pid}" 2>/dev/null || true

@@ -1,0 +1,69 @@
+"""entrypoint.sh under faults (issue 13): stop signals to the script or to its whole
+process group; every packet sent must reach the destination."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from netns import VethPair, send_udp
+from test_entrypoint import Sidecar, count_packets, free_port, sidecar_env, wait_for
+
+from conftest import needs_root
+
+
+def destination_packets(dest: Path, tmp_path: Path) -> tuple[int, list[str]]:
+    """Packets in every pcap part under `dest`, and the parts' names."""
+    parts = sorted(dest.rglob("*.pcap.gz"))
+    total = sum(count_packets(gzip.decompress(p.read_bytes()), tmp_path) for p in parts)
+    return total, [p.name for p in parts]
+
+
+def leftovers(tmp_dir: Path) -> list[str]:
+    return [str(p) for p in tmp_dir.rglob("*") if p.is_file()]
+
+
+def start(tmp_path: Path, veth: VethPair, **settings: str) -> Sidecar:
+    env = sidecar_env(
+        tmp_path,
+        PCAP_IFACE=veth.host_if,
+        GCS_MOUNT=str(tmp_path / "pcap"),
+        PCAP_L4_PROTOS="udp",
+        PCAP_HC_PORT=str(free_port()),
+        **settings,
+    )
+    sidecar = Sidecar(env, tmp_path)
+    wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
+    return sidecar
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "target, sig",
+    [("script", signal.SIGTERM), ("group", signal.SIGTERM), ("group", signal.SIGINT)],
+)
+def test_stop_signal_drains_every_packet_to_the_destination(tmp_path, target, sig):
+    """`kill -- -PGID` (what a runtime or Ctrl-C does) stops as a SIGTERM to the script."""
+    with VethPair() as veth:
+        sidecar = start(tmp_path, veth, PCAP_JSON="true")
+        try:
+            sent = send_udp(veth, count=200, seconds=1.0)
+            time.sleep(0.5)
+            if target == "group":
+                os.killpg(sidecar.proc.pid, sig)  # the group Popen made: the script's
+            else:
+                sidecar.proc.send_signal(sig)
+            rc = sidecar.proc.wait(timeout=60)
+        finally:
+            sidecar.kill()
+    err = sidecar.err.read_text()
+    assert rc == 0, err[-2000:]
+    assert "unexpected EOF" not in err
+    got, names = destination_packets(tmp_path / "pcap", tmp_path)
+    assert got == sent, names
+    assert list((tmp_path / "pcap").rglob("*.json.gz")), "the JSON parts were uploaded too"
+    assert leftovers(tmp_path / "pcap-tmp") == []
