@@ -24,6 +24,9 @@ from pcaptool.errors import UsageError
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ names it; Linux only)
 PIPE_SIZE = 1 << 20  # a larger pipe rides out the reader thread waiting for the GIL
 BATCH = 256  # packets the consumer takes per lock
+# What a held packet costs beside its bytes (the Packet tuple, its ints, the bytes
+# object's header, the deque slot), so the bound is about memory, not payload alone.
+PACKET_OVERHEAD = 224
 
 
 class Shed:
@@ -95,7 +98,7 @@ class Backlog:
         cond, items = self._cond, self._items
         try:
             for number, pkt in enumerate(self.reader, 1):
-                size = len(pkt.data)
+                size = len(pkt.data) + PACKET_OVERHEAD
                 with cond:
                     if self._shedding and self._held <= self.max_bytes // 2:
                         self._shedding = False
@@ -138,7 +141,9 @@ class Backlog:
                     break
                 # a few at a time, so what is held here counts against the bound too
                 batch = [items.popleft() for _ in range(min(len(items), BATCH))]
-                self._held -= sum(len(i.data) for i in batch if type(i) is not Shed)
+                self._held -= sum(
+                    len(i.data) + PACKET_OVERHEAD for i in batch if type(i) is not Shed
+                )
             yield from batch
         thread.join()
         if self._error is not None:
