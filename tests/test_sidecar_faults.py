@@ -67,3 +67,38 @@ def test_stop_signal_drains_every_packet_to_the_destination(tmp_path, target, si
     assert got == sent, names
     assert list((tmp_path / "pcap").rglob("*.json.gz")), "the JSON parts were uploaded too"
     assert leftovers(tmp_path / "pcap-tmp") == []
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@needs_root
+@pytest.mark.skipif(not LIBFAKETIME.exists(), reason="needs libfaketime (apt-get install faketime)")
+def test_wall_clock_stepped_back_loses_no_part(tmp_path):
+    """An NTP step of 6 s back mid-run: names stay unique, every packet is uploaded."""
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    clock = {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # a step moves the wall clock only
+    }
+    with VethPair() as veth:
+        sidecar = start(tmp_path, veth, PCAP_ROTATE_SECS="1", PCAP_COMPRESS="false", **clock)
+        try:
+            sent = send_udp(veth, count=60, seconds=3.0)
+            offset.write_text("-6\n")
+            sent += send_udp(veth, count=60, seconds=3.0)
+            time.sleep(1.5)
+            rc, _ = sidecar.stop()
+        finally:
+            sidecar.kill()
+    assert rc == 0, sidecar.err.read_text()[-2000:]
+    parts = sorted((tmp_path / "pcap").rglob("*.pcap"))
+    names = [p.name for p in parts]
+    assert len(names) == len(set(names)) >= 4
+    total = sum(count_packets(p.read_bytes(), tmp_path) for p in parts)
+    assert total == sent
+    assert leftovers(tmp_path / "pcap-tmp") == []
+    assert not [e for e in sidecar.stderr_json() if e.get("severity") == "ERROR"]

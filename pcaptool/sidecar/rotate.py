@@ -289,6 +289,7 @@ class Rotator:
     _names: list[str] = field(default_factory=list)
     _last_stamp: str = ""
     _seq: int = 0
+    _given: set[str] = field(default_factory=set)  # every part name of this run
     _dir_fd: int | None = None
 
     def __post_init__(self) -> None:
@@ -363,9 +364,13 @@ class Rotator:
             name = f"part__{iface}__{stamp}{suffix}.{ext}"
             self._seq += 1
             path = self.directory / name
-            # an earlier run in the same second, or its compressed form, keeps its name
-            if not (path.exists() or path.with_name(name + ".gz").exists()):
-                return name
+            # A name this run gave already (the wall clock stepped back: its part may be
+            # uploaded and gone from here), or an earlier run's part or its compressed
+            # form in the same second: the next sequence number.
+            if name in self._given or path.exists() or path.with_name(name + ".gz").exists():
+                continue
+            self._given.add(name)
+            return name
 
     def _open(self) -> _Part:
         name = self._name()
