@@ -398,3 +398,84 @@ def test_docs_examples_are_what_the_command_prints():
         r = run_pcaptool(*shlex.split(command)[1:])
         assert r.returncode == 0, (command, r.stderr)
         assert r.stdout.decode().strip() == expected, command
+
+
+# -- long lists (issue 13): merged, built in linear time, bounded when compiled --------
+
+
+def _print_filter(**env_settings: str):
+    import time
+
+    from conftest import pcaptool_env
+
+    t0 = time.monotonic()
+    r = run_pcaptool("capture", "--print-filter", env={**pcaptool_env(), **env_settings})
+    return r, time.monotonic() - t0
+
+
+def test_thousands_of_contiguous_ports_become_one_portrange():
+    ports = ",".join(str(p) for p in range(1, 20000))
+    r, _ = _print_filter(PCAP_PORTS=ports)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "(ip or ip6) and (tcp or udp) and (portrange 1-19999)\n"
+
+
+def test_touching_and_overlapping_ports_merge():
+    assert build(ports="80,81,82,90-95,93-99,100,443") == (
+        "(ip or ip6) and (tcp or udp) and (portrange 80-82 or portrange 90-100 or port 443)"
+    )
+
+
+def test_a_thousand_separate_ports_are_refused_at_once_naming_the_setting():
+    ports = ",".join(str(p) for p in range(2, 2002, 2))
+    r, seconds = _print_filter(PCAP_PORTS=ports)
+    assert r.returncode == 2
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pcaptool: error: PCAP_PORTS: 1000 separate")
+    assert seconds < 10  # was 99.5 s and 433 MB
+
+
+def test_many_separate_ports_within_the_bound_compile_under_the_kernel_limit():
+    import pcapy
+
+    from pcaptool.sidecar.bpf import BPF_MAXINSNS, MAX_PORT_TERMS
+
+    expression = build(ports=",".join(str(p) for p in range(2, 2 + 2 * MAX_PORT_TERMS, 2)))
+    assert expression.count("port ") == MAX_PORT_TERMS
+    program = pcapy.compile(1, 65536, expression, 1, 0xFFFFFFFF)
+    assert len(program.get_bpf()) <= BPF_MAXINSNS
+
+
+def test_four_thousand_neighbouring_addresses_become_networks():
+    base = int(ipaddress.IPv4Address("10.1.0.0"))
+    addrs = ",".join(str(ipaddress.IPv4Address(base + i)) for i in range(4000))
+    r, seconds = _print_filter(PCAP_IPV4=addrs)
+    assert r.returncode == 0, r.stderr
+    nets = r.stdout.decode().split("and (")[-1].rstrip(")\n").split(" or ")
+    covered = {a for n in nets for a in ipaddress.ip_network(n.split()[-1])}
+    assert covered == {ipaddress.IPv4Address(base + i) for i in range(4000)}
+    assert seconds < 10
+
+
+def test_four_thousand_scattered_addresses_are_refused_at_once():
+    base = int(ipaddress.IPv4Address("10.0.0.0"))
+    addrs = ",".join(str(ipaddress.IPv4Address(base + 2 * i)) for i in range(4000))
+    r, seconds = _print_filter(PCAP_IPV4=addrs)
+    assert r.returncode == 2
+    assert r.stderr.decode().count("\n") == 1 and "PCAP_IPV4" in r.stderr.decode()
+    assert seconds < 10
+
+
+def test_merged_networks_cover_exactly_the_given_addresses():
+    import random
+
+    from pcaptool.sidecar.bpf import merge_networks
+
+    rng = random.Random(13)
+    for _ in range(50):
+        addrs = [ipaddress.IPv4Address(rng.randrange(256)) for _ in range(rng.randrange(1, 60))]
+        nets = [ipaddress.IPv4Network((rng.randrange(256) & ~3, 30)) for _ in range(3)]
+        want = set(addrs) | {a for n in nets for a in n}
+        merged = merge_networks(addrs, nets)
+        got = [a for n in merged for a in n]
+        assert len(got) == len(set(got)) and set(got) == want
