@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -102,3 +103,55 @@ def test_wall_clock_stepped_back_loses_no_part(tmp_path):
     assert total == sent
     assert leftovers(tmp_path / "pcap-tmp") == []
     assert not [e for e in sidecar.stderr_json() if e.get("severity") == "ERROR"]
+
+
+@needs_root
+def test_a_full_parts_directory_closes_the_part_and_keeps_going(tmp_path):
+    """A 4 MB tmpfs for the parts (Cloud Run's /tmp is memory): no exit, parts uploaded,
+    every packet either in the destination or counted as lost in an ERROR."""
+    parts = tmp_path / "pcap-tmp"
+    parts.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "ptsidecar", str(parts)], check=True)
+    try:
+        with VethPair() as veth:
+            sidecar = start(tmp_path, veth, PCAP_ROTATE_SECS="30", PCAP_COMPRESS="false")
+            try:
+                sent = send_udp_sized(veth, count=6000, seconds=3.0, size=1200)
+                time.sleep(1.0)
+                sent += send_udp_sized(veth, count=200, seconds=0.5, size=1200)
+                time.sleep(1.0)
+                rc, _ = sidecar.stop()
+            finally:
+                sidecar.kill()
+        left = leftovers(parts)
+    finally:
+        subprocess.run(["umount", "-l", str(parts)], check=False)
+    logs = sidecar.stderr_json()
+    assert rc == 0, sidecar.err.read_text()[-2000:]
+    full = [e for e in logs if e.get("severity") == "ERROR" and "is full" in e["message"]]
+    assert full, "the full directory was said loudly"
+    lost = sum(e.get("lost", 0) for e in logs if "lost" in e)
+    captured = next(e["packets_written"] for e in logs if e["message"] == "capture finished")
+    dest = sorted((tmp_path / "pcap").rglob("*.pcap"))
+    got = sum(count_packets(p.read_bytes(), tmp_path) for p in dest)  # each one valid
+    assert len(dest) >= 2 and got > 0
+    assert got + lost == captured
+    assert left == []
+
+
+def send_udp_sized(veth: VethPair, count: int, seconds: float, size: int) -> int:
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import socket, time
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        gap = {seconds} / {count}
+        for i in range({count}):
+            s.sendto(b"x" * {size}, ("{veth.host_ip}", 9999))
+            time.sleep(gap)
+        """
+    )
+    veth.exec(sys.executable, "-c", code)
+    return count

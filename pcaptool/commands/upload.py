@@ -144,6 +144,7 @@ def upload(
         pcaptool upload -b my-pcaps --sweep /tmp/parts --watch /tmp/parts --glob '*.gz'
     """
     from pcaptool.sidecar import metadata
+    from pcaptool.sidecar.partfix import recover_stranded
     from pcaptool.storage.uploader import (
         GcsDestination,
         LocalDestination,
@@ -236,6 +237,7 @@ def upload(
     try:
         state["interruptible"] = True
         if sweep is not None:
+            recover_stranded(sweep, log)  # parts a full disk or a kill left unfinished
             uploader.submit_all(_matching(list_parts(sweep), glob))
         if uploader.stopping.is_set():
             raise _Terminated()

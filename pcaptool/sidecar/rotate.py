@@ -40,6 +40,8 @@ from pcaptool.capfile.reader import (
     stream_header_at,
 )
 from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
+from pcaptool.record.ndjson import log
+from pcaptool.sidecar.partfix import NO_SPACE, PartsFull, close_quietly, repair
 from pcaptool.signals import StopSignals
 
 SHB_VERSION = {bo: struct.Struct(bo + "HH") for bo in "<>"}
@@ -290,6 +292,8 @@ class Rotator:
     _last_stamp: str = ""
     _seq: int = 0
     _given: set[str] = field(default_factory=set)  # every part name of this run
+    _full_until: float = 0.0  # no space: no new part before this clock() time
+    unwritten: int = 0  # records dropped because the directory was full
     _dir_fd: int | None = None
 
     def __post_init__(self) -> None:
@@ -326,9 +330,17 @@ class Rotator:
         if part and self.max_bytes and part.records and part.size + len(rec) > self.max_bytes:
             self.close_part()
             part = None
-        if part is None:
-            part = self._open()
-        self._write(rec)
+        if part is None and self._full_until > self.clock():
+            self.unwritten += 1  # the directory was full a moment ago: retried soon
+            return
+        try:
+            if part is None:
+                part = self._open()
+            self._write(rec)
+        except PartsFull:
+            self.unwritten += 1
+            self._salvage()
+            return
         part.records += 1
 
     def tick(self) -> None:
@@ -349,6 +361,8 @@ class Rotator:
         try:
             part.file.write(data)
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise PartsFull(f"no space left for {part.tmp}") from None
             raise PcapToolError(f"cannot write {part.tmp}: {exc.strerror}") from None
         part.size += len(data)
 
@@ -379,8 +393,14 @@ class Rotator:
         try:
             f = open(tmp, "xb", buffering=READ_SIZE)  # noqa: SIM115 - closed in close_part
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise PartsFull(f"no space left for {tmp}") from None
             raise PcapToolError(f"cannot create {tmp}: {exc.strerror}") from None
         self._part = _Part(path, tmp, f, self.clock() + self.every)
+        if self.unwritten:
+            log("WARNING", f"writing parts again; {self.unwritten} record(s) were lost while "
+                f"{self.directory} was full", directory=str(self.directory), lost=self.unwritten)  # fmt: skip
+            self.unwritten = 0
         if self._header:
             self._write(self._header)
         for block in self._interfaces:
@@ -402,6 +422,9 @@ class Rotator:
             os.rename(part.tmp, part.path)
             os.fsync(self._dir_fd)
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                self._part = part
+                return self._salvage()
             with contextlib.suppress(OSError):
                 part.file.close()
             # the bytes written so far stay in the temporary file, for a human to rescue
@@ -411,6 +434,35 @@ class Rotator:
         self.parts += 1
         if self.keep:
             self._enforce_keep()
+        self.on_part(part.path)
+        return part.path
+
+    def _salvage(self) -> Path | None:
+        """No space: finish the open part with its whole records (so it is uploaded and
+        its space freed), say so loudly, and drop records for a second before retrying."""
+        part, self._part = self._part, None
+        self._full_until = self.clock() + 1.0
+        if part is None:
+            log("ERROR", f"{self.directory} is full: records dropped until there is space",
+                directory=str(self.directory))  # fmt: skip
+            return None
+        close_quietly(part.file)
+        kept = 0
+        with contextlib.suppress(OSError):
+            kept = repair(part.tmp)
+            if kept:
+                os.rename(part.tmp, part.path)
+        self.unwritten += max(0, part.records - kept)  # the buffer that did not fit
+        if not part.path.exists():
+            with contextlib.suppress(OSError):
+                os.unlink(part.tmp)
+            log("ERROR", f"{self.directory} is full: part {part.path.name} could not be "
+                "written; records dropped until there is space", directory=str(self.directory))  # fmt: skip
+            return None
+        log("ERROR", f"{self.directory} is full: part {part.path.name} closed early with the "
+            "records that fit; records dropped until there is space",
+            directory=str(self.directory), part=str(part.path))  # fmt: skip
+        self.parts += 1
         self.on_part(part.path)
         return part.path
 
@@ -430,6 +482,9 @@ class Rotator:
     def close(self) -> None:
         try:
             self.close_part()
+            if self.unwritten:
+                log("ERROR", f"{self.unwritten} record(s) were lost while {self.directory} "
+                    "was full", directory=str(self.directory), lost=self.unwritten)  # fmt: skip
         finally:
             if self._dir_fd is not None:
                 os.close(self._dir_fd)
