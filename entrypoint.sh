@@ -301,6 +301,41 @@ branch_json() {
   fi
 }
 
+# The one uploader, reading part paths on stdin (the upload FIFO). Killed (an OOM kill,
+# SIGKILL: exit status > 128), it is restarted with backoff; this loop keeps the FIFO's
+# read end open meanwhile, so no branch sees a closed pipe. A restart first sweeps the
+# parts directories (what the killed uploader had read but not uploaded; a temporary
+# part no rotate holds is recovered too), then reads on, skipping paths the sweep took.
+supervise_upload() {
+  local status delay=1 restarted=0 glob='*' dir
+  [[ "${PCAP_COMPRESS}" != true ]] || glob='*.gz' # raw parts are compress's until then
+  while :; do
+    status=0
+    if ((restarted)); then
+      for dir in "${PARTS_TMP}/pcap" "${PARTS_TMP}/json"; do
+        "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" --sweep "${dir}" --glob "${glob}" ||
+          log ERROR "sweep of ${dir} after the upload restart failed" stage upload
+      done
+      existing_paths | "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" || status=$?
+    else
+      "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" || status=$?
+    fi
+    ((status > 128)) || return "${status}"
+    log ERROR "upload was killed (exit status ${status}): restarting it in ${delay} s; it sweeps what was left" \
+      stage upload exit_status "${status}"
+    sleep "${delay}"
+    ((delay >= 30)) || delay=$((delay * 2))
+    restarted=1
+  done
+}
+
+existing_paths() { # the paths on stdin that are still files
+  local path
+  while IFS= read -r path; do
+    [[ ! -f "${path}" ]] || printf '%s\n' "${path}"
+  done
+}
+
 # Waits for a background process of this shell (so never in a $(...) subshell); a
 # trapped signal interrupts `wait` (status > 128 while the process is still there), so
 # wait again. Sets WAIT_STATUS to its exit status.
@@ -333,7 +368,7 @@ run_pipeline() {
   if [[ "${uploads}" == true ]]; then
     mkfifo "${RUN_DIR}/upload.fifo"
     # The URLs upload prints are for pipes; its JSON log lines (stderr) say it all.
-    "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" <"${RUN_DIR}/upload.fifo" >/dev/null &
+    supervise_upload <"${RUN_DIR}/upload.fifo" >/dev/null &
     pids[upload]=$!
     # This shell keeps a writer open until every branch is done: upload sees end of
     # input only then, however the branches finish.

@@ -95,3 +95,17 @@ def test_upload_sweep_uploads_a_stranded_temporary_part(tmp_path):
     assert len(uploaded) == 1 and tshark_count(uploaded[0]) == 6
     assert list(parts.iterdir()) == []
     assert b"recovered 6 record(s)" in r.stderr
+
+
+def test_a_part_being_written_is_left_alone(tmp_path):
+    from pcaptool.sidecar.partfix import hold
+
+    data, _ = pcap(3)
+    tmp = tmp_path / ".part__eth0__20260101T000000.pcap.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        hold(f)
+        assert recover_stranded(tmp_path) == []
+        assert tmp.exists()
+    assert [p.name for p in recover_stranded(tmp_path)] == ["part__eth0__20260101T000000.pcap"]

@@ -155,3 +155,31 @@ def send_udp_sized(veth: VethPair, count: int, seconds: float, size: int) -> int
     )
     veth.exec(sys.executable, "-c", code)
     return count
+
+
+@needs_root
+def test_a_killed_uploader_is_restarted_and_sweeps_what_was_left(tmp_path):
+    with VethPair() as veth:
+        sidecar = start(tmp_path, veth, PCAP_ROTATE_SECS="1")
+        try:
+            sent = send_udp(veth, count=100, seconds=2.0)
+            pids = subprocess.run(
+                ["pgrep", "-s", str(sidecar.proc.pid), "-f", "pcaptool upload"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            assert len(pids) == 1, pids
+            os.kill(int(pids[0]), signal.SIGKILL)
+            sent += send_udp(veth, count=100, seconds=2.0)
+            wait_for(lambda: "upload was killed" in sidecar.err.read_text(), 20, "the restart")
+            sent += send_udp(veth, count=50, seconds=1.0)
+            time.sleep(1.0)
+            rc, _ = sidecar.stop()
+        finally:
+            sidecar.kill()
+    assert rc == 0, sidecar.err.read_text()[-3000:]
+    got, names = destination_packets(tmp_path / "pcap", tmp_path)
+    assert got == sent and len(names) == len(set(names))
+    assert leftovers(tmp_path / "pcap-tmp") == []
+    errors = [e for e in sidecar.stderr_json() if e.get("severity") == "ERROR"]
+    assert [e["message"].split(":")[0] for e in errors] == ["upload was killed (exit status 137)"]

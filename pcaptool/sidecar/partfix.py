@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 from pathlib import Path
@@ -56,8 +57,8 @@ def repair(path: Path) -> int:
 
 
 def recover_stranded(directory: Path, log=None) -> list[Path]:
-    """Every rotate temporary part in `directory`, repaired and renamed to its part name
-    (an empty one is removed). Run it only when nothing writes to the directory."""
+    """Every rotate temporary part in `directory` that no rotate holds (see `hold`),
+    repaired and renamed to its part name (an empty one is removed)."""
     recovered = []
     try:
         entries = sorted(directory.iterdir())
@@ -66,8 +67,8 @@ def recover_stranded(directory: Path, log=None) -> list[Path]:
     for tmp in entries:
         m = _TEMP_PART.match(tmp.name)
         target = directory / m["name"] if m else None
-        if target is None or target.exists() or not tmp.is_file():
-            continue
+        if target is None or target.exists() or not tmp.is_file() or in_use(tmp):
+            continue  # not rotate's, or still being written
         try:
             records = repair(tmp)
             if records == 0:
@@ -88,6 +89,24 @@ def recover_stranded(directory: Path, log=None) -> list[Path]:
             )
         recovered.append(target)
     return recovered
+
+
+def hold(f) -> None:
+    """Mark an open temporary part as being written: an exclusive flock, released by the
+    kernel however the writer ends (a SIGKILL too), so a sweep knows a stranded part."""
+    with contextlib.suppress(OSError):
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def in_use(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def close_quietly(f) -> None:

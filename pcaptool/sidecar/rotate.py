@@ -41,7 +41,7 @@ from pcaptool.capfile.reader import (
 )
 from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
 from pcaptool.record.ndjson import log
-from pcaptool.sidecar.partfix import NO_SPACE, PartsFull, close_quietly, repair
+from pcaptool.sidecar.partfix import NO_SPACE, PartsFull, close_quietly, hold, repair
 from pcaptool.signals import StopSignals
 
 SHB_VERSION = {bo: struct.Struct(bo + "HH") for bo in "<>"}
@@ -396,6 +396,7 @@ class Rotator:
             if exc.errno in NO_SPACE:
                 raise PartsFull(f"no space left for {tmp}") from None
             raise PcapToolError(f"cannot create {tmp}: {exc.strerror}") from None
+        hold(f)  # while this lock is held, `upload --sweep` leaves the part alone
         self._part = _Part(path, tmp, f, self.clock() + self.every)
         if self.unwritten:
             log("WARNING", f"writing parts again; {self.unwritten} record(s) were lost while "
