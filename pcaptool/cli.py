@@ -12,8 +12,11 @@ from pcaptool.commands import (
     compress,
     healthcheck,
     merge,
+    query,
+    report,
     rotate,
     schedule,
+    schema,
     translate,
     upload,
 )
@@ -39,6 +42,9 @@ app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )(schedule.schedule)
 app.command("merge")(merge.merge)
+app.command("query")(query.query)
+app.command("report")(report.report)
+app.command("schema")(schema.schema)
 app.add_typer(healthcheck.app, name="healthcheck")
 
 

@@ -8,48 +8,39 @@ structured log line: https://cloud.google.com/logging/docs/structured-logging
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
-from pcaptool.decode import Truncated
-from pcaptool.decode.arp import arp
-from pcaptool.decode.dns import DNS_PORTS, dns
-from pcaptool.decode.icmp import icmpv4, icmpv6
-from pcaptool.decode.ip import PROTO_NAMES, ipv4, ipv6
-from pcaptool.decode.link import DECODERS, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_RARP
-from pcaptool.decode.tcp import tcp
-from pcaptool.decode.tls import looks_like_tls, tls
-from pcaptool.decode.udp import udp
+from pcaptool.decode import ETHERTYPE, Truncated
+from pcaptool.decode.ip import PROTO_NAMES
+from pcaptool.decode.table import endpoints, walk
+from pcaptool.record.envelope import (
+    Clock,
+    direction,
+    endpoint,
+    mark_last,
+    message_prefix,
+    packet_record,
+    set_error,
+    set_flow,
+)
 from pcaptool.record.flow import Flow, FlowTable
-
-LABELS = "logging.googleapis.com/labels"
-OPERATION = "logging.googleapis.com/operation"
-PRODUCER = "github.com/pcaptool"
+from pcaptool.tcp.stream import Segment
 
 
 class Analyzer(Protocol):
     """Application-layer analysis fed by the translator (HTTP, HTTP/2, connection records).
 
-    `on_tcp` is called for every TCP packet after its layers are decoded; it may add keys
-    to `rec`, and return a short text for the end of the record's `message` (or None).
-    Records it wants emitted on their own (connection summaries) are returned by
-    `take_records()` after each packet and by `finish()` at the end of the input.
+    `on_tcp` is called for every TCP packet after its layers are decoded, with the flow,
+    the packet's direction (0 or 1, `pcaptool.record.envelope.direction`) and the segment
+    (header values and payload); it may add keys to `rec`, and returns a short text for
+    the end of the record's `message` (or None). Records it wants emitted on their own
+    (connection summaries) are returned by `take_records()` after each packet and by
+    `finish()` at the end of the input.
     """
 
-    def on_tcp(
-        self,
-        rec: dict,
-        flow: Flow,
-        src: str,
-        sport: int,
-        dst: str,
-        dport: int,
-        seg: dict,
-        payload: bytes,
-        ts_ns: int,
-    ) -> str | None: ...
+    def on_tcp(self, rec: dict, flow: Flow, direction: int, seg: Segment) -> str | None: ...
 
     def take_records(self) -> list[dict]: ...
 
@@ -63,26 +54,16 @@ class Translator:
         self.input_name = input_name
         self.analyzer = analyzer
         self.flows = FlowTable()
-        self._second = -1
-        self._second_str = ""
-
-    def date(self, ts_ns: int) -> tuple[int, int, str]:
-        sec, nanos = divmod(ts_ns, 1_000_000_000)
-        if sec != self._second:
-            self._second = sec
-            self._second_str = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return sec, nanos, f"{self._second_str}.{nanos:09d}Z"
+        self.clock = Clock()
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
         """The record of packet `num` (1-based in its input)."""
-        sec, nanos, date = self.date(pkt.ts_ns)
-        rec: dict = {
-            "timestamp": {"seconds": sec, "nanos": nanos},
-            "severity": "DEFAULT",
-            "message": "",
-            "pcap": {
+        rec = packet_record(
+            self.clock,
+            pkt.ts_ns,
+            {
                 "num": num,
-                "date": date,
+                "date": "",
                 "file": self.input_name,
                 "iface": {"index": pkt.iface, "name": iface_name},
                 "linktype": LINKTYPE_NAMES.get(pkt.linktype, str(pkt.linktype)),
@@ -90,101 +71,118 @@ class Translator:
                 "caplen": pkt.caplen,
                 "truncated": pkt.caplen < pkt.wirelen,
             },
-        }
-        prefix = f"#{num} {iface_name} " if iface_name else f"#{num} "
+        )
+        prefix = message_prefix(num, iface_name)
         try:
-            rec["message"] = prefix + self._layers(pkt, rec)
+            rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
-            rec["severity"] = "ERROR"
-            rec["error"] = {"layer": exc.layer, "reason": exc.reason}
-            rec["message"] = f"{prefix}ERROR {exc.layer}: {exc.reason}"
+            set_error(rec, prefix, exc.layer, exc.reason)
+        except Exception as exc:  # a decoder bug: this packet's record says so, the rest go on
+            set_error(rec, prefix, "internal", f"{type(exc).__name__} while decoding")
         return rec
 
-    def _layers(self, pkt: Packet, rec: dict) -> str:
+    def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
+        """Decode every layer (pcaptool.decode.table), then give the innermost packet its
+        flow and the TCP analysis. A layer cut short still leaves what came before it
+        (addresses, ports) on the record, with its flow; the error is raised after."""
         buf = pkt.data
-        decode_link = DECODERS.get(pkt.linktype)
-        if decode_link is None:
-            raise Truncated("l2", f"link type {pkt.linktype} is not decoded")
-        etype, off = decode_link(buf, rec)
-        end = len(buf)
-        if etype == ETH_IPV4:
-            proto, off, end, src, dst, later_fragment = ipv4(buf, off, end, rec)
-        elif etype == ETH_IPV6:
-            proto, off, end, src, dst, later_fragment = ipv6(buf, off, end, rec)
-        elif etype in (ETH_ARP, ETH_RARP):
-            a = arp(buf, off, end, rec)
-            return _arp_message(a)
+        try:
+            layer, table, key, off, end = walk(buf, pkt.linktype, rec)
+        except Truncated as exc:
+            ends = endpoints(rec)
+            if ends is not None:
+                self._flow(rec, *ends)
+            raise exc
+        ends = endpoints(rec) if layer != "arp" else None
+        if ends is None:
+            if layer == "arp":
+                msg = _arp_message(rec["arp"])
+            elif table is ETHERTYPE:
+                msg = f"ethertype 0x{key:04x} len={pkt.wirelen}"
+            else:
+                msg = f"{layer} len={pkt.wirelen}"
+            return msg + _encap_note(rec)
+        proto, src, dst, sport, dport = ends
+        flow = self._flow(rec, proto, src, dst, sport, dport)
+        ip = rec.get("ip")
+        if ip is None:  # a tunnel whose inner packet is not IP: the outer one's flow
+            msg = f"{layer.upper()} {src} > {dst} len={pkt.wirelen}"
+            if table is ETHERTYPE:
+                msg += f" ethertype 0x{key:04x}"
+        elif layer == "ip":
+            v = ip["version"]
+            if ip.get("frag_offset"):
+                msg = f"IPv{v} {src} > {dst} fragment offset={ip['frag_offset']} proto={proto}"
+            else:
+                name = PROTO_NAMES.get(proto, "?")
+                msg = f"IPv{v} {src} > {dst} proto={proto} ({name}) len={end - off}"
+        elif "tcp" in rec:
+            msg = self._tcp(num, pkt, rec, flow, layer, end)
+        elif layer == "icmp":
+            icmp = rec["icmp"]
+            what = "ICMP" if icmp["version"] == 4 else "ICMPv6"
+            msg = f"{what} {src} > {dst} {_icmp_message(icmp)}"
+        elif layer == "dns":
+            msg = f"DNS {endpoint(src, sport)} > {endpoint(dst, dport)} {_dns_message(rec['dns'])}"
         else:
-            return f"ethertype 0x{etype:04x} len={pkt.wirelen}"
+            msg = f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={rec['udp']['len']}"
+        return msg + _encap_note(rec) if "encap" in rec else msg
 
-        if later_fragment:
-            self._flow(rec, proto, src, dst, None, None)
-            return f"IPv{rec['ip']['version']} {src} > {dst} fragment offset={rec['ip']['frag_offset']} proto={proto}"
-        if proto == 6:
-            seg = tcp(buf, off, end, rec)
-            sport, dport = seg["sport"], seg["dport"]
-            flow = self._flow(rec, 6, src, dst, sport, dport)
-            bits = seg["flags_str"]
-            if "R" in bits:
+    def _tcp(self, num: int, pkt: Packet, rec: dict, flow: Flow, layer: str, end: int) -> str:
+        """TCP state, the analysis and the message of the innermost TCP segment, which
+        ends at `end` (whatever application layer was decoded after it)."""
+        seg = rec["tcp"]
+        src, dst = rec["ip"]["src"], rec["ip"]["dst"]
+        sport, dport, size = seg["sport"], seg["dport"], seg["len"]
+        buf = pkt.data
+        flags = buf[end - size - seg["hdr_len"] + 13]  # the flag bits (RFC 9293 section 3.1)
+        payload = buf[end - size : end] if size else b""
+        side = direction(src, sport, dst, dport)
+        if flags & 0x04:  # RST
+            flow.closed = True
+            mark_last(rec)
+        elif flags & 0x01:  # FIN
+            flow.fin |= 1 << side
+            if flow.fin == 3:
                 flow.closed = True
-                rec[OPERATION]["last"] = True
-            elif "F" in bits:
-                side = 1 if (src, sport) < (dst, dport) else 2
-                flow.fin |= side
-                if flow.fin == 3:
-                    flow.closed = True
-                    rec[OPERATION]["last"] = True
-            payload = buf[off + seg["hdr_len"] : end] if seg["len"] else b""
-            what = "TCP"
-            if payload:
-                if (sport in DNS_PORTS or dport in DNS_PORTS) and _try(dns, payload, rec, True):
-                    what = "DNS"
-                elif looks_like_tls(payload):
-                    tls(payload, rec)
-                    what = "TLS"
-            note = None
-            if self.analyzer is not None:
-                note = self.analyzer.on_tcp(
-                    rec, flow, src, sport, dst, dport, seg, payload, pkt.ts_ns
-                )
-            msg = (
-                f"{what} {_ep(src, sport)} > {_ep(dst, dport)} [{bits}] "
-                f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
+                mark_last(rec)
+        note = None
+        if self.analyzer is not None:
+            note = self.analyzer.on_tcp(
+                rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
             )
-            if note:
-                msg += " " + note
-            elif what == "DNS":
-                msg += " " + _dns_message(rec["dns"])
-            elif what == "TLS":
-                msg += " " + _tls_message(rec["tls"])
-            return msg
-        if proto == 17:
-            u = udp(buf, off, end, rec)
-            sport, dport = u["sport"], u["dport"]
-            self._flow(rec, 17, src, dst, sport, dport)
-            if (sport in DNS_PORTS or dport in DNS_PORTS) and u["len"]:
-                payload = buf[off + 8 : end]
-                if _try(dns, payload, rec, False):
-                    return f"DNS {_ep(src, sport)} > {_ep(dst, dport)} {_dns_message(rec['dns'])}"
-            return f"UDP {_ep(src, sport)} > {_ep(dst, dport)} len={u['len']}"
-        if proto == 1 or proto == 58:
-            icmp = (icmpv4 if proto == 1 else icmpv6)(buf, off, end, rec)
-            self._flow(rec, proto, src, dst, icmp["type"], icmp["code"])
-            return f"{'ICMP' if proto == 1 else 'ICMPv6'} {src} > {dst} {_icmp_message(icmp)}"
-        self._flow(rec, proto, src, dst, None, None)
-        return f"IPv{rec['ip']['version']} {src} > {dst} proto={proto} ({PROTO_NAMES.get(proto, '?')}) len={end - off}"
+        what = "DNS" if layer == "dns" and "dns" in rec else "TLS" if layer == "tls" else "TCP"
+        msg = (
+            f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
+            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
+        )
+        if note:
+            return msg + " " + note
+        if what == "DNS":
+            return msg + " " + _dns_message(rec["dns"])
+        if what == "TLS":
+            return msg + " " + _tls_message(rec["tls"])
+        return msg
+
+    @staticmethod
+    def _segment(pkt: Packet, rec: dict, src, dst, seg: dict, flags, payload, num) -> Segment:
+        missing = 0
+        if pkt.caplen < pkt.wirelen:
+            # the snaplen cut the payload: the IP length says how much is missing
+            ip = rec["ip"]
+            real = ip["len"] - ip.get("hdr_len", 40) - seg["hdr_len"]
+            missing = max(real - len(payload), 0)
+        return Segment(
+            src, seg["sport"], dst, seg["dport"], seg["seq"], seg["ack"], flags,
+            payload, pkt.ts_ns, num, seg["window"], missing,
+        )  # fmt: skip
 
     def _flow(
         self, rec: dict, proto: int, src: str, dst: str, sport: int | None, dport: int | None
     ) -> Flow:
         flow, first = self.flows.get(proto, src, dst, sport, dport)
         flow.packets += 1
-        rec["flow"] = {"id": flow.id, "community_id": flow.community_id}
-        rec[LABELS] = {"flow": flow.id, "proto": PROTO_NAMES.get(proto, str(proto))}
-        op = {"id": flow.id, "producer": PRODUCER}
-        if first:
-            op["first"] = True
-        rec[OPERATION] = op
+        set_flow(rec, flow, PROTO_NAMES.get(proto, str(proto)), first)
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
@@ -216,12 +214,26 @@ def _iface_names(reader):
     return lambda index: None
 
 
-def _try(decoder, payload: bytes, rec: dict, over_tcp: bool) -> bool:
-    try:
-        decoder(payload, rec, over_tcp)
-        return True
-    except Truncated:
-        return False
+def _encap_note(rec: dict) -> str:
+    encap = rec.get("encap")
+    if not encap:
+        return ""
+    return " (in " + " ".join(_encap_word(e) for e in encap) + ")"
+
+
+def _encap_word(layer: dict) -> str:
+    kind = layer["type"]
+    if kind in ("ipv4", "ipv6"):
+        return f"{kind} {layer['src']} > {layer['dst']}"
+    if kind == "udp":
+        return f"udp {layer['sport']} > {layer['dport']}"
+    if kind in ("vxlan", "geneve"):
+        return f"{kind} vni={layer['vni']}"
+    if kind == "mpls":
+        return "mpls " + ",".join(map(str, layer["labels"]))
+    if kind == "pppoe":
+        return f"pppoe session=0x{layer['session']:04x}"
+    return kind
 
 
 def _ep(addr: str, port: int) -> str:

@@ -1,0 +1,249 @@
+"""What HTTP analysis writes into records: `http`, `http2.frames`, Cloud Logging's
+`httpRequest`, trace context, and the policies around them (header redaction, severity).
+
+One `HttpRecords` per translation holds the options (`--project`, `--redact-header`);
+the HTTP stream analyzers (`pcaptool.http.stream`) call it with parsed messages and the
+record of the packet that completed them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pcaptool.http import tracectx
+from pcaptool.record.envelope import format_latency, warn
+from pcaptool.tcp.reassembly import Conn
+
+REDACTED = "<redacted>"
+# headers whose values are credentials: replaced in the records by default (--redact-header)
+DEFAULT_REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+# query parameters whose values are credentials: always replaced in targets, URLs and
+# messages (OAuth 2.0 RFC 6750 section 2.3, API keys, signed URLs of S3/GCS/Azure)
+CREDENTIAL_PARAMS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "token",
+    "key",
+    "api_key",
+    "apikey",
+    "sig",
+    "signature",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "code",
+    "session",
+    "sessionid",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+)
+_QUERY_CREDENTIAL = re.compile(
+    r"([?&;](?:" + "|".join(re.escape(p) for p in CREDENTIAL_PARAMS) + r")=)[^&;#\s]*",
+    re.IGNORECASE,
+)
+_USERINFO = re.compile(r"(//)[^/?#@\s]*@")
+# body samples that look like credentials are withheld (forms always: logins are forms)
+_CREDENTIAL_WORD = re.compile(
+    r"pass(?:word|wd)?|secret|token|api[_-]?key|auth|credential|session|signature",
+    re.IGNORECASE,
+)
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# headers whose values are URLs (their query strings and userinfo are redacted)
+_URL_HEADERS = (":path", "referer", "location", "content-location")
+
+
+def redact_url(text: str) -> str:
+    """`text` with URL userinfo and credential query parameters' values replaced."""
+    if "=" in text:
+        text = _QUERY_CREDENTIAL.sub(r"\1" + REDACTED, text)
+    if "@" in text:
+        text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
+    return text
+
+
+class HttpRecords:
+    """Builds the HTTP keys of records under one translation's options."""
+
+    def __init__(self, project: str | None = None, redact=DEFAULT_REDACT) -> None:
+        self.project = project
+        self.redact = frozenset(h.lower() for h in redact)
+
+    def trace(self, headers: dict) -> dict | None:
+        """Cloud Logging trace keys of a request's headers (traceparent, X-Cloud-Trace)."""
+        return tracectx.trace_fields(headers, self.project) or None
+
+    def emit(self, rec: dict, d: dict) -> None:
+        """Add a message (request, response) to the record's `http`; a record that already
+        has one keeps it and lists the next under `http.more`."""
+        redact = self.redact
+        for key in ("headers", "trailers"):
+            h = d.get(key)
+            if h:
+                d[key] = self._headers(h, redact)
+        target = d.get("target")
+        if target:
+            d["target"] = redact_url(target)
+        req = d.get("request")
+        if req is not None and req.get("target"):
+            req["target"] = redact_url(req["target"])
+        sample = d.get("body_sample")
+        if sample is not None and _credential_body(d.get("headers") or {}, sample):
+            d["body_sample"] = REDACTED
+        old = rec.get("http")
+        if old is None:
+            rec["http"] = d
+        elif old.get("type") == "error" and "error" not in d:
+            d["error"] = old["error"]
+            rec["http"] = d
+        else:
+            old.setdefault("more", []).append(d)
+
+    @staticmethod
+    def _headers(h: dict, redact: frozenset) -> dict:
+        return {k: _value(k, v, redact) for k, v in h.items()}
+
+    def error(self, rec: dict, e: tuple[str, str]) -> None:
+        """An `http.error` `{code, detail}` (the first of the record is kept); WARNING."""
+        detail = redact_url(e[1])
+        low = detail.lower()
+        if any(name in low for name in self.redact):
+            detail = "(withheld: it names a redacted header)"
+        err = {"code": e[0], "detail": detail}
+        old = rec.get("http")
+        if old is None:
+            rec["http"] = {"type": "error", "error": err}
+        elif "error" not in old:
+            old["error"] = err
+        warn(rec)
+
+    def frames(self, rec: dict, frames: list[dict]) -> None:
+        """HTTP/2 frames of this packet under `http2.frames`, header values redacted."""
+        redact = self.redact
+        for f in frames:
+            hl = f.get("headers")
+            if hl:
+                f["headers"] = [[n, _value(n, v, redact)] for n, v in hl]
+        rec["http2"] = {"frames": frames}
+
+    def http1_request(self, conn: Conn, i: int, rec: dict, m) -> None:
+        """Cloud Logging's HttpRequest on the response record (LogEntry.httpRequest)."""
+        req = m.request
+        if req is None:
+            return
+        client, server = conn.endpoints[1 - i], conn.endpoints[i]
+        target = req.target or ""
+        if target.startswith(("http://", "https://")) or req.method == "CONNECT":
+            url = target
+        else:
+            url = f"http://{req.host or server[0]}{target}"
+        h = {
+            "requestMethod": req.method,
+            "requestUrl": redact_url(url),
+            "status": m.status,
+            "latency": format_latency(m.end_ts - req.first_ts),
+            "protocol": req.version,
+            "remoteIp": client[0],
+            "serverIp": server[0],
+            "requestSize": str(req.header_size + req.body_size),
+            "responseSize": str(m.header_size + m.body_size),
+        }
+        ua = req.headers.get("user-agent")
+        if ua is not None:
+            h["userAgent"] = ua
+        ref = req.headers.get("referer")
+        if ref is not None:
+            h["referer"] = redact_url(ref)
+        if "httpRequest" not in rec:
+            rec["httpRequest"] = h
+        if m.trace:
+            rec.update(m.trace)
+
+    def h2_request(self, conn: Conn, i: int, rec: dict, s, d: dict, ts: int) -> None:
+        """HttpRequest of an HTTP/2 stream's response."""
+        r = s.req
+        if r is None or "httpRequest" in rec:
+            return
+        client, server = conn.endpoints[1 - i], conn.endpoints[i]
+        scheme = r.get(":scheme") or "http"
+        host = r.get(":authority") or r.get("host") or server[0]
+        h = {
+            "requestMethod": r.get(":method"),
+            "requestUrl": redact_url(f"{scheme}://{host}{r.get(':path') or ''}"),
+            "status": d.get("status"),
+            "latency": format_latency(ts - s.first_ts),
+            "protocol": "HTTP/2",
+            "remoteIp": client[0],
+            "serverIp": server[0],
+            "requestSize": str(s.req_size),
+            "responseSize": str(s.resp_size),
+        }
+        ua = r.get("user-agent")
+        if ua is not None:
+            h["userAgent"] = ua
+        rec["httpRequest"] = h
+        if s.trace:
+            rec.update(s.trace)
+
+
+def _value(name: str, value: str, redact: frozenset) -> str:
+    low = name.lower()  # HTTP/2 names arrive as the peer wrote them
+    if low in redact:
+        return REDACTED
+    if low in _URL_HEADERS:
+        return redact_url(value)
+    return value
+
+
+def _credential_body(headers: dict, sample: str) -> bool:
+    """A body sample that may hold a credential: a form (logins are forms), or any body
+    naming a password, token, key, secret or session."""
+    ctype = ""
+    for k, v in headers.items():
+        if k.lower() == "content-type":
+            ctype = v.lower()
+    return ctype.startswith(_FORM_TYPES) or _CREDENTIAL_WORD.search(sample) is not None
+
+
+def note(rec: dict) -> str | None:
+    """The end of the packet's message: what HTTP it completed (`HTTP GET /x`,
+    `HTTP/2 200 (GET /x) 0.0123s`) or which HTTP/2 frames it carried."""
+    h = rec.get("http")
+    if h is not None:
+        return _http_note(h)
+    h2 = rec.get("http2")
+    if h2 is not None:
+        frames = h2["frames"]
+        text = ", ".join(
+            f"{f['type']}[{f['stream_id']}]" if f.get("stream_id") else f["type"]
+            for f in frames[:6]
+        )
+        return f"HTTP/2 {text}{', …' if len(frames) > 6 else ''}"
+    return None
+
+
+def _http_note(h: dict) -> str:
+    parts = []
+    for m in [h, *h.get("more", ())]:
+        t = m.get("type")
+        proto = "HTTP/2" if m.get("version") == "HTTP/2" else "HTTP"
+        if t == "request":
+            parts.append(f"{proto} {m.get('method')} {m.get('target')}")
+        elif t == "response":
+            r = m.get("request")
+            s = f"{proto} {m.get('status')}"
+            if r:
+                s += f" ({r.get('method')} {r.get('target')}) {format_latency(m['latency'])}"
+            if "grpc_status" in m:
+                s += f" grpc-status={m['grpc_status']}"
+            if m.get("reset"):
+                s += f" reset={m['reset']}"
+            parts.append(s)
+        if "error" in m:
+            parts.append(f"HTTP error {m['error']['code']}")
+    return "; ".join(parts)
