@@ -139,3 +139,20 @@ def test_translate_backlog_on_a_pipe_with_a_slow_reader(tmp_path):
         n for r in warnings for n in range(r["shed"]["first"], r["shed"]["last"] + 1)
     ])  # fmt: skip
     assert nums == list(range(1, count + 1))
+
+
+def test_the_warning_record_is_a_valid_record():
+    import jsonschema
+
+    from conftest import REPO
+    from pcaptool.translate.serial import Translator
+
+    schema = json.loads((REPO / "pcaptool" / "schema" / "record.schema.json").read_text())
+    data = udp_capture(3)
+    pkts = list(CaptureReader(io.BytesIO(data)))
+    shed = Shed(2, pkts[1])
+    shed.add(3, pkts[2])
+    rec = shed.record(Translator("-"))
+    jsonschema.validate(rec, schema)
+    assert rec["shed"] == {"packets": 2, "first": 2, "last": 3, "bytes": 2 * len(pkts[1].data)}
+    assert rec["severity"] == "WARNING" and rec["message"].startswith("#2-#3 2 packet(s)")

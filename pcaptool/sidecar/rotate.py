@@ -25,7 +25,7 @@ from typing import BinaryIO
 from pcaptool import fsmode
 from pcaptool.capfile.framing import HEADER, INTERFACE, NONE, OTHER, PACKET, Framer  # noqa: F401 - OTHER is a framer event kind rotate hands on
 from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
-from pcaptool.record.ndjson import log
+from pcaptool.log import log
 from pcaptool.sidecar.partfix import NO_SPACE, PartsFull, close_quietly, hold, repair
 from pcaptool.signals import StopSignals
 

@@ -47,21 +47,23 @@ class Shed:
 
     def record(self, translator) -> dict:
         """The WARNING record that takes the place of the shed packets."""
-        sec, nanos, date = translator.date(self.ts_ns)
+        from pcaptool.record.envelope import packet_record
+
         span = f"#{self.first}" if self.first == self.last else f"#{self.first}-#{self.last}"
-        return {
-            "timestamp": {"seconds": sec, "nanos": nanos},
-            "severity": "WARNING",
-            "message": f"{span} {self.count} packet(s) not translated: translate fell "
-            "behind the capture (the pcap parts keep them)",
-            "pcap": {"num": self.first, "date": date, "file": translator.input_name},
-            "shed": {
-                "packets": self.count,
-                "first": self.first,
-                "last": self.last,
-                "bytes": self.bytes,
-            },
+        rec = packet_record(translator.clock, self.ts_ns, {})
+        del rec["pcap"]  # no packet of its own: `shed` says which packets it stands for
+        rec["severity"] = "WARNING"
+        rec["message"] = (
+            f"{span} {self.count} packet(s) not translated: translate fell behind the "
+            "capture (the pcap parts keep them)"
+        )
+        rec["shed"] = {
+            "packets": self.count,
+            "first": self.first,
+            "last": self.last,
+            "bytes": self.bytes,
         }
+        return rec
 
 
 class Backlog:
