@@ -95,6 +95,8 @@ read_settings() {
   parse_bool PCAP_TCPDUMP true
   parse_bool PCAP_JSON false
   parse_bool PCAP_JSON_LOG false
+  parse_bool PCAP_FLOWS false # translate reads it: connection records too (docs/expert.md)
+  export PCAP_FLOWS
   parse_bool PCAP_ORDERED false
   parse_bool PCAP_USE_CRON false
   parse_bool PCAP_COMPAT false
