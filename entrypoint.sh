@@ -95,6 +95,8 @@ read_settings() {
   parse_bool PCAP_TCPDUMP true
   parse_bool PCAP_JSON false
   parse_bool PCAP_JSON_LOG false
+  parse_bool PCAP_FLOWS false # translate reads it: connection records too (docs/expert.md)
+  export PCAP_FLOWS
   parse_bool PCAP_ORDERED false
   parse_bool PCAP_USE_CRON false
   parse_bool PCAP_COMPAT false
@@ -428,6 +430,10 @@ main() {
     run_pipeline 0 "${2}"
     return
   fi
+
+  # Parts must be able to land before the sidecar says it is ready: a read-only or
+  # unwritable GCS_MOUNT, a missing bucket or no credentials end it here, with one line.
+  "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" --check >/dev/null || exit 1
 
   STOPPING=0
   trap 'STOPPING=1' TERM INT

@@ -50,7 +50,7 @@ def serve(
         pcaptool capture -i eth -w /pcap/part.pcap
     """
     from pcaptool.errors import UsageError
-    from pcaptool.sidecar.capture import log
+    from pcaptool.log import log
     from pcaptool.sidecar.health import serve as serve_port
 
     if not 1 <= port <= 65535:

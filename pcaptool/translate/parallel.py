@@ -27,8 +27,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
-import orjson
-
 from pcaptool.capfile.reader import LINKTYPE_ETHERNET, CaptureReader, Packet
 from pcaptool.decode import Truncated
 from pcaptool.decode.link import ETH_IPV4, ETH_IPV6, FIXED_OFFSETS, VLAN_TPIDS
@@ -50,7 +48,6 @@ IPV6_FRAGMENT = 44
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux; spelled out for clarity)
 BATCH = 512
 MAX_OUTSTANDING = 6  # batches in flight per worker before the reader waits
-_OPT = orjson.OPT_APPEND_NEWLINE
 _first = itemgetter(0)
 
 
@@ -140,7 +137,8 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
     an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
     tr = Translator(name, an)
     translate = tr.translate
-    dumps = orjson.dumps
+    from pcaptool.record.ndjson import encode
+
     while True:
         batch = conn.recv()
         if batch is None:
@@ -152,14 +150,14 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
         for idx, m in enumerate(batch):
             if len(m) == 2:  # tick: (num, ts) or ("finish", last TCP ts)
                 if m[0] == "finish":
-                    recs = an.finish(m[1])
+                    recs = tr.with_outcomes(an.finish(m[1]))
                     _warn_limits(an)
                 else:
-                    recs = an.sweep(m[1])
+                    recs = tr.with_outcomes(an.sweep(m[1]))
                 if recs:
                     ks = keyed[idx] = []
                     for r in recs:
-                        b = dumps(r, option=_OPT)
+                        b = encode(r)
                         parts.append(b)
                         pos += len(b)
                         ks.append((r["conn"]["last_num"], len(b)))
@@ -167,13 +165,13 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
                 continue
             num, ts, caplen, wirelen, data, iface, linktype, iname = m
             rec = translate(num, Packet(ts, caplen, wirelen, data, iface, linktype), iname)
-            line = dumps(rec, option=_OPT)
+            line = encode(rec)
             parts.append(line)
             pos += len(line)
             if an is not None and an.pending:
                 ks = keyed[idx] = [(-1, len(line))]
-                for r in an.take_records():
-                    b = dumps(r, option=_OPT)
+                for r in tr.with_outcomes(an.take_records()):
+                    b = encode(r)
                     parts.append(b)
                     pos += len(b)
                     ks.append((r["conn"]["last_num"], len(b)))
@@ -183,7 +181,7 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
 
 
 def _warn_limits(an) -> None:
-    from pcaptool.record.ndjson import log
+    from pcaptool.log import log
 
     warning = an.limits_warning()
     if warning is not None:
