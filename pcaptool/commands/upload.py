@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import PcapToolError, UsageError
 
 DEFAULT_DEST = "/tmp/pcaptool/uploads"
@@ -27,7 +28,7 @@ def upload(
     paths: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="PATHS",
+            metavar="FILES",
             help="Files to upload; '-' reads paths one per line from stdin. "
             "None: read paths from stdin (unless --watch or --sweep is given).",
             show_default=False,
@@ -126,6 +127,8 @@ def upload(
             "--poll", min=0.05, help="How often --watch looks at its directory (seconds)."
         ),
     ] = 0.5,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Upload finished parts to Cloud Storage (or a directory) and delete each once confirmed.
 
@@ -143,6 +146,7 @@ def upload(
 
         pcaptool upload -b my-pcaps --sweep /tmp/parts --watch /tmp/parts --glob '*.gz'
     """
+    set_verbosity(quiet, verbose)
     from pcaptool.sidecar import metadata
     from pcaptool.storage.uploader import (
         GcsDestination,

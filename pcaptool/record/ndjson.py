@@ -17,6 +17,10 @@ def dumps(rec: dict) -> bytes:
 
 def log(severity: str, message: str, **fields) -> None:
     """A structured log line on stderr, as Cloud Logging reads it."""
+    from pcaptool.verbosity import should_log
+
+    if not should_log(severity):
+        return
     sys.stderr.buffer.write(dumps({"severity": severity, "message": message, **fields}))
     sys.stderr.buffer.flush()
 

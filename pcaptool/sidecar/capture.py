@@ -49,6 +49,10 @@ _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 def log(severity: str, message: str, **fields: object) -> None:
     """One Cloud Logging JSON line on stderr."""
+    from pcaptool.verbosity import should_log
+
+    if not should_log(severity):
+        return
     record = {"severity": severity, "message": message, **fields}
     print(json.dumps(record, separators=(",", ":")), file=sys.stderr, flush=True)
 

@@ -176,6 +176,10 @@ def json_logger(stream: TextIO | None = None) -> Callable[..., None]:
     """A logger writing one Cloud Logging JSON object per line (severity, message, fields)."""
 
     def log(severity: str, message: str, **fields: object) -> None:
+        from pcaptool.verbosity import should_log
+
+        if not should_log(severity):
+            return
         record = {
             "severity": severity,
             "message": message,

@@ -418,10 +418,14 @@ def stderr_logger(stream=None) -> Callable[..., None]:
     """One JSON object per line with ``severity`` and ``message`` (Cloud Logging's keys)."""
     import orjson
 
+    from pcaptool.verbosity import should_log
+
     out = stream or sys.stderr
     lock = threading.Lock()
 
     def log(severity: str, message: str, **fields) -> None:
+        if not should_log(severity):
+            return
         line = orjson.dumps({"severity": severity, "message": message, **fields}).decode()
         with lock:
             try:
