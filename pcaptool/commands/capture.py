@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pcaptool.commands._options import Quiet, Verbose, set_verbosity, snaplen_or_whole
-from pcaptool.errors import UsageError
+from pcaptool.errors import PcapToolError, UsageError
 
 _FILTER = "Filter builder (ignored when --filter is given, except the exclusions)"
 
@@ -300,12 +300,19 @@ def capture(
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
     else:
+        existed = os.path.exists(output)
         try:
             out = open(output, "wb")  # noqa: SIM115 - closed below, after the stats
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror}") from None
         try:
             result = run_capture(opts, out, expression, builder.refresh)
+        except PcapToolError:
+            out.close()
+            # refused (no such interface, no permission): leave no empty file behind
+            if not existed and os.path.getsize(output) == 0:
+                os.unlink(output)
+            raise
         finally:
             out.close()
     log("INFO", "capture finished", **result.as_log_fields())
