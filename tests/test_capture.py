@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 import pytest
-from netns_helpers import Lab, stats_line, stop, tshark_fields, wait_for
+from netns import Lab, stats_line, stop, tshark_fields, wait_for
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from pcaptool.capfile.reader import PCAP_HEADER, CaptureReader

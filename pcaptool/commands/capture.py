@@ -228,10 +228,9 @@ def capture(
 
     Example:
 
+    \b
         pcaptool capture -i eth --ports 443 --tcp-flags syn,rst -w syn.pcap
-
         pcaptool capture --print-filter --hosts example.com --exclude-ports 22
-
         pcaptool capture -i eth --duration 60 | pcaptool translate
     """
     set_verbosity(quiet, verbose)

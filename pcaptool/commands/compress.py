@@ -68,8 +68,8 @@ def compress(
 
     Example:
 
+    \b
         pcaptool rotate --dir /tmp/parts < capture.pcap | pcaptool compress | pcaptool upload
-
         pcaptool compress /tmp/parts/part__eth0__20261126T153000.pcap
     """
     set_verbosity(quiet, verbose)

@@ -21,8 +21,8 @@ def healthcheck() -> None:
 
     Example:
 
+    \b
         pcaptool healthcheck serve --port 12345 &
-
         pcaptool healthcheck probe || echo "capture is not running"
     """
 
@@ -60,6 +60,7 @@ def serve(
 
     Example:
 
+    \b
         pcaptool healthcheck serve --port 12345 &
         pcaptool capture -i eth -w /pcap/part.pcap
     """
@@ -94,6 +95,7 @@ def probe(
 
     Example:
 
+    \b
         HEALTHCHECK CMD pcaptool healthcheck probe || exit 1
     """
     from pcaptool.sidecar.health import is_ready, port_accepts

@@ -96,16 +96,12 @@ def merge(
 
     Example:
 
+    \b
         pcaptool merge gs://my-bucket/proj/svc/us-central1/rev/ -o full.pcap
-
         pcaptool merge parts/ -o - | tshark -r - -Y http
-
         pcaptool merge 'parts/*.json.gz' --format ndjson -o - | jq .message
-
         pcaptool merge gs://my-bucket/run1/ --list
-
         pcaptool merge parts/ -o web.pcap -f 'tcp port 8080' -c 1000
-
         pcaptool merge 'parts/*.json' -F ndjson -o - --where 'http.status >= 500'
     """
     set_verbosity(quiet, verbose)

@@ -94,6 +94,7 @@ def rotate(
 
     Example:
 
+    \b
         tcpdump -i eth0 -w - | pcaptool rotate --dir /tmp/parts --every 60 | pcaptool compress
     """
     set_verbosity(quiet, verbose)

@@ -87,10 +87,10 @@ def schedule(
 
     Example:
 
+    \b
         # capture 20 s at the top of every minute, in Paris time
         pcaptool schedule --cron '0 * * * * *' --tz Europe/Paris --timeout 20 -- \\
             pcaptool capture -i eth -w /tmp/cap.pcap
-
         # what would run when
         PCAP_CRON_EXP='*/30 * * * * *' pcaptool schedule --check
     """

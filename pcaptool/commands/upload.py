@@ -140,10 +140,9 @@ def upload(
 
     Example:
 
+    \b
         pcaptool rotate --dir /tmp/parts < cap.pcap | pcaptool compress | pcaptool upload -b my-pcaps
-
         pcaptool upload --dest /tmp/out part__eth0__20250101T000000.pcap.gz
-
         pcaptool upload -b my-pcaps --sweep /tmp/parts --watch /tmp/parts --glob '*.gz'
     """
     set_verbosity(quiet, verbose)
