@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import corpus_files
-from pcaptool.capfile.readfilter import select_packets
 from pcaptool.capfile.reader import CaptureReader, open_input
+from pcaptool.capfile.readfilter import select_packets
 from pcaptool.cli import app
 
 EXPRESSIONS = ["tcp", "udp port 53", "ip6", "tcp[tcpflags] & tcp-syn != 0", "not arp and len > 100"]
