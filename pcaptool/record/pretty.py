@@ -1,14 +1,13 @@
 """`--pretty`: indented JSON for humans, at orjson's speed; colour only on a terminal.
 
-orjson indents (2 spaces, as `jq .`); colour is a single regular-expression pass over
-the indented text (keys blue, strings green, numbers and literals as jq colours them),
-only when stdout is a terminal, so `--pretty | less` and `| head` get plain text.
+orjson indents (2 spaces, as `jq .`); colour (jq's: keys blue, strings green, null grey)
+is one pass over the indented lines, only when stdout is a terminal and NO_COLOR is not
+set, so `--pretty | less` and `| head` get plain text at orjson's speed.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import BinaryIO
 
@@ -16,19 +15,57 @@ import orjson
 
 _OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
-_TOKEN = re.compile(
-    rb'(?P<key>"(?:[^"\\]|\\.)*"(?=: ))|(?P<str>"(?:[^"\\]|\\.)*")'
-    rb"|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<lit>\btrue\b|\bfalse\b|\bnull\b)"
+# orjson's indented output has one key or one scalar per line (`"k": V,`, or `V,` in an
+# array), so colouring is a pass over lines, with no JSON parsing. jq's default colours.
+_KEY, _STR, _NUM, _BOOL, _NULL = (
+    b"\x1b[" + c + b"m" for c in (b"34;1", b"32", b"0", b"39", b"1;30")
 )
-# jq's default colours: keys 34;1, strings 32, numbers 0, true/false 39, null 1;30
-_COLOURS = {"key": b"\x1b[34;1m", "str": b"\x1b[32m", "num": b"\x1b[0m", "lit": b"\x1b[39m"}
 _RESET = b"\x1b[0m"
 
 
-def _colour(match: re.Match) -> bytes:
-    kind = match.lastgroup or "num"
-    colour = b"\x1b[1;30m" if match.group(0) == b"null" else _COLOURS[kind]
-    return colour + match.group(0) + _RESET
+def _string_end(body: bytes) -> int:
+    """Index just past the JSON string that `body` starts with."""
+    i = body.find(b'"', 1)
+    while i > 0:
+        if body[i - 1] != 0x5C:  # no backslash before it: the common case
+            return i + 1
+        slashes = len(body[:i]) - len(body[:i].rstrip(b"\\"))
+        if slashes % 2 == 0:
+            return i + 1
+        i = body.find(b'"', i + 1)
+    return len(body)
+
+
+def _value(v: bytes) -> bytes:
+    comma = v.endswith(b",")
+    core = v[:-1] if comma else v
+    first = core[:1]
+    if first == b'"':
+        colour = _STR
+    elif core in (b"true", b"false"):
+        colour = _BOOL
+    elif core == b"null":
+        colour = _NULL
+    elif first and first in b"-0123456789":
+        colour = _NUM
+    else:  # { [ } ] {} []
+        return v
+    return colour + core + _RESET + (b"," if comma else b"")
+
+
+def paint(text: bytes) -> bytes:
+    """orjson-indented JSON with jq's colours."""
+    out = []
+    for line in text.split(b"\n"):
+        body = line.lstrip(b" ")
+        indent = line[: len(line) - len(body)]
+        if body[:1] == b'"':
+            end = _string_end(body)
+            if body[end : end + 2] == b": ":
+                out.append(indent + _KEY + body[:end] + _RESET + b": " + _value(body[end + 2 :]))
+                continue
+        out.append(indent + _value(body))
+    return b"\n".join(out)
 
 
 def want_colour(out: BinaryIO) -> bool:
@@ -50,7 +87,7 @@ class PrettyWriter:
 
     def write(self, rec: dict) -> None:
         text = orjson.dumps(rec, option=_OPTIONS)
-        self._write(_TOKEN.sub(_colour, text) if self.colour else text)
+        self._write(paint(text) if self.colour else text)
 
     def write_line(self, line: bytes) -> None:
         self.write(orjson.loads(line))
