@@ -21,8 +21,11 @@ from pcaptool.commands import (
     compress,
     healthcheck,
     merge,
+    query,
+    report,
     rotate,
     schedule,
+    schema,
     translate,
     upload,
 )
@@ -147,6 +150,9 @@ app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )(schedule.schedule)
 app.command("merge")(merge.merge)
+app.command("query")(query.query)
+app.command("report")(report.report)
+app.command("schema")(schema.schema)
 app.add_typer(healthcheck.app, name="healthcheck")
 
 

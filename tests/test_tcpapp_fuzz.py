@@ -7,8 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcaptool.http.http2 import PREFACE
-from pcaptool.tcp.analyzer import TcpAnalyzer
+from pcaptool.record.flow import Flow
+from pcaptool.tcp.analyzer import HttpAnalyzer
 from pcaptool.tcp.reassembly import Limits
+from pcaptool.tcp.stream import Segment
+
+FLOWS = [Flow(f"{k:016x}", f"1:{k}") for k in range(3)]
 
 SEEDS = [
     b"GET / HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
@@ -36,7 +40,7 @@ def test_never_raises(segs, small):
         if small
         else None
     )
-    an = TcpAnalyzer(project="p", flows=True, limits=limits)
+    an = HttpAnalyzer(project="p", flows=True, limits=limits)
     ts = 0
     for i, (d, seq, ack, flags, payload, dt) in enumerate(segs, 1):
         ts += dt
@@ -44,17 +48,19 @@ def test_never_raises(segs, small):
         rec: dict = {}
         src, dst = ("10.0.0.1", 1000 + key), ("10.0.0.2", 80)
         a, b = (src, dst) if d == 0 else (dst, src)
-        an.segment(rec, key, d, a[0], a[1], b[0], b[1], seq, ack, flags, payload, ts, i)
+        an.on_tcp(rec, FLOWS[key], d, Segment(*a, *b, seq, ack, flags, payload, ts, i))
+        an.take_records()
     an.finish(ts)
 
 
 def test_in_order_conversation_with_sequence_numbers_from_the_seeds():
-    an = TcpAnalyzer()
+    an = HttpAnalyzer()
     recs = []
     seq = [100, 5000]
     for i, (d, data) in enumerate([(0, SEEDS[0]), (1, SEEDS[1])], 1):
         rec: dict = {}
-        an.segment(rec, "k", d, "a", 1, "b", 2, seq[d], seq[1 - d], 0x18, data, i, i)
+        a, b = (("a", 1), ("b", 2)) if d == 0 else (("b", 2), ("a", 1))
+        an.on_tcp(rec, FLOWS[0], d, Segment(*a, *b, seq[d], seq[1 - d], 0x18, data, i, i))
         seq[d] += len(data)
         recs.append(rec)
     assert recs[0]["http"]["method"] == "GET"
@@ -78,9 +84,9 @@ def test_http2_header_values_redacted_in_frames_and_messages():
         ]
     )
     data = PREFACE + len(block).to_bytes(3, "big") + bytes([1, 5]) + (1).to_bytes(4, "big") + block
-    an = TcpAnalyzer(redact={"Cookie"})
+    an = HttpAnalyzer(redact={"Cookie"})
     rec: dict = {}
-    an.segment(rec, "k", 0, "a", 1, "b", 2, 1, 1, 0x18, data, 1, 1)
+    an.on_tcp(rec, FLOWS[0], 0, Segment("a", 1, "b", 2, 1, 1, 0x18, data, 1, 1))
     assert rec["http"]["headers"]["cookie"] == "<redacted>"
     (hdrs,) = [f["headers"] for f in rec["http2"]["frames"] if "headers" in f]
     assert ["cookie", "<redacted>"] in hdrs and [":path", "/"] in hdrs

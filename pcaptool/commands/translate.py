@@ -261,6 +261,11 @@ def _translate_all(
             translator = Translator(name, analyzer)
             for rec in translator.records(reader):
                 out.write(rec)
+            warning = analyzer.limits_warning() if analyzer is not None else None
+            if warning is not None:
+                from pcaptool.record.ndjson import log
+
+                log(**warning)
         except CaptureFormatError as exc:
             out.flush()
             print(f"pcaptool: error: {exc}", file=sys.stderr)

@@ -122,8 +122,8 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
         for idx, m in enumerate(batch):
             if len(m) == 2:  # tick: (num, ts) or ("finish", last TCP ts)
                 if m[0] == "finish":
-                    an._last_ts = m[1] or an._last_ts
-                    recs = an.finish()
+                    recs = an.finish(m[1])
+                    _warn_limits(an)
                 else:
                     recs = an.sweep(m[1])
                 if recs:
@@ -140,7 +140,7 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
             line = dumps(rec, option=_OPT)
             parts.append(line)
             pos += len(line)
-            if an is not None and an._pending:
+            if an is not None and an.pending:
                 ks = keyed[idx] = [(-1, len(line))]
                 for r in an.take_records():
                     b = dumps(r, option=_OPT)
@@ -150,6 +150,14 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
             ends.append(pos)
         conn.send((b"".join(parts), ends, keyed))
     conn.close()
+
+
+def _warn_limits(an) -> None:
+    from pcaptool.record.ndjson import log
+
+    warning = an.limits_warning()
+    if warning is not None:
+        log(**warning)
 
 
 class _Output:

@@ -8,7 +8,6 @@ structured log line: https://cloud.google.com/logging/docs/structured-logging
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -22,34 +21,32 @@ from pcaptool.decode.link import DECODERS, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_RARP
 from pcaptool.decode.tcp import tcp
 from pcaptool.decode.tls import looks_like_tls, tls
 from pcaptool.decode.udp import udp
+from pcaptool.record.envelope import (
+    Clock,
+    direction,
+    endpoint,
+    mark_last,
+    message_prefix,
+    packet_record,
+    set_error,
+    set_flow,
+)
 from pcaptool.record.flow import Flow, FlowTable
-
-LABELS = "logging.googleapis.com/labels"
-OPERATION = "logging.googleapis.com/operation"
-PRODUCER = "github.com/pcaptool"
+from pcaptool.tcp.stream import Segment
 
 
 class Analyzer(Protocol):
     """Application-layer analysis fed by the translator (HTTP, HTTP/2, connection records).
 
-    `on_tcp` is called for every TCP packet after its layers are decoded; it may add keys
-    to `rec`, and return a short text for the end of the record's `message` (or None).
-    Records it wants emitted on their own (connection summaries) are returned by
-    `take_records()` after each packet and by `finish()` at the end of the input.
+    `on_tcp` is called for every TCP packet after its layers are decoded, with the flow,
+    the packet's direction (0 or 1, `pcaptool.record.envelope.direction`) and the segment
+    (header values and payload); it may add keys to `rec`, and returns a short text for
+    the end of the record's `message` (or None). Records it wants emitted on their own
+    (connection summaries) are returned by `take_records()` after each packet and by
+    `finish()` at the end of the input.
     """
 
-    def on_tcp(
-        self,
-        rec: dict,
-        flow: Flow,
-        src: str,
-        sport: int,
-        dst: str,
-        dport: int,
-        seg: dict,
-        payload: bytes,
-        ts_ns: int,
-    ) -> str | None: ...
+    def on_tcp(self, rec: dict, flow: Flow, direction: int, seg: Segment) -> str | None: ...
 
     def take_records(self) -> list[dict]: ...
 
@@ -63,26 +60,16 @@ class Translator:
         self.input_name = input_name
         self.analyzer = analyzer
         self.flows = FlowTable()
-        self._second = -1
-        self._second_str = ""
-
-    def date(self, ts_ns: int) -> tuple[int, int, str]:
-        sec, nanos = divmod(ts_ns, 1_000_000_000)
-        if sec != self._second:
-            self._second = sec
-            self._second_str = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return sec, nanos, f"{self._second_str}.{nanos:09d}Z"
+        self.clock = Clock()
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
         """The record of packet `num` (1-based in its input)."""
-        sec, nanos, date = self.date(pkt.ts_ns)
-        rec: dict = {
-            "timestamp": {"seconds": sec, "nanos": nanos},
-            "severity": "DEFAULT",
-            "message": "",
-            "pcap": {
+        rec = packet_record(
+            self.clock,
+            pkt.ts_ns,
+            {
                 "num": num,
-                "date": date,
+                "date": "",
                 "file": self.input_name,
                 "iface": {"index": pkt.iface, "name": iface_name},
                 "linktype": LINKTYPE_NAMES.get(pkt.linktype, str(pkt.linktype)),
@@ -90,17 +77,15 @@ class Translator:
                 "caplen": pkt.caplen,
                 "truncated": pkt.caplen < pkt.wirelen,
             },
-        }
-        prefix = f"#{num} {iface_name} " if iface_name else f"#{num} "
+        )
+        prefix = message_prefix(num, iface_name)
         try:
-            rec["message"] = prefix + self._layers(pkt, rec)
+            rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
-            rec["severity"] = "ERROR"
-            rec["error"] = {"layer": exc.layer, "reason": exc.reason}
-            rec["message"] = f"{prefix}ERROR {exc.layer}: {exc.reason}"
+            set_error(rec, prefix, exc.layer, exc.reason)
         return rec
 
-    def _layers(self, pkt: Packet, rec: dict) -> str:
+    def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
         buf = pkt.data
         decode_link = DECODERS.get(pkt.linktype)
         if decode_link is None:
@@ -121,43 +106,7 @@ class Translator:
             self._flow(rec, proto, src, dst, None, None)
             return f"IPv{rec['ip']['version']} {src} > {dst} fragment offset={rec['ip']['frag_offset']} proto={proto}"
         if proto == 6:
-            seg = tcp(buf, off, end, rec)
-            sport, dport = seg["sport"], seg["dport"]
-            flow = self._flow(rec, 6, src, dst, sport, dport)
-            bits = seg["flags_str"]
-            if "R" in bits:
-                flow.closed = True
-                rec[OPERATION]["last"] = True
-            elif "F" in bits:
-                side = 1 if (src, sport) < (dst, dport) else 2
-                flow.fin |= side
-                if flow.fin == 3:
-                    flow.closed = True
-                    rec[OPERATION]["last"] = True
-            payload = buf[off + seg["hdr_len"] : end] if seg["len"] else b""
-            what = "TCP"
-            if payload:
-                if (sport in DNS_PORTS or dport in DNS_PORTS) and _try(dns, payload, rec, True):
-                    what = "DNS"
-                elif looks_like_tls(payload):
-                    tls(payload, rec)
-                    what = "TLS"
-            note = None
-            if self.analyzer is not None:
-                note = self.analyzer.on_tcp(
-                    rec, flow, src, sport, dst, dport, seg, payload, pkt.ts_ns
-                )
-            msg = (
-                f"{what} {_ep(src, sport)} > {_ep(dst, dport)} [{bits}] "
-                f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
-            )
-            if note:
-                msg += " " + note
-            elif what == "DNS":
-                msg += " " + _dns_message(rec["dns"])
-            elif what == "TLS":
-                msg += " " + _tls_message(rec["tls"])
-            return msg
+            return self._tcp(num, pkt, rec, off, end, src, dst)
         if proto == 17:
             u = udp(buf, off, end, rec)
             sport, dport = u["sport"], u["dport"]
@@ -165,8 +114,8 @@ class Translator:
             if (sport in DNS_PORTS or dport in DNS_PORTS) and u["len"]:
                 payload = buf[off + 8 : end]
                 if _try(dns, payload, rec, False):
-                    return f"DNS {_ep(src, sport)} > {_ep(dst, dport)} {_dns_message(rec['dns'])}"
-            return f"UDP {_ep(src, sport)} > {_ep(dst, dport)} len={u['len']}"
+                    return f"DNS {endpoint(src, sport)} > {endpoint(dst, dport)} {_dns_message(rec['dns'])}"
+            return f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={u['len']}"
         if proto == 1 or proto == 58:
             icmp = (icmpv4 if proto == 1 else icmpv6)(buf, off, end, rec)
             self._flow(rec, proto, src, dst, icmp["type"], icmp["code"])
@@ -174,17 +123,65 @@ class Translator:
         self._flow(rec, proto, src, dst, None, None)
         return f"IPv{rec['ip']['version']} {src} > {dst} proto={proto} ({PROTO_NAMES.get(proto, '?')}) len={end - off}"
 
+    def _tcp(self, num: int, pkt: Packet, rec: dict, off: int, end: int, src, dst) -> str:
+        buf = pkt.data
+        seg = tcp(buf, off, end, rec)
+        sport, dport = seg["sport"], seg["dport"]
+        flow = self._flow(rec, 6, src, dst, sport, dport)
+        flags = buf[off + 13]  # the header's flag bits (RFC 9293 section 3.1)
+        side = direction(src, sport, dst, dport)
+        if flags & 0x04:  # RST
+            flow.closed = True
+            mark_last(rec)
+        elif flags & 0x01:  # FIN
+            flow.fin |= 1 << side
+            if flow.fin == 3:
+                flow.closed = True
+                mark_last(rec)
+        payload = buf[off + seg["hdr_len"] : end] if seg["len"] else b""
+        what = "TCP"
+        if payload:
+            if (sport in DNS_PORTS or dport in DNS_PORTS) and _try(dns, payload, rec, True):
+                what = "DNS"
+            elif looks_like_tls(payload):
+                tls(payload, rec)
+                what = "TLS"
+        note = None
+        if self.analyzer is not None:
+            note = self.analyzer.on_tcp(
+                rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
+            )
+        msg = (
+            f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
+            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
+        )
+        if note:
+            msg += " " + note
+        elif what == "DNS":
+            msg += " " + _dns_message(rec["dns"])
+        elif what == "TLS":
+            msg += " " + _tls_message(rec["tls"])
+        return msg
+
+    @staticmethod
+    def _segment(pkt: Packet, rec: dict, src, dst, seg: dict, flags, payload, num) -> Segment:
+        missing = 0
+        if pkt.caplen < pkt.wirelen:
+            # the snaplen cut the payload: the IP length says how much is missing
+            ip = rec["ip"]
+            real = ip["len"] - ip.get("hdr_len", 40) - seg["hdr_len"]
+            missing = max(real - len(payload), 0)
+        return Segment(
+            src, seg["sport"], dst, seg["dport"], seg["seq"], seg["ack"], flags,
+            payload, pkt.ts_ns, num, seg["window"], missing,
+        )  # fmt: skip
+
     def _flow(
         self, rec: dict, proto: int, src: str, dst: str, sport: int | None, dport: int | None
     ) -> Flow:
         flow, first = self.flows.get(proto, src, dst, sport, dport)
         flow.packets += 1
-        rec["flow"] = {"id": flow.id, "community_id": flow.community_id}
-        rec[LABELS] = {"flow": flow.id, "proto": PROTO_NAMES.get(proto, str(proto))}
-        op = {"id": flow.id, "producer": PRODUCER}
-        if first:
-            op["first"] = True
-        rec[OPERATION] = op
+        set_flow(rec, flow, PROTO_NAMES.get(proto, str(proto)), first)
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
@@ -216,10 +213,6 @@ def _try(decoder, payload: bytes, rec: dict, over_tcp: bool) -> bool:
         return True
     except Truncated:
         return False
-
-
-def _ep(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _arp_message(a: dict) -> str:

@@ -1,0 +1,32 @@
+"""`pcaptool schema`: the record schema, as JSON Schema or as a BigQuery table schema."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+
+def schema(
+    bigquery: Annotated[
+        bool, typer.Option("--bigquery", help="BigQuery's table schema (for bq mk / bq load).")
+    ] = False,
+) -> None:
+    """Print the schema of the NDJSON records that translate writes.
+
+    Without options, the JSON Schema (pcaptool/schema/record.schema.json); with
+    --bigquery, the BigQuery table schema derived from it (docs/query.md#bigquery).
+
+    Example:
+
+        pcaptool schema --bigquery > records.schema.json
+
+        bq load --source_format=NEWLINE_DELIMITED_JSON --ignore_unknown_values dataset.packets 'gs://BUCKET/PREFIX/*.json.gz' records.schema.json
+    """
+    import json
+
+    from pcaptool.record.bigquery import bigquery_schema, json_schema
+
+    doc = bigquery_schema() if bigquery else json_schema()
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,123 @@
+"""The record envelope: the keys every record shares, built in this one place.
+
+A record is a Cloud Logging structured log entry
+(https://cloud.google.com/logging/docs/structured-logging): `timestamp`, `severity`,
+`message`, `logging.googleapis.com/labels` and `logging.googleapis.com/operation` become
+fields of the log entry. docs/schema.md describes them and
+pcaptool/schema/record.schema.json validates them. Packet records (`packet_record`) and
+connection records (`conn_record`) both take their timestamp, flow, labels and operation
+from here; the layers and analyzers only add their own objects.
+
+Direction is 0 or 1 everywhere: 0 when (src, sport) sorts before (dst, dport), the order
+`direction()` computes, so both directions of a flow agree without a table.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pcaptool.record.flow import Flow
+
+LABELS = "logging.googleapis.com/labels"
+OPERATION = "logging.googleapis.com/operation"
+TRACE = "logging.googleapis.com/trace"
+PRODUCER = "github.com/pcaptool"
+
+
+def direction(src: str, sport: int, dst: str, dport: int) -> int:
+    """0 when (src, sport) sorts before (dst, dport), else 1: the same for a flow's
+    two directions, the other way round."""
+    return 0 if src < dst or (src == dst and sport < dport) else 1
+
+
+def endpoint(addr: str, port: int) -> str:
+    """`10.0.0.1:80`, `[2001:db8::1]:443`: an address and port as messages print them."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def format_latency(ns: int) -> str:
+    """Cloud Logging's Duration: seconds with up to nine decimals and an "s" suffix."""
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    frac = f"{ns % 1_000_000_000:09d}".rstrip("0")
+    return f"{sign}{ns // 1_000_000_000}{'.' + frac if frac else ''}s"
+
+
+def timestamp(ts_ns: int) -> dict:
+    sec, nanos = divmod(ts_ns, 1_000_000_000)
+    return {"seconds": sec, "nanos": nanos}
+
+
+class Clock:
+    """RFC 3339 dates of capture times, formatting each second once."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def date(self, ts_ns: int) -> tuple[int, int, str]:
+        """(seconds, nanoseconds, `2024-06-01T12:00:00.123456789Z`) of `ts_ns`."""
+        sec, nanos = divmod(ts_ns, 1_000_000_000)
+        if sec != self._second:
+            self._second = sec
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return sec, nanos, f"{self._text}.{nanos:09d}Z"
+
+
+def packet_record(clock: Clock, ts_ns: int, pcap: dict) -> dict:
+    """A packet record's envelope: timestamp, DEFAULT severity, an empty message, `pcap`
+    (whose `date` is filled in here)."""
+    sec, nanos, date = clock.date(ts_ns)
+    pcap["date"] = date
+    return {
+        "timestamp": {"seconds": sec, "nanos": nanos},
+        "severity": "DEFAULT",
+        "message": "",
+        "pcap": pcap,
+    }
+
+
+def message_prefix(num: int, iface_name: str | None) -> str:
+    """`#12 eth0 ` (the interface only where the capture names it)."""
+    return f"#{num} {iface_name} " if iface_name else f"#{num} "
+
+
+def set_error(rec: dict, prefix: str, layer: str, reason: str) -> None:
+    """A packet that did not decode: ERROR severity, `error`, and the message saying so."""
+    rec["severity"] = "ERROR"
+    rec["error"] = {"layer": layer, "reason": reason}
+    rec["message"] = f"{prefix}ERROR {layer}: {reason}"
+
+
+def set_flow(rec: dict, flow: Flow, proto: str, first: bool = False, last: bool = False) -> None:
+    """`flow`, the labels and the operation of a record of `flow` (`proto`: `TCP`, …)."""
+    rec["flow"] = {"id": flow.id, "community_id": flow.community_id}
+    rec[LABELS] = {"flow": flow.id, "proto": proto}
+    op: dict = {"id": flow.id, "producer": PRODUCER}
+    if first:
+        op["first"] = True
+    if last:
+        op["last"] = True
+    rec[OPERATION] = op
+
+
+def mark_last(rec: dict) -> None:
+    """The record's packet ends its flow (TCP RST, or the FIN completing both FINs)."""
+    rec[OPERATION]["last"] = True
+
+
+def conn_record(ts_ns: int, flow: Flow | None, message: str, conn: dict) -> dict:
+    """A connection summary as a record of its own (like a line of Zeek's conn.log): INFO,
+    no `pcap`, the flow's operation marked `last`."""
+    rec = {"timestamp": timestamp(ts_ns), "severity": "INFO", "message": message, "conn": conn}
+    if flow is not None:
+        set_flow(rec, flow, "tcp", last=True)
+    return rec
+
+
+def warn(rec: dict) -> None:
+    """Raise a record to WARNING unless it already says something graver."""
+    if rec.get("severity") in (None, "DEFAULT"):
+        rec["severity"] = "WARNING"
