@@ -61,6 +61,9 @@ CASES = {
     "upload": lambda t: (["upload", "-q", "--dest", str(t / "d"), "--prefix", "p", str(parts_dir(t) / "part__eth0__20260100T000000.pcap")], None),
     "schedule --check": lambda t: (["schedule", "--check", "--cron", "@hourly"], None),
     "healthcheck --help": lambda t: (["healthcheck", "serve", "--help"], None),
+    "schema": lambda t: (["schema"], None),
+    "query": lambda t: (["query", "-F", "csv", "SELECT * FROM packets", str(GOLDEN / "dns_tls.pcap")], None),
+    "report": lambda t: (["report", "-q", str(GOLDEN / "dns_tls.pcap")], None),
 }  # fmt: skip
 
 
