@@ -865,16 +865,17 @@ def _ndjson_records(
 ) -> Iterator[tuple[tuple[int, int], int, bytes]]:
     import orjson
 
+    from pcaptool.record.export import record_lines, sort_key
+
     stream = open_input(sys.stdin.buffer if part.path == "-" else part.path)
     lineno = 0
     try:
-        for line in stream:
+        for line in record_lines(stream):  # pcaptool NDJSON, or exported LogEntry JSON
             lineno += 1
             if not line.strip():
                 continue
             try:
-                pcap = orjson.loads(line)["pcap"]
-                key = (rfc3339_ns(pcap["date"]), int(pcap["num"]))
+                key = sort_key(orjson.loads(line))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 why = f"{part.name}: line {lineno} is not a pcaptool NDJSON record ({exc})"
                 if not skip_bad:
@@ -999,7 +1000,7 @@ def _summarize_ndjson(summary: PartSummary, path: str) -> PartSummary:
     part = Part(summary.name, path)
     count, first, last = 0, None, None
     try:
-        for (ts, _num), _i, _line in _ndjson_records(part, 0, False, lambda m: None, result):
+        for (ts, *_rest), _i, _line in _ndjson_records(part, 0, False, lambda m: None, result):
             first = ts if first is None else min(first, ts)
             last = ts if last is None else max(last, ts)
             count += 1
