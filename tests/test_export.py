@@ -139,3 +139,33 @@ def test_connection_records_sort_with_their_packets(tmp_path) -> None:
         assert merged[i - 1]["pcap"]["num"] >= merged[i]["conn"]["last_num"]
     stamps = [(m["timestamp"]["seconds"], m["timestamp"]["nanos"]) for m in merged]
     assert stamps == sorted(stamps)
+
+
+def test_trace_ids_are_qualified_with_the_metadata_servers_project(
+    tmp_path, metadata_server
+) -> None:
+    """No --project and no PROJECT_ID: on Google Cloud the metadata server names it."""
+    import os
+
+    from conftest import run_pcaptool
+
+    cap = Capture()
+    conn = Conn(cap)
+    conn.handshake()
+    conn.client(
+        f"GET / HTTP/1.1\r\nHost: x\r\ntraceparent: 00-{TRACE}-00f067aa0ba902b7-01\r\n\r\n".encode()
+    )
+    conn.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    path = cap.write(tmp_path / "t.pcap")
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT_ID", "GOOGLE_CLOUD_PROJECT")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    traces = {}
+    for name, extra in (("gcp", metadata_server.env), ("elsewhere", {})):
+        r = run_pcaptool("translate", str(path), env={**env, **extra})
+        assert r.returncode == 0, r.stderr
+        recs = [json.loads(x) for x in r.stdout.splitlines()]
+        traces[name] = {
+            x["logging.googleapis.com/trace"] for x in recs if "logging.googleapis.com/trace" in x
+        }
+    assert traces["gcp"] == {f"projects/test-project/traces/{TRACE}"}
+    assert traces["elsewhere"] == {TRACE}

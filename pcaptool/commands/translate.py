@@ -64,7 +64,8 @@ def translate(
             "--project",
             metavar="PROJECT",
             envvar=["PROJECT_ID", "GOOGLE_CLOUD_PROJECT"],
-            help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE.",
+            help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE "
+            "(default: the metadata server's, on Google Cloud; else the bare trace id).",
         ),
     ] = None,
     redact_header: Annotated[
@@ -134,6 +135,17 @@ def translate(
             help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
         ),
     ] = 64 << 20,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            envvar="PCAP_RUN_ID",
+            metavar="ID",
+            help="Id of this capture run, in pcap.id and the label run of every record "
+            "(default: a new random id per invocation).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -158,6 +170,7 @@ def translate(
         pcaptool translate x.pcap --fields pcap.num,ip.src,http.status
     """
     set_verbosity(quiet, verbose)
+    _set_run_id(run_id)
     sources, expression = split_files_and_filter(inputs, read, bpf)
     sources = sources or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
@@ -167,7 +180,14 @@ def translate(
     if redact_header is None:
         redact_header = list(DEFAULT_REDACT)
     analyzer_kw = _analyzer_options(
-        http, flows, project, redact_header, body_sample, flow_timeout, tcp_flow_memory, tcp_memory
+        http,
+        flows,
+        project or _metadata_project(http),
+        redact_header,
+        body_sample,
+        flow_timeout,
+        tcp_flow_memory,
+        tcp_memory,
     )
     out = _writer(pretty, where, fields, expression)
     from pcaptool.stdio import quiet_broken_pipe
@@ -178,6 +198,31 @@ def translate(
         )
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
+
+
+def _metadata_project(http: bool) -> str | None:
+    """On Google Cloud (Cloud Run's K_SERVICE, App Engine's GAE_SERVICE, or a metadata
+    host named by GCE_METADATA_HOST), the project the metadata server names, so trace ids
+    are qualified projects/PROJECT/traces/ID; elsewhere None, asked nowhere."""
+    import os
+
+    if not http or not any(
+        os.environ.get(k) for k in ("K_SERVICE", "GAE_SERVICE", "GCE_METADATA_HOST")
+    ):
+        return None
+    from pcaptool.sidecar.metadata import MetadataClient
+
+    return MetadataClient(timeout=1.0).get("project/project-id")
+
+
+def _set_run_id(run_id: str | None) -> None:
+    """One id for every record of this run, seen by the workers and the analyzers too."""
+    import os
+    import uuid
+
+    from pcaptool.record.envelope import RUN_ID_ENV
+
+    os.environ[RUN_ID_ENV] = run_id or uuid.uuid4().hex[:16]
 
 
 def _analyzer_options(

@@ -8,6 +8,7 @@ structured log line: https://cloud.google.com/logging/docs/structured-logging
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -22,9 +23,11 @@ from pcaptool.decode.tcp import tcp
 from pcaptool.decode.tls import looks_like_tls, tls
 from pcaptool.decode.udp import udp
 from pcaptool.record.envelope import (
+    RUN_ID_ENV,
     Clock,
     direction,
     endpoint,
+    finish_labels,
     mark_last,
     message_prefix,
     packet_record,
@@ -56,7 +59,11 @@ class Analyzer(Protocol):
 class Translator:
     """Turns the packets of one input into records. Keeps per-flow state across packets."""
 
-    def __init__(self, input_name: str = "-", analyzer: Analyzer | None = None) -> None:
+    def __init__(
+        self, input_name: str = "-", analyzer: Analyzer | None = None, run_id: str | None = None
+    ) -> None:
+        # the run id: given, or PCAP_RUN_ID (set by `pcaptool translate`, seen by its workers)
+        self.run_id = run_id or os.environ.get(RUN_ID_ENV) or None
         self.input_name = input_name
         self.analyzer = analyzer
         self.flows = FlowTable()
@@ -83,6 +90,7 @@ class Translator:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
             set_error(rec, prefix, exc.layer, exc.reason)
+        finish_labels(rec, self.run_id)
         return rec
 
     def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
