@@ -119,9 +119,14 @@ def sort_key(rec: dict) -> tuple[int, int, int]:
     Packet records sort by their capture time and number; connection records (`--flows`,
     no `pcap`) by their end time, right after the packet that ended them.
     """
-    ts = rec["timestamp"]
-    ns = int(ts["seconds"]) * 1_000_000_000 + int(ts.get("nanos", 0))
+    ts = rec.get("timestamp")
     pcap = rec.get("pcap")
+    if isinstance(ts, dict):
+        ns = int(ts["seconds"]) * 1_000_000_000 + int(ts.get("nanos", 0))
+    else:  # a record trimmed by --fields: its pcap.date says when
+        from pcaptool.merge.parts import rfc3339_ns
+
+        ns = rfc3339_ns(pcap["date"])
     if pcap is not None:
         return ns, int(pcap["num"]), 0
     return ns, int(rec["conn"].get("last_num", 0)), 1

@@ -40,13 +40,13 @@ def _value(text: str, name: str, low: int, high: int, names: dict, expression: s
         value = names[text.lower()]
     else:
         raise UsageError(
-            f"cron expression {expression!r}: {text!r} in the {name} field is not a number"
+            f"invalid cron expression {expression!r}: {text!r} in the {name} field is not a number"
             + (" or a name" if names else "")
             + " (L, W, # and H are not cron syntax the reference accepts)"
         )
     if not low <= value <= high:
         raise UsageError(
-            f"cron expression {expression!r}: {name} {value} is out of range {low}-{high}"
+            f"invalid cron expression {expression!r}: {name} {value} is out of range {low}-{high}"
         )
     return value
 
@@ -59,17 +59,19 @@ def check_fields(fields: list[str], expression: str) -> None:
             m = _PART.match(part)
             if not m:
                 raise UsageError(
-                    f"cron expression {expression!r}: cannot read {part!r} in the {name} field "
+                    f"invalid cron expression {expression!r}: cannot read {part!r} in the {name} field "
                     "(use *, ?, N, N-M, lists and /STEP; L, W, # and H are not accepted)"
                 )
             if m.group("step") is not None and int(m.group("step")) == 0:
-                raise UsageError(f"cron expression {expression!r}: step 0 in the {name} field")
+                raise UsageError(
+                    f"invalid cron expression {expression!r}: step 0 in the {name} field"
+                )
             span = m.group("range")
             if span in ("*", "?"):
                 continue
             bounds = [_value(v, name, low, high, names, expression) for v in span.split("-")]
             if len(bounds) == 2 and bounds[0] > bounds[1]:
                 raise UsageError(
-                    f"cron expression {expression!r}: range {span} in the {name} field runs "
+                    f"invalid cron expression {expression!r}: range {span} in the {name} field runs "
                     "backwards"
                 )
