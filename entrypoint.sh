@@ -429,6 +429,10 @@ main() {
     return
   fi
 
+  # Parts must be able to land before the sidecar says it is ready: a read-only or
+  # unwritable GCS_MOUNT, a missing bucket or no credentials end it here, with one line.
+  "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" --check >/dev/null || exit 1
+
   STOPPING=0
   trap 'STOPPING=1' TERM INT
   local ready_file="${PCAP_READY_FILE:-/tmp/pcaptool/ready}"

@@ -8,27 +8,35 @@ import sys
 from collections.abc import Iterator
 
 
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null: the reader went away, and the interpreter's last flush of
+    what is still buffered must not raise BrokenPipeError again (or print a warning)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 @contextlib.contextmanager
 def quiet_broken_pipe() -> Iterator[None]:
-    """`pcaptool translate x.pcap | head`: when the reader goes away, exit 0 without a word.
-
-    stdout is pointed at /dev/null first so the interpreter's final flush cannot raise again.
-    """
+    """`pcaptool translate x.pcap | head`: when the reader goes away, exit 0 without a word."""
     try:
         yield
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        silence_stdout()
         sys.exit(0)
 
 
-def refuse_terminal(stream, what: str = "binary capture data") -> None:
-    """Never write pcap bytes to a terminal."""
+def refuse_terminal(stream=None, what: str = "capture bytes", instead: str = "-w FILE") -> None:
+    """Never write pcap bytes to a terminal (stdout by default)."""
     from pcaptool.errors import UsageError
 
+    stream = sys.stdout if stream is None else stream
     if stream.isatty():
         raise UsageError(
-            f"refusing to write {what} to a terminal: redirect it to a file or a pipe (or use -w FILE)"
+            f"refusing to write {what} to a terminal: redirect it to a file or a pipe "
+            f"(or use {instead})"
         )
 
 

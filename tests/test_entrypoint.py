@@ -539,12 +539,14 @@ def test_app_engine_flex_names_parts_after_the_app_container(tmp_path):
 
 @needs_root
 def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server, metadata_server):
-    """The bucket does not exist: upload fails; the run says which stage and exits 1."""
+    """The bucket goes away after the sidecar is ready: upload fails; the run says which
+    stage and exits 1."""
+    gcs_server.make_bucket("ptsc-gone")
     with Lab(root=True) as veth:
         env = sidecar_env(
             tmp_path,
             PCAP_IFACE=veth.host_if,
-            PCAP_GCS_BUCKET="ptsc-no-such-bucket",
+            PCAP_GCS_BUCKET="ptsc-gone",
             GCS_MOUNT=str(tmp_path / "pcap"),
             PCAP_L4_PROTOS="udp",
             PCAP_HC_PORT=str(free_port()),
@@ -553,6 +555,7 @@ def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server,
         sidecar = Sidecar(env, tmp_path)
         try:
             wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
+            gcs_server.client().bucket("ptsc-gone").delete()
             veth.send_udp(count=20, seconds=0.5)
             rc, _ = sidecar.stop()
         finally:
@@ -567,6 +570,19 @@ def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server,
     assert errors[-1]["message"].startswith("pcaptool sidecar finished with failures")
     # The part was not lost: it waits in the temporary directory for a later sweep.
     assert list((tmp_path / "pcap-tmp").rglob("*.pcap.gz"))
+
+
+@needs_root
+def test_a_missing_bucket_fails_before_the_sidecar_goes_ready(tmp_path, gcs_server):
+    env = sidecar_env(
+        tmp_path, PCAP_IFACE="lo", PCAP_GCS_BUCKET="ptsc-no-such-bucket",
+        GCS_MOUNT=str(tmp_path / "pcap"), PCAP_HC_PORT=str(free_port()),
+    )  # fmt: skip
+    r = run_entrypoint(env | gcs_server.env, timeout=60)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("pcaptool: error:")]
+    assert errors == ["pcaptool: error: gs://ptsc-no-such-bucket: no such bucket"], r.stderr
+    assert not (tmp_path / "ready").exists()
 
 
 def test_example_service_yaml_wires_the_sidecar():

@@ -25,7 +25,7 @@ from pcaptool.capfile.reader import (
     read_packets,
 )
 from pcaptool.errors import CaptureFormatError, PcapToolError
-from pcaptool.merge.parts import Part, format_ns, merge_captures, rfc3339_ns
+from pcaptool.merge import Part, format_ns, merge_captures, rfc3339_ns
 
 needs_mergecap = pytest.mark.skipif(
     not (shutil.which("mergecap") and shutil.which("editcap") and shutil.which("tshark")),

@@ -13,7 +13,7 @@ import pytest
 from conftest import CORPUS, PCAPTOOL, pcaptool_env, run_pcaptool
 from pcaptool.capfile.reader import read_packets
 from pcaptool.errors import CaptureFormatError
-from pcaptool.merge.parts import rfc3339_ns
+from pcaptool.merge import rfc3339_ns
 
 pytestmark = pytest.mark.skipif(not shutil.which("mergecap"), reason="needs mergecap")
 
@@ -372,3 +372,48 @@ def test_unwritable_cache_is_one_line(gcs_server, parts, tmp_path):
     assert res.returncode == 1
     lines = res.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "cannot write the cache" in lines[0], lines
+
+
+HOSTILE_NAMES = {
+    "/abs.pcap": "absolute",
+    "run/../evil.pcap": "climbs out",
+    "run//empty.pcap": "empty or '.'",
+    "run/./dot.pcap": "empty or '.'",
+    "run/" + "a" * 300 + ".pcap": "too long",
+    "run/nul\x00.pcap": "NUL",
+    "run/ctl\x01.pcap": "control character",
+}
+
+
+def test_hostile_object_names_are_skipped_with_a_warning_and_the_rest_merged(tmp_path):
+    from gcs_fixtures import GcsServer
+    from test_rotate import packets_of, pcap_bytes
+
+    # The memory backend keeps every name verbatim (the filesystem one rewrites some).
+    server = GcsServer(tmp_path / "gcs", backend="memory")
+    server.start()
+    try:
+        b = server.make_bucket("ptmrg-hostile")
+        good = {"run/a.pcap": pcap_bytes(5), "run/b.pcap": pcap_bytes(7, start=5)}
+        for name, data in good.items():
+            b.blob(name).upload_from_string(data)
+        for name in HOSTILE_NAMES:
+            b.blob(name).upload_from_string(pcap_bytes(3, start=100))
+        cache = tmp_path / "cache"
+        out = tmp_path / "merged.pcap"
+        r = run(server, "merge", "gs://ptmrg-hostile", "--cache-dir", str(cache), "-o", str(out))
+    finally:
+        server.stop()
+    assert r.returncode == 0, r.stderr.decode()
+    warnings = r.stderr.decode().splitlines()
+    assert len(warnings) == len(HOSTILE_NAMES), warnings
+    for words in HOSTILE_NAMES.values():
+        assert any(w.startswith("pcaptool: warning: ") and words in w for w in warnings), words
+    assert all("skipped this object" in w for w in warnings)
+    assert packets_of(out.read_bytes()) == packets_of(pcap_bytes(12))
+    # nothing was written outside the cache, and the cache holds only the good parts
+    cached = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
+    assert [c for c in cached if not Path(c).name.startswith(".")] == [
+        f"ptmrg-hostile/{n}" for n in sorted(good)
+    ]
+    assert not (tmp_path / "evil.pcap").exists() and not (cache / "evil.pcap").exists()

@@ -25,7 +25,7 @@ import pytest
 from gcs_fixtures import closed_port_host
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
-from pcaptool.storage import gcs
+from pcaptool.storage import destination, gcs
 from pcaptool.storage.uploader import list_parts
 
 PREFIX = "proj/svc/region/rev/2026/01/02/03-04/inst"
@@ -71,6 +71,7 @@ class Running:
         self.urls: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr = b""
+        self.started = threading.Event()
         self._out = threading.Thread(target=self._read_out, daemon=True)
         self._err = threading.Thread(target=self._read_err, daemon=True)
         self._out.start()
@@ -83,7 +84,14 @@ class Running:
             self.urls.put(url)
 
     def _read_err(self) -> None:
-        self.stderr = self.proc.stderr.read()
+        for line in self.proc.stderr:
+            self.stderr += line
+            if b"PCAP files available at" in line:
+                self.started.set()
+
+    def wait_started(self, timeout: float = 60) -> None:
+        """Until the NOTICE line: the stop-signal handler is in place from then on."""
+        assert self.started.wait(timeout), self.stderr.decode()
 
     def feed(self, paths) -> None:
         self.proc.stdin.write(b"".join(os.fsencode(p) + b"\n" for p in paths))
@@ -139,7 +147,7 @@ def test_same_content_again_counts_as_done_different_content_is_refused(
     gcs.upload_file(b, "x/part", first)
     again = gcs.upload_file(b, "x/part", first)
     assert again.existed
-    with pytest.raises(gcs.ObjectExistsError, match="not overwritten"):
+    with pytest.raises(destination.ObjectExistsError, match="not overwritten"):
         gcs.upload_file(b, "x/part", other)
     assert gcs_server.objects(bucket) == {"x/part": first.read_bytes()}
 
@@ -147,12 +155,12 @@ def test_same_content_again_counts_as_done_different_content_is_refused(
 def test_checksum_mismatch_removes_the_bad_object(gcs_server, bucket, tmp_path):
     # The file changed between hashing and sending: the server's crc32c disagrees.
     good, changed = make_parts(tmp_path, 2)
-    stale = gcs.file_digest(good)
+    stale = destination.file_digest(good)
     b = gcs_server.client().bucket(bucket)
-    with pytest.raises(gcs.ChecksumMismatchError, match="crc32c"):
+    with pytest.raises(destination.ChecksumMismatchError, match="crc32c"):
         gcs.upload_file(b, "y/part", changed, digest=stale)
     assert gcs_server.objects(bucket) == {}
-    assert gcs.upload_file(b, "y/part", changed).crc32c == gcs.file_digest(changed).crc32c
+    assert gcs.upload_file(b, "y/part", changed).crc32c == destination.file_digest(changed).crc32c
 
 
 class FlakyProxy:
@@ -371,7 +379,8 @@ def test_sigterm_with_uploads_stuck_keeps_files_for_the_next_sweep(gcs_server, b
         env=env_for(gcs_server),
     )  # fmt: skip
     run.feed(parts)
-    time.sleep(1.5)
+    run.wait_started()
+    time.sleep(1.0)
     sent = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)
     rc = run.wait(60)
@@ -521,11 +530,16 @@ def test_local_destination_copies_verifies_and_never_overwrites(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == sorted(contents)  # no temp files left
 
 
-def test_default_destination_is_a_local_directory_named_in_help():
-    r = run_pcaptool("upload", "--help", env=env_for())
-    assert r.returncode == 0
-    text = r.stdout.decode()
-    assert "/tmp/pcaptool/uploads" in text and "Example:" in text
+def test_no_destination_is_refused_and_nothing_is_written_under_tmp(tmp_path):
+    (part,) = make_parts(tmp_path / "parts", 1)
+    r = run_pcaptool("upload", "--prefix", PREFIX, str(part), env=env_for())
+    assert r.returncode == 2
+    err = r.stderr.decode().strip()
+    assert err.startswith("pcaptool: error: no destination") and "\n" not in err
+    assert "--bucket" in err and "--dest" in err and part.exists()
+    assert not Path("/tmp/pcaptool/uploads", PREFIX, part.name).exists()
+    help_text = run_pcaptool("upload", "--help", env=env_for()).stdout.decode()
+    assert "Destination (required)" in help_text and "Example:" in help_text
 
 
 def test_bucket_from_environment_wins_over_gcs_mount_from_environment(gcs_server, bucket, tmp_path):
@@ -541,7 +555,7 @@ def test_bucket_from_environment_wins_over_gcs_mount_from_environment(gcs_server
     ("args", "words"),
     [
         (["--bucket", "b", "--dest", "/tmp"], "either --bucket or --dest"),
-        (["--watch", "/nonexistent/ptup"], "not a directory"),
+        (["--bucket", "pcaps", "--watch", "/nonexistent/ptup"], "not a directory"),
         (["--bucket", "gs://b/some/path"], "bucket name"),
     ],
 )
@@ -632,3 +646,7 @@ def test_a_path_that_does_not_exist_is_reported_and_the_rest_uploaded(gcs_server
     assert r.stdout.decode().split() == [f"gs://{bucket}/{PREFIX}/{part.name}"]
     errors = [rec for rec in json_lines(r.stderr) if rec["severity"] == "ERROR"]
     assert [e["source"] for e in errors] == [str(ghost)] and "not retried" in errors[0]["message"]
+    assert "no such file" in errors[0]["message"] and "stays on disk" not in errors[0]["message"]
+    last = r.stderr.decode().splitlines()[-1]
+    assert last.startswith("pcaptool: error: 1 path(s) not uploaded") and "no such file" in last
+    assert "--sweep" not in last

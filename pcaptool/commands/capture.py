@@ -235,8 +235,11 @@ def capture(
     """
     set_verbosity(quiet, verbose)
     snaplen = snaplen_or_whole(snaplen)
+    from pcaptool import fsmode
+    from pcaptool.log import log
     from pcaptool.sidecar import bpf
-    from pcaptool.sidecar.capture import CaptureOptions, log, run_capture, select_interfaces
+    from pcaptool.sidecar.capture import CaptureOptions, run_capture, select_interfaces
+    from pcaptool.stdio import refuse_terminal, silence_stdout
 
     builder = bpf.FilterBuilder(
         bpf.FilterSettings(
@@ -290,18 +293,16 @@ def capture(
         engine=engine,
     )
     if output in ("-", ""):
-        if sys.stdout.isatty():
-            raise UsageError("refusing to write a capture to a terminal: use -w FILE or a pipe")
+        refuse_terminal(sys.stdout, "a capture", instead="-w FILE")
         out = sys.stdout.buffer
         result = run_capture(opts, out, expression, builder.refresh)
         if result.reason == "output closed":
             # nothing more can reach the reader; keep the interpreter's last flush quiet
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            silence_stdout()
     else:
         existed = os.path.exists(output)
         try:
-            out = open(output, "wb")  # noqa: SIM115 - closed below, after the stats
+            out = fsmode.create(output, exclusive=False)  # private; closed after the stats
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror}") from None
         try:

@@ -65,7 +65,7 @@ def serve(
         pcaptool capture -i eth -w /pcap/part.pcap
     """
     from pcaptool.errors import UsageError
-    from pcaptool.sidecar.capture import log
+    from pcaptool.log import log
 
     set_verbosity(quiet, verbose)
     from pcaptool.sidecar.health import serve as serve_port

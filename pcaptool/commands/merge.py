@@ -9,6 +9,7 @@ from typing import Annotated, BinaryIO
 
 import typer
 
+from pcaptool import fsmode
 from pcaptool.commands._options import (
     Count,
     Fields,
@@ -21,6 +22,7 @@ from pcaptool.commands._options import (
     split_files_and_filter,
 )
 from pcaptool.errors import PcapToolError, UsageError
+from pcaptool.stdio import refuse_terminal
 
 FORMATS = ("pcap", "pcapng", "ndjson")
 
@@ -105,7 +107,7 @@ def merge(
         pcaptool merge 'parts/*.json' -F ndjson -o - --where 'http.status >= 500'
     """
     set_verbosity(quiet, verbose)
-    from pcaptool.merge import parts as lib
+    from pcaptool import merge as lib
     from pcaptool.stdio import quiet_broken_pipe
 
     if fmt is not None and fmt not in FORMATS:
@@ -237,7 +239,7 @@ def _download(parts, cache: Path, jobs: int, verbose: bool, timeout: float) -> N
 
 
 def _print_list(parts, cache: Path) -> None:
-    from pcaptool.merge.parts import format_ns, summarize
+    from pcaptool.merge import format_ns, summarize
     from pcaptool.storage.fetch import cache_path, is_cached
 
     out = sys.stdout
@@ -261,12 +263,12 @@ def _print_list(parts, cache: Path) -> None:
 
 def _open_output(output: str | None, binary: bool) -> BinaryIO:
     if output == "-" or output is None:
-        if binary and sys.stdout.isatty():
-            raise UsageError("refusing to write capture bytes to a terminal: use -o FILE or a pipe")
+        if binary:
+            refuse_terminal(sys.stdout, "capture bytes", instead="-o FILE")
         sys.stdout.flush()
         return open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # noqa: SIM115
     try:
-        raw = open(output, "wb", buffering=1 << 20)  # noqa: SIM115 - closed by _close_output
+        raw = fsmode.create(output, exclusive=False, buffering=1 << 20)  # closed by _close_output
     except OSError as exc:
         raise PcapToolError(f"cannot write {output}: {exc.strerror}") from None
     if output.endswith(".gz"):

@@ -308,7 +308,7 @@ def _translate_all(
                 out.write(rec)
             warning = analyzer.limits_warning() if analyzer is not None else None
             if warning is not None:
-                from pcaptool.record.ndjson import log
+                from pcaptool.log import log
 
                 log(**warning)
         except CaptureFormatError as exc:

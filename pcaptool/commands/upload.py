@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import fnmatch
-import os
-import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +11,11 @@ import typer
 
 from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import PcapToolError, UsageError
-
-DEFAULT_DEST = "/tmp/pcaptool/uploads"
-
-
-class _Terminated(Exception):
-    """SIGTERM arrived while the main thread was waiting for input."""
+from pcaptool.log import Logger
+from pcaptool.stdio import silence_stdout
+from pcaptool.storage import spool
+from pcaptool.storage.destination import open_destination
+from pcaptool.storage.gcs import parse_bucket
 
 
 def upload(
@@ -51,7 +46,7 @@ def upload(
             "--dest",
             envvar="GCS_MOUNT",
             help="Copy into this directory instead (a plain directory or a GCS FUSE mount), under "
-            f"the same hierarchy. With neither --bucket nor --dest: {DEFAULT_DEST}.",
+            "the same hierarchy. One of --bucket and --dest is required.",
             show_default=False,
         ),
     ] = None,
@@ -127,6 +122,26 @@ def upload(
             "--poll", min=0.05, help="How often --watch looks at its directory (seconds)."
         ),
     ] = 0.5,
+    spool_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--spool-bytes",
+            envvar="PCAP_SPOOL_BYTES",
+            metavar="SIZE",
+            help="Parts waiting for upload are held under SIZE bytes (e.g. 256M); beyond it "
+            "the oldest are dropped with an ERROR counting the packets lost. Default: a "
+            "quarter of the container's memory limit (cgroup). 0: no limit.",
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only check that the destination can take files (credentials, bucket, a "
+            "writable directory), then exit: 0, or 1 with one line saying why not.",
+        ),
+    ] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -134,7 +149,7 @@ def upload(
 
     Objects are never overwritten (generation precondition); their crc32c/md5 are checked against the local file before it is deleted. A file that keeps failing stays on disk and is retried; --sweep DIR uploads what an earlier run left.
 
-    Destination: --bucket (PCAP_GCS_BUCKET), else --dest DIR (GCS_MOUNT), else the local directory /tmp/pcaptool/uploads. Names: PROJECT_ID/SERVICE/REGION/REVISION/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID/<part>.
+    Destination (required): --bucket (PCAP_GCS_BUCKET), else --dest DIR (GCS_MOUNT). Names: PROJECT_ID/SERVICE/REGION/REVISION/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID/<part>.
 
     stderr: one NOTICE line "PCAP files available at: gs://BUCKET/PREFIX" at start, one JSON line per upload. stdout: the gs:// URL (or path) of each upload. SIGTERM: no new work, uploads in hand get --drain-timeout seconds, exit 0.
 
@@ -144,44 +159,27 @@ def upload(
         pcaptool rotate --dir /tmp/parts < cap.pcap | pcaptool compress | pcaptool upload -b my-pcaps
         pcaptool upload --dest /tmp/out part__eth0__20250101T000000.pcap.gz
         pcaptool upload -b my-pcaps --sweep /tmp/parts --watch /tmp/parts --glob '*.gz'
+
+        pcaptool upload --dest /mnt/pcap --check
     """
     set_verbosity(quiet, verbose)
-    from pcaptool.sidecar import metadata
-    from pcaptool.storage.uploader import (
-        GcsDestination,
-        LocalDestination,
-        Uploader,
-        list_parts,
-        stderr_logger,
-    )
+    from pcaptool.storage import drain
 
     bucket, dest = _choose_destination(ctx, bucket, dest)
     for label, directory in (("--watch", watch), ("--sweep", sweep)):
         if directory is not None and not directory.is_dir():
             raise UsageError(f"{label} {directory}: not a directory")
-
-    log = stderr_logger()
-    if prefix is None:
-        info = metadata.discover()
-        prefix = info.prefix
-        where = info.sources
-    else:
-        prefix = prefix.strip("/")
-        where = {"prefix": "--prefix"}
-    if not prefix:
-        raise UsageError("--prefix must not be empty")
-
-    uploader: Uploader | None = None
-
-    def give_up() -> bool:
-        return uploader is not None and uploader.give_up()
-
-    if bucket is not None:
-        destination = GcsDestination(bucket, prefix, retry_timeout=retry_timeout, give_up=give_up)
-    else:
-        destination = LocalDestination(dest or Path(DEFAULT_DEST), prefix)
-    destination.check()
-
+    log = Logger()
+    prefix, where = drain.object_prefix(prefix)
+    deadline = drain.Deadline()  # SIGTERM's: retries of uploads in hand stop there
+    destination = open_destination(bucket, dest, prefix, retry_timeout, give_up=deadline.passed)
+    limit, limit_from = spool.spool_bytes(spool_bytes)  # a bad setting fails --check too
+    destination.check(probe=check)
+    if check:
+        log(
+            "NOTICE", f"destination ready: {destination.location}", destination=destination.location
+        )
+        return
     # The exact words the README tells users to search Cloud Logging for.
     log(
         "NOTICE",
@@ -189,117 +187,28 @@ def upload(
         destination=destination.location,
         prefix=prefix,
         sources=where,
+        spool_bytes=limit,
+        spool_from=limit_from,
     )
-
     printer = _UrlPrinter()
-
-    def on_uploaded(result) -> None:
-        log(
-            "INFO",
-            f"uploaded {result.source} to {result.url}"
-            + (" (already there, same content)" if result.existed else ""),
-            object=result.url,
-            bytes=result.bytes,
-            seconds=round(result.seconds, 6),
-            crc32c=result.crc32c,
-            source=result.source,
-        )
-        printer.print(result.url)
-
-    uploader = Uploader(
-        destination, on_uploaded=on_uploaded, log=log, jobs=jobs, retry_later=retry_later
-    )
-    state = {"interruptible": False, "terminated": False, "stdin": False}
-
-    def on_sigterm(signum, frame) -> None:
-        if state["terminated"]:
-            return
-        state["terminated"] = True
-        uploader.give_up_at = time.monotonic() + drain_timeout
-        if drain_input and state["stdin"]:
-            # Pipeline mode: the stages upstream are finishing their last parts and will
-            # close the pipe; keep taking their paths until EOF or the drain deadline.
-            signal.setitimer(signal.ITIMER_REAL, max(drain_timeout, 0.001))
-            return
-        uploader.stopping.set()
-        if state["interruptible"]:
-            state["interruptible"] = False
-            raise _Terminated()
-
-    def on_deadline(signum, frame) -> None:
-        uploader.stopping.set()
-        if state["interruptible"]:
-            state["interruptible"] = False
-            raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    previous_alarm = signal.signal(signal.SIGALRM, on_deadline)
-    uploader.start()
-    left: list[str] = []
-    try:
-        state["interruptible"] = True
-        if sweep is not None:
-            uploader.submit_all(_matching(list_parts(sweep), glob))
-        if uploader.stopping.is_set():
-            raise _Terminated()
-        sources = list(paths or [])
-        if sources:
-            for p in sources:
-                if p == "-":
-                    state["stdin"] = True
-                    _read_stdin(uploader)
-                    state["stdin"] = False
-                else:
-                    uploader.submit(p)
-        elif watch is not None:
-            state["interruptible"] = False
-            _watch(uploader, watch, glob, poll, lambda: state["terminated"])
-            state["interruptible"] = True
-        elif sweep is None:
-            state["stdin"] = True
-            _read_stdin(uploader)
-            state["stdin"] = False
-        if uploader.stopping.is_set() or (state["terminated"] and not drain_input):
-            raise _Terminated()
-        left = uploader.finish()
-        state["interruptible"] = False
-    except _Terminated:
-        state["interruptible"] = False
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGALRM, previous_alarm)
-
-    if state["terminated"]:
-        if uploader.stopping.is_set():  # else (--drain-input) input ended and finish() ran
-            left = uploader.drain(max(0.0, uploader.give_up_at - time.monotonic()))
-        log(
-            "WARNING" if left else "NOTICE",
-            f"SIGTERM: stopped; {len(left)} file(s) left on disk for --sweep"
-            + (f": {', '.join(left)}" if left else ""),
-            left=left,
-            uploaded=uploader.uploaded,
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Uploads that outlived the drain are still running in worker threads; their files
-        # are on disk (deleted only after confirmation), so end now rather than wait.
-        os._exit(0)
-    if left:
-        shown = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")
-        raise PcapToolError(
-            f"{len(left)} file(s) not uploaded, kept on disk for `pcaptool upload --sweep`: {shown}"
-        )
+    plan = drain.UploadPlan(
+        paths=list(paths or []), watch=watch, sweep=sweep, glob=glob, poll=poll,
+        drain_timeout=drain_timeout, drain_input=drain_input, jobs=jobs,
+        retry_later=retry_later, spool_bytes=limit,
+    )  # fmt: skip
+    outcome = drain.run_upload(plan, destination, log, printer.uploaded(log), deadline)
+    if outcome.signal is not None:
+        drain.exit_after_signal(outcome, log)
+    problem = outcome.summary()
+    if problem:
+        raise PcapToolError(problem)
 
 
 def _choose_destination(ctx: typer.Context, bucket: str | None, dest: Path | None):
     """--bucket and --dest on the same command line is a usage error; the command line beats
     the environment; with both from the environment (the reference sets PCAP_GCS_BUCKET and
-    GCS_MOUNT, its FUSE mount of that bucket) the bucket is used through the API."""
-    if bucket is not None and bucket.startswith("gs://"):
-        bucket = bucket[len("gs://") :].strip("/")
-        if "/" in bucket:
-            raise UsageError("--bucket takes a bucket name; the object names are derived")
+    GCS_MOUNT, its FUSE mount of that bucket) the bucket is used through the API. Neither is
+    a usage error: parts never go silently to some default directory."""
     if bucket == "":
         bucket = None
     if bucket is not None and dest is not None:
@@ -314,29 +223,12 @@ def _choose_destination(ctx: typer.Context, bucket: str | None, dest: Path | Non
             bucket = None
         else:
             dest = None
-    return bucket, dest
-
-
-def _matching(paths, glob: str):
-    return [p for p in paths if fnmatch.fnmatch(p.name, glob)]
-
-
-def _read_stdin(uploader) -> None:
-    stdin = sys.stdin.buffer
-    while line := stdin.readline():
-        name = os.fsdecode(line.rstrip(b"\r\n"))
-        if name.strip():
-            uploader.submit(name)
-
-
-def _watch(uploader, directory: Path, glob: str, poll: float, stopped) -> None:
-    """Poll DIRECTORY for finished parts (producers rename complete files into place)."""
-    from pcaptool.storage.uploader import list_parts
-
-    while not stopped():
-        for part in _matching(list_parts(directory), glob):
-            uploader.submit(part)  # already-known paths are ignored
-        uploader.stopping.wait(poll)
+    if bucket is None and dest is None:
+        raise UsageError(
+            "no destination: give --bucket NAME (PCAP_GCS_BUCKET) for Cloud Storage or "
+            "--dest DIR (GCS_MOUNT) for a directory"
+        )
+    return (parse_bucket(bucket) if bucket is not None else None), dest
 
 
 class _UrlPrinter:
@@ -345,6 +237,24 @@ class _UrlPrinter:
     def __init__(self):
         self._lock = threading.Lock()
         self._closed = False
+
+    def uploaded(self, log):
+        """The per-upload callback: one INFO line on stderr, the URL on stdout."""
+
+        def on_uploaded(result) -> None:
+            log(
+                "INFO",
+                f"uploaded {result.source} to {result.url}"
+                + (" (already there, same content)" if result.existed else ""),
+                object=result.url,
+                bytes=result.bytes,
+                seconds=round(result.seconds, 6),
+                crc32c=result.crc32c,
+                source=result.source,
+            )
+            self.print(result.url)
+
+        return on_uploaded
 
     def print(self, url: str) -> None:
         with self._lock:
@@ -355,5 +265,4 @@ class _UrlPrinter:
                 sys.stdout.flush()
             except BrokenPipeError:
                 self._closed = True
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
+                silence_stdout()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from pcaptool.decode import need
+from pcaptool.decode import Step, need
 from pcaptool.decode.ip import ipv4_addr
 
 ARP = struct.Struct("!HHBBH")
@@ -18,10 +18,10 @@ OPS = {
 }
 
 
-def arp(buf: bytes, off: int, end: int, rec: dict) -> dict:
+def arp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     need("arp", "ARP header", off, 8, end)
     htype, ptype, hlen, plen, op = ARP.unpack_from(buf, off)
-    a = {"op": op, "op_name": OPS.get(op, str(op)), "htype": htype, "ptype": ptype}
+    a = rec["arp"] = {"op": op, "op_name": OPS.get(op, str(op)), "htype": htype, "ptype": ptype}
     p = off + 8
     if hlen == 6 and plen == 4:
         need("arp", "ARP addresses", p, 20, end)
@@ -29,5 +29,4 @@ def arp(buf: bytes, off: int, end: int, rec: dict) -> dict:
         a["sender_ip"] = ipv4_addr(buf[p + 6 : p + 10])
         a["target_mac"] = buf[p + 10 : p + 16].hex(":")
         a["target_ip"] = ipv4_addr(buf[p + 16 : p + 20])
-    rec["arp"] = a
-    return a
+    return None

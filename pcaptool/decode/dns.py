@@ -1,47 +1,52 @@
 """DNS messages (RFC 1035) over UDP, or over TCP with the 2-byte length prefix.
 
-Parsing is dpkt's; this module only turns its objects into JSON-ready dicts.
+The header and the record framing are read here; every record's data is dnspython's
+(`dns.rdata.from_wire_parser`), so every type decodes: DNSSEC (RRSIG, NSEC, NSEC3,
+DNSKEY, DS), SVCB/HTTPS, CAA, TXT, SRV, ... in zone-file presentation form, and types
+nobody knows in RFC 3597's `\\# len hex`. OPT becomes `edns` with its options.
+
+A message that ends before the records its header counts is `truncated` when the snap
+length cut the packet, `incomplete` when it continues in a later TCP segment, and an
+error otherwise (the header and the records that parsed are kept).
 """
 
 from __future__ import annotations
 
 import struct
-from socket import AF_INET6, inet_ntop
 
-import dpkt
+import dns.edns
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.wire
 
-from pcaptool.decode import Truncated
-from pcaptool.decode.ip import ipv4_addr
+from pcaptool.decode import Step, Truncated
 
-DNS_PORTS = frozenset((53, 5353, 5355))
+MDNS_PORT = 5353
+DNS_PORTS = frozenset((53, MDNS_PORT, 5355))
 HEADER = struct.Struct("!HHHHHH")
+RR = "!HHIH"
+QUESTION = "!HH"
+OPT = 41
+# Names in record data are written relative to the root: no final dot, as owner names
+# (and tshark) have them; the root itself is "@".
+ROOT = dns.name.root
+MAX_RRS = 64  # records listed per section (the counts say how many there are)
+MAX_DATA = 1024  # characters of one record's data
+PARSE_ERRORS = (
+    dns.exception.DNSException,
+    struct.error,
+    ValueError,
+    IndexError,
+    KeyError,
+    UnicodeError,
+    OverflowError,
+    TypeError,
+)
 
-TYPES = {
-    1: "A",
-    2: "NS",
-    5: "CNAME",
-    6: "SOA",
-    12: "PTR",
-    13: "HINFO",
-    15: "MX",
-    16: "TXT",
-    28: "AAAA",
-    33: "SRV",
-    35: "NAPTR",
-    39: "DNAME",
-    41: "OPT",
-    43: "DS",
-    46: "RRSIG",
-    47: "NSEC",
-    48: "DNSKEY",
-    64: "SVCB",
-    65: "HTTPS",
-    99: "SPF",
-    255: "ANY",
-    257: "CAA",
-}
-CLASSES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
-OPCODES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE"}
+OPCODES = {0: "QUERY", 1: "IQUERY", 2: "STATUS", 4: "NOTIFY", 5: "UPDATE", 6: "DSO"}
 RCODES = {
     0: "NOERROR",
     1: "FORMERR",
@@ -55,121 +60,166 @@ RCODES = {
     9: "NOTAUTH",
     10: "NOTZONE",
 }
+FLAGS = ((0x400, "aa"), (0x200, "tc"), (0x100, "rd"), (0x80, "ra"), (0x20, "ad"), (0x10, "cd"))
 
 
-def dns(payload: bytes, rec: dict, over_tcp: bool = False) -> dict:
-    if over_tcp:
-        if len(payload) < 14:
-            raise Truncated("dns", "DNS over TCP message cut short")
-        payload = payload[2 : 2 + int.from_bytes(payload[:2], "big")]
-    try:
-        msg = dpkt.dns.DNS(payload)
-    except (dpkt.UnpackError, IndexError, ValueError, UnicodeDecodeError) as exc:
-        if len(payload) < 12:
-            raise Truncated(
-                "dns", f"DNS message does not parse: {exc or type(exc).__name__}"
-            ) from None
-        return _partial(payload, rec)
-    flags = [
-        f
-        for f, on in (("aa", msg.aa), ("tc", getattr(msg, "tc", 0)), ("rd", msg.rd), ("ra", msg.ra))
-        if on
-    ]
-    d = {
-        "id": msg.id,
-        "qr": "response" if msg.qr else "query",
-        "opcode": OPCODES.get(msg.opcode, str(msg.opcode)),
-        "rcode": RCODES.get(msg.rcode, str(msg.rcode)),
-        "flags": flags,
-        "questions": [
-            {
-                "name": q.name,
-                "type": TYPES.get(q.type, str(q.type)),
-                "class": CLASSES.get(q.cls, str(q.cls)),
-            }
-            for q in msg.qd
-        ],
-        "answers": [_rr(rr) for rr in msg.an],
-        "authority": len(msg.ns),
-        "additional": len(msg.ar),
-    }
-    rec["dns"] = d
-    return d
+class _Cut(Exception):
+    """The message ended before the records its header counts."""
 
 
-def _rr(rr) -> dict:
-    return {
-        "name": rr.name,
-        "type": TYPES.get(rr.type, str(rr.type)),
-        "ttl": rr.ttl,
-        "data": _rdata(rr),
-    }
+def dns_udp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    udp, ip = rec.get("udp", {}), rec.get("ip", {})
+    mdns = MDNS_PORT in (udp.get("sport"), udp.get("dport"))
+    if end - off < udp.get("len", 0) and "MF" in ip.get("flags", ()):
+        # The first fragment of a datagram: the rest is in later packets (not reassembled).
+        message(bytes(buf[off:end]), rec, cut=True, what="incomplete", mdns=mdns)
+    else:
+        cut = rec.get("pcap", {}).get("truncated", False)
+        message(bytes(buf[off:end]), rec, cut=cut, mdns=mdns)
+    return None
 
 
-def _rdata(rr) -> str:
-    t = rr.type
-    try:
-        if t == 1 and len(rr.rdata) == 4:
-            return ipv4_addr(rr.rdata)
-        if t == 28 and len(rr.rdata) == 16:
-            return inet_ntop(AF_INET6, rr.rdata)
-        if t == 5:
-            return rr.cname
-        if t == 2:
-            return rr.nsname
-        if t == 12:
-            return rr.ptrname
-        if t == 15:
-            return f"{rr.preference} {rr.mxname}"
-        if t in (16, 99):
-            return " ".join(
-                s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in rr.text
-            )
-        if t == 33:
-            return f"{rr.priority} {rr.weight} {rr.port} {rr.srvname}"
-        if t == 6:
-            return f"{rr.mname} {rr.rname} {rr.serial} {rr.refresh} {rr.retry} {rr.expire} {rr.minimum}"
-    except AttributeError:
-        pass
-    return rr.rdata.hex()
+def dns_tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    """One DNS message after its length prefix; a segment that does not start one (the
+    middle of a message split over segments) is left as plain TCP."""
+    if end - off < 14:
+        return None
+    size = int.from_bytes(buf[off : off + 2], "big")
+    if size < 12:
+        return None
+    payload = bytes(buf[off + 2 : min(end, off + 2 + size)])
+    _qid, flags, qdcount, *_ = HEADER.unpack_from(payload, 0)
+    if (flags >> 11) & 0xF not in OPCODES or flags & 0x40 or qdcount > 1:
+        return None
+    message(payload, rec, cut=size > len(payload), what="incomplete")
+    return None
 
 
-def _partial(payload: bytes, rec: dict) -> dict:
-    """A message cut short (snap length): the header and whatever questions fit."""
+def message(
+    payload: bytes, rec: dict, cut: bool, what: str = "truncated", mdns: bool = False
+) -> dict:
+    """rec["dns"] from one message; `cut` says a short message was cut, not malformed.
+    mDNS (RFC 6762 §10.2, §5.4) uses the class's top bit as a flag: it is masked off."""
+    cls_mask = 0x7FFF if mdns else 0xFFFF
+    if len(payload) < 12:
+        raise Truncated("dns", f"DNS header cut short: {len(payload)} of 12 bytes")
     qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(payload, 0)
-    questions = []
-    off = 12
-    for _ in range(qdcount):
-        try:
-            name, off = dpkt.dns.unpack_name(payload, off)
-            qtype, qclass = struct.unpack_from("!HH", payload, off)
-        except (dpkt.UnpackError, IndexError, struct.error, UnicodeDecodeError):
-            break
-        off += 4
-        questions.append(
-            {
-                "name": name,
-                "type": TYPES.get(qtype, str(qtype)),
-                "class": CLASSES.get(qclass, str(qclass)),
-            }
-        )
     opcode, rcode = (flags >> 11) & 0xF, flags & 0xF
-    d = {
+    questions: list[dict] = []
+    answers: list[dict] = []
+    d = rec["dns"] = {
         "id": qid,
         "qr": "response" if flags & 0x8000 else "query",
         "opcode": OPCODES.get(opcode, str(opcode)),
         "rcode": RCODES.get(rcode, str(rcode)),
-        "flags": [
-            f
-            for bit, f in ((0x400, "aa"), (0x200, "tc"), (0x100, "rd"), (0x80, "ra"))
-            if flags & bit
-        ],
+        "flags": [f for bit, f in FLAGS if flags & bit],
         "questions": questions,
-        "answers": [],
+        "answers": answers,
         "authority": nscount,
         "additional": arcount,
-        "truncated": True,
-        "answer_count": ancount,
     }
-    rec["dns"] = d
+    parser = dns.wire.Parser(payload, 12)
+    try:
+        for _ in range(qdcount):
+            q = _question(parser, cls_mask)
+            if len(questions) < MAX_RRS:
+                questions.append(q)
+        _section(parser, ancount, answers, d, cls_mask)
+        if nscount:
+            _section(parser, nscount, d.setdefault("authority_records", []), d, cls_mask)
+        if arcount:
+            _section(parser, arcount, d.setdefault("additional_records", []), d, cls_mask)
+    except _Cut:
+        if not cut:
+            raise Truncated("dns", "DNS message cut short: it ends before its records") from None
+        d[what] = True
+        d["answer_count"] = ancount
+    except PARSE_ERRORS as exc:
+        raise Truncated("dns", f"DNS message does not parse: {_reason(exc)}") from None
+    if not d.get("additional_records", True):
+        del d["additional_records"]
     return d
+
+
+def _question(parser: dns.wire.Parser, cls_mask: int) -> dict:
+    try:
+        name = parser.get_name(None, True)
+        qtype, qclass = parser.get_struct(QUESTION)
+    except dns.exception.FormError as exc:
+        _raise_cut(exc)
+    return {"name": _name(name), "type": _type(qtype), "class": _class(qclass & cls_mask)}
+
+
+def _section(parser: dns.wire.Parser, count: int, out: list, d: dict, cls_mask: int) -> None:
+    for _ in range(count):
+        try:
+            name = parser.get_name(None, True)
+            rtype, rclass, ttl, rdlen = parser.get_struct(RR)
+        except dns.exception.FormError as exc:
+            _raise_cut(exc)
+        if parser.remaining() < rdlen:
+            raise _Cut
+        start = parser.current
+        if rtype == OPT:
+            d["edns"] = _edns(parser, rclass, ttl, rdlen)
+            continue
+        data = _rdata(parser, rclass & cls_mask, rtype, rdlen)
+        parser.seek(start + rdlen)
+        if len(out) < MAX_RRS:
+            out.append({"name": _name(name), "type": _type(rtype), "ttl": ttl, "data": data})
+
+
+def _rdata(parser: dns.wire.Parser, rclass: int, rtype: int, rdlen: int) -> str:
+    start = parser.current
+    try:
+        with parser.restrict_to(rdlen):
+            text = dns.rdata.from_wire_parser(rclass, rtype, parser).to_text(ROOT)
+    except PARSE_ERRORS:
+        # Data that does not parse as its type: RFC 3597's generic form, losslessly.
+        parser.seek(start)
+        raw = parser.get_bytes(rdlen)
+        text = dns.rdata.GenericRdata(rclass, rtype, raw).to_text()
+    return text if len(text) <= MAX_DATA else text[:MAX_DATA] + "..."
+
+
+def _edns(parser: dns.wire.Parser, udp_size: int, ttl: int, rdlen: int) -> dict:
+    """OPT pseudo-record (RFC 6891): payload size, version, DO bit and each option."""
+    edns = {"udp_size": udp_size, "version": (ttl >> 16) & 0xFF, "do": bool(ttl & 0x8000)}
+    options = []
+    body = parser.get_bytes(rdlen)
+    pos = 0
+    while pos + 4 <= len(body) and len(options) < MAX_RRS:
+        code, size = struct.unpack_from("!HH", body, pos)
+        value = body[pos + 4 : pos + 4 + size]
+        options.append({"code": code, "name": _option(code), "data": value.hex()})
+        pos += 4 + size
+    edns["options"] = options
+    return edns
+
+
+def _raise_cut(exc: Exception):
+    """Running out of bytes raises the bare FormError; a bad pointer or label is a
+    subclass of it, and malformed, not cut."""
+    if type(exc) is dns.exception.FormError:
+        raise _Cut from None
+    raise exc
+
+
+def _name(name: dns.name.Name) -> str:
+    return name.to_text(omit_final_dot=True)
+
+
+def _type(value: int) -> str:
+    return dns.rdatatype.to_text(value)
+
+
+def _class(value: int) -> str:
+    return dns.rdataclass.to_text(value)
+
+
+def _option(code: int) -> str:
+    return dns.edns.OptionType.to_text(code)
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

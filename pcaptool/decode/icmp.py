@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import struct
 
-from pcaptool.decode import need
+from pcaptool.decode import Step, need
 from pcaptool.decode.ip import inner_ip, ipv4_addr, ipv6_addr
 
-ICMP_HDR = struct.Struct("!BBH")
 ECHO = struct.Struct("!HH")
 
 V4_TYPES = {
@@ -100,10 +99,9 @@ def name(version: int, itype: int, code: int) -> str:
     return base
 
 
-def icmpv4(buf: bytes, off: int, end: int, rec: dict) -> dict:
-    need("icmp", "ICMP header", off, 8, end)
-    itype, code, _csum = ICMP_HDR.unpack_from(buf, off)
-    icmp = {"version": 4, "type": itype, "code": code, "name": name(4, itype, code)}
+def icmpv4(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    icmp = _header(4, buf, off, end, rec)
+    itype, code = icmp["type"], icmp["code"]
     if itype in (0, 8, 13, 14, 15, 16, 17, 18):
         icmp["id"], icmp["seq"] = ECHO.unpack_from(buf, off + 4)
     elif itype in V4_ERRORS:
@@ -114,14 +112,12 @@ def icmpv4(buf: bytes, off: int, end: int, rec: dict) -> dict:
         orig = inner_ip(buf, off + 8, end)
         if orig is not None:
             icmp["orig"] = orig
-    rec["icmp"] = icmp
-    return icmp
+    return None
 
 
-def icmpv6(buf: bytes, off: int, end: int, rec: dict) -> dict:
-    need("icmp", "ICMPv6 header", off, 8, end)
-    itype, code, _csum = ICMP_HDR.unpack_from(buf, off)
-    icmp = {"version": 6, "type": itype, "code": code, "name": name(6, itype, code)}
+def icmpv6(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    icmp = _header(6, buf, off, end, rec)
+    itype = icmp["type"]
     if itype in (128, 129):
         icmp["id"], icmp["seq"] = ECHO.unpack_from(buf, off + 4)
     elif itype in V6_ERRORS:
@@ -147,7 +143,21 @@ def icmpv6(buf: bytes, off: int, end: int, rec: dict) -> dict:
         icmp["options"] = _nd_options(buf, off + 16, end)
     elif itype == 133:
         icmp["options"] = _nd_options(buf, off + 8, end)
-    rec["icmp"] = icmp
+    return None
+
+
+def _header(version: int, buf: bytes, off: int, end: int, rec: dict) -> dict:
+    """rec["icmp"] with type, code and name; cut short of 8 bytes, those that fit are kept
+    (tshark gives type and code from 2 bytes) and Truncated is raised."""
+    if off + 2 <= end:
+        itype, code = buf[off], buf[off + 1]
+        icmp = rec["icmp"] = {
+            "version": version,
+            "type": itype,
+            "code": code,
+            "name": name(version, itype, code),
+        }
+    need("icmp", "ICMP header" if version == 4 else "ICMPv6 header", off, 8, end)
     return icmp
 
 

@@ -1,7 +1,9 @@
 """IPv4 (RFC 791) and IPv6 (RFC 8200) with its extension headers walked.
 
-`ipv4`/`ipv6` fill rec["ip"] and return (proto, payload offset, payload end, src, dst,
-is_later_fragment): the payload end honours the IP length, not just the captured bytes.
+`ipv4`/`ipv6` fill rec["ip"] and step to the IP_PROTO table with the payload's offset and
+end (the end honours the IP length, not just the captured bytes); a later fragment is
+not decoded further. An IP header inside another (IP-in-IP, 6in4, GRE) moves the outer
+one into rec["encap"].
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import struct
 from socket import AF_INET, AF_INET6, inet_ntop
 
-from pcaptool.decode import Truncated, need
+from pcaptool.decode import IP_PROTO, Step, Truncated, need, outer
 
 IPV4 = struct.Struct("!BBHHHBBH4s4s")
 IPV6 = struct.Struct("!IHBB16s16s")
 EXT_HDR = struct.Struct("!BB")
 FRAG_HDR = struct.Struct("!BxHI")
+PORTS = struct.Struct("!HH")
 
 PROTO_NAMES = {
     0: "HOPOPT",
@@ -56,15 +59,17 @@ def ipv6_addr(b: bytes) -> str:
     return inet_ntop(AF_INET6, b)
 
 
-def ipv4(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str, str, bool]:
-    need("ip", "IPv4 header", off, 20, end)
+def ipv4(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    if off + 20 > end:
+        need("ip", "IPv4 header", off, 20, end)
     vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = IPV4.unpack_from(buf, off)
     ihl = (vihl & 0x0F) * 4
     if vihl >> 4 != 4:
         raise Truncated("ip", f"IPv4 header has version {vihl >> 4}")
     if ihl < 20:
         raise Truncated("ip", f"IPv4 header length {ihl} is below 20")
-    need("ip", "IPv4 options", off, ihl, end)
+    if off + ihl > end:
+        need("ip", "IPv4 options", off, ihl, end)
     s, d = ipv4_addr(src), ipv4_addr(dst)
     flags = []
     if frag & 0x4000:
@@ -72,6 +77,8 @@ def ipv4(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str,
     if frag & 0x2000:
         flags.append("MF")
     frag_off = (frag & 0x1FFF) * 8
+    if "ip" in rec:
+        outer(rec, "ip")
     rec["ip"] = {
         "version": 4,
         "src": s,
@@ -87,11 +94,12 @@ def ipv4(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str,
     }
     # TSO/GRO captures carry total length 0; trust the captured bytes then.
     pend = min(end, off + total) if total >= ihl else end
-    return proto, off + ihl, pend, s, d, frag_off != 0
+    return None if frag_off else (IP_PROTO, proto, off + ihl, pend)
 
 
-def ipv6(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str, str, bool]:
-    need("ip", "IPv6 header", off, 40, end)
+def ipv6(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    if off + 40 > end:
+        need("ip", "IPv6 header", off, 40, end)
     vtcfl, plen, nxt, hlim, src, dst = IPV6.unpack_from(buf, off)
     if vtcfl >> 28 != 6:
         raise Truncated("ip", f"IPv6 header has version {vtcfl >> 28}")
@@ -106,6 +114,8 @@ def ipv6(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str,
         "proto": nxt,
         "len": plen + 40,
     }
+    if "ip" in rec:
+        outer(rec, "ip")
     rec["ip"] = ip
     pend = min(end, off + 40 + plen) if plen else end  # jumbograms / TSO: trust caplen
     off += 40
@@ -133,21 +143,20 @@ def ipv6(buf: bytes, off: int, end: int, rec: dict) -> tuple[int, int, int, str,
                 break
         ip["ext"] = ext
         ip["proto"] = nxt
-    return nxt, off, pend, s, d, later_fragment
+    return None if later_fragment else (IP_PROTO, nxt, off, pend)
 
 
 def inner_ip(buf: bytes, off: int, end: int) -> dict | None:
     """The IP header quoted by an ICMP error, with ports if they are there."""
     sub: dict = {}
     try:
-        if off < end and buf[off] >> 4 == 6:
-            proto, poff, _pend, *_ = ipv6(buf, off, end, sub)
-        else:
-            proto, poff, _pend, *_ = ipv4(buf, off, end, sub)
+        step = (ipv6 if off < end and buf[off] >> 4 == 6 else ipv4)(buf, off, end, sub)
     except Truncated:
         return None
     orig = sub["ip"]
+    proto = orig["proto"]
     inner = {"version": orig["version"], "src": orig["src"], "dst": orig["dst"], "proto": proto}
-    if proto in (6, 17, 132) and poff + 4 <= end:
-        inner["sport"], inner["dport"] = struct.unpack_from("!HH", buf, poff)
+    if step is not None and proto in (6, 17, 132) and step[2] + 4 <= end:
+        poff = step[2]
+        inner["sport"], inner["dport"] = PORTS.unpack_from(buf, poff)
     return inner

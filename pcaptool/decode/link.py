@@ -1,7 +1,8 @@
 """Link layers: Ethernet (802.1Q/QinQ), Linux cooked v1/v2, BSD loopback, raw IP.
 
-Each decoder returns (ethertype, offset of the network header); the l2 dict goes into
-rec["l2"]. https://www.tcpdump.org/linktypes.html
+Each decoder stores rec["l2"] and steps to the ETHERTYPE table. An Ethernet frame inside
+a tunnel (VXLAN, Geneve, GRE bridging) is kept in rec["encap"]; rec["l2"] stays the
+capture's own link layer. https://www.tcpdump.org/linktypes.html
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import struct
 
 from pcaptool.capfile.reader import (
-    LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
     LINKTYPE_LINUX_SLL,
@@ -18,12 +18,20 @@ from pcaptool.capfile.reader import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
 )
-from pcaptool.decode import need
+from pcaptool.decode import ETHERTYPE, Step, need, outer
 
 ETH_IPV4 = 0x0800
 ETH_ARP = 0x0806
 ETH_RARP = 0x8035
 ETH_IPV6 = 0x86DD
+ETH_TEB = 0x6558  # transparent Ethernet bridging: an Ethernet frame follows (GRE, Geneve)
+ETH_PPP = 0x880B  # PPP (enhanced GRE, RFC 2637)
+ETH_MPLS = 0x8847
+ETH_MPLS_MULTICAST = 0x8848
+ETH_PPPOE_DISCOVERY = 0x8863
+ETH_PPPOE_SESSION = 0x8864
+LINKTYPE_RAW_BSD = 12  # DLT_RAW on most BSDs
+LINKTYPE_RAW_OPENBSD = 14
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
 
 ETHERNET = struct.Struct("!6s6sH")
@@ -54,13 +62,16 @@ def ethertype_of_ip(buf: bytes, off: int) -> int:
     return 0
 
 
-def ethernet(buf: bytes, rec: dict) -> tuple[int, int]:
-    end = len(buf)
-    need("l2", "Ethernet header", 0, 14, end)
-    dst, src, etype = ETHERNET.unpack_from(buf, 0)
+def ethernet(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    if off + 14 > end:
+        need("l2", "Ethernet header", off, 14, end)
+    dst, src, etype = ETHERNET.unpack_from(buf, off)
     l2 = {"type": "ethernet", "src": src.hex(":"), "dst": dst.hex(":"), "ethertype": 0}
-    rec["l2"] = l2
-    off = 14
+    if "l2" in rec:  # the inner frame of a tunnel
+        outer(rec, "ip", "udp").append(l2)
+    else:
+        rec["l2"] = l2
+    off += 14
     if etype in VLAN_TPIDS:
         vlans = []
         while etype in VLAN_TPIDS:
@@ -73,12 +84,12 @@ def ethernet(buf: bytes, rec: dict) -> tuple[int, int]:
         l2["length"] = etype
         etype = 0
     l2["ethertype"] = etype
-    return etype, off
+    return ETHERTYPE, etype, off, end
 
 
-def sll(buf: bytes, rec: dict) -> tuple[int, int]:
-    need("l2", "Linux cooked header", 0, 16, len(buf))
-    pkttype, hatype, halen, addr, proto = SLL.unpack_from(buf, 0)
+def sll(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    need("l2", "Linux cooked header", off, 16, end)
+    pkttype, hatype, halen, addr, proto = SLL.unpack_from(buf, off)
     rec["l2"] = {
         "type": "sll",
         "pkttype": SLL_PKTTYPES[pkttype] if pkttype < 7 else str(pkttype),
@@ -86,12 +97,12 @@ def sll(buf: bytes, rec: dict) -> tuple[int, int]:
         "src": addr[: min(halen, 8)].hex(":"),
         "ethertype": proto,
     }
-    return _sll_proto(proto, buf, 16)
+    return _sll_proto(proto, buf, off + 16, end)
 
 
-def sll2(buf: bytes, rec: dict) -> tuple[int, int]:
-    need("l2", "Linux cooked v2 header", 0, 20, len(buf))
-    proto, _, ifindex, hatype, pkttype, halen, addr = SLL2.unpack_from(buf, 0)
+def sll2(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    need("l2", "Linux cooked v2 header", off, 20, end)
+    proto, _, ifindex, hatype, pkttype, halen, addr = SLL2.unpack_from(buf, off)
     rec["l2"] = {
         "type": "sll2",
         "pkttype": SLL_PKTTYPES[pkttype] if pkttype < 7 else str(pkttype),
@@ -100,56 +111,57 @@ def sll2(buf: bytes, rec: dict) -> tuple[int, int]:
         "src": addr[: min(halen, 8)].hex(":"),
         "ethertype": proto,
     }
-    return _sll_proto(proto, buf, 20)
+    return _sll_proto(proto, buf, off + 20, end)
 
 
-def _sll_proto(proto: int, buf: bytes, off: int) -> tuple[int, int]:
+def _sll_proto(proto: int, buf: bytes, off: int, end: int) -> Step:
     if proto in VLAN_TPIDS:
-        need("l2", "802.1Q tag", off, 4, len(buf))
+        need("l2", "802.1Q tag", off, 4, end)
         _tci, proto = VLAN_TAG.unpack_from(buf, off)
-        return proto, off + 4
-    return proto, off
+        off += 4
+    return ETHERTYPE, proto, off, end
 
 
-def null(buf: bytes, rec: dict) -> tuple[int, int]:
-    need("l2", "loopback header", 0, 4, len(buf))
-    (family,) = U32_LE.unpack_from(buf, 0)
+def null(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    need("l2", "loopback header", off, 4, end)
+    (family,) = U32_LE.unpack_from(buf, off)
     if family > 0xFFFF:  # written by a big-endian host
-        (family,) = U32_BE.unpack_from(buf, 0)
+        (family,) = U32_BE.unpack_from(buf, off)
     etype = BSD_AF.get(family, 0)
     rec["l2"] = {"type": "null", "family": family, "ethertype": etype}
-    return etype, 4
+    return ETHERTYPE, etype, off + 4, end
 
 
-def loop(buf: bytes, rec: dict) -> tuple[int, int]:
-    need("l2", "loopback header", 0, 4, len(buf))
-    (family,) = U32_BE.unpack_from(buf, 0)
+def loop(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    need("l2", "loopback header", off, 4, end)
+    (family,) = U32_BE.unpack_from(buf, off)
     etype = BSD_AF.get(family, 0)
     rec["l2"] = {"type": "loop", "family": family, "ethertype": etype}
-    return etype, 4
+    return ETHERTYPE, etype, off + 4, end
 
 
-def raw(buf: bytes, rec: dict) -> tuple[int, int]:
-    return ethertype_of_ip(buf, 0), 0
+def raw(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    return ETHERTYPE, ethertype_of_ip(buf, off), off, end
 
 
-def ipv4_only(buf: bytes, rec: dict) -> tuple[int, int]:
-    return ETH_IPV4, 0
+def ipv4_only(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    return ETHERTYPE, ETH_IPV4, off, end
 
 
-def ipv6_only(buf: bytes, rec: dict) -> tuple[int, int]:
-    return ETH_IPV6, 0
+def ipv6_only(buf: bytes, off: int, end: int, rec: dict) -> Step:
+    return ETHERTYPE, ETH_IPV6, off, end
 
 
-DECODERS = {
-    LINKTYPE_ETHERNET: ethernet,
-    LINKTYPE_LINUX_SLL: sll,
-    LINKTYPE_LINUX_SLL2: sll2,
-    LINKTYPE_NULL: null,
-    LINKTYPE_LOOP: loop,
-    LINKTYPE_RAW: raw,
-    12: raw,  # LINKTYPE_RAW on some BSDs (DLT_RAW = 12/14)
-    14: raw,
-    LINKTYPE_IPV4: ipv4_only,
-    LINKTYPE_IPV6: ipv6_only,
+# Where the network header starts for link types with a fixed-size header and no
+# ethertype to read (parallel.flow_of's fast path; Ethernet is read there with its tags).
+FIXED_OFFSETS = {
+    LINKTYPE_LINUX_SLL: 16,
+    LINKTYPE_LINUX_SLL2: 20,
+    LINKTYPE_NULL: 4,
+    LINKTYPE_LOOP: 4,
+    LINKTYPE_RAW: 0,
+    LINKTYPE_IPV4: 0,
+    LINKTYPE_IPV6: 0,
+    LINKTYPE_RAW_BSD: 0,
+    LINKTYPE_RAW_OPENBSD: 0,
 }

@@ -1,13 +1,17 @@
-"""TCP header and options (RFC 9293, RFC 7323, RFC 2018)."""
+"""TCP header and options (RFC 9293, RFC 7323, RFC 2018).
+
+A header cut short keeps its ports when they were captured (as tshark does); a segment
+with payload steps to the TCP_PORT table."""
 
 from __future__ import annotations
 
 import struct
 
-from pcaptool.decode import Truncated, need
+from pcaptool.decode import TCP_PORT, Step, Truncated, need
 
 TCP = struct.Struct("!HHIIBBHHH")
 U16 = struct.Struct("!H")
+PORTS = struct.Struct("!HH")
 U32X2 = struct.Struct("!II")
 
 # flag bit -> (name, tcpdump letter); tcpdump prints "." for ACK
@@ -34,11 +38,16 @@ def flags_of(bits: int) -> tuple[list[str], str]:
     return hit
 
 
-def tcp(buf: bytes, off: int, end: int, rec: dict) -> dict:
-    need("tcp", "TCP header", off, 20, end)
+def tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    if off + 20 > end:
+        if off + 4 <= end:
+            sport, dport = PORTS.unpack_from(buf, off)
+            rec["tcp"] = {"sport": sport, "dport": dport}
+        need("tcp", "TCP header", off, 20, end)
     sport, dport, seq, ack, doff, bits, win, _csum, urg = TCP.unpack_from(buf, off)
     hlen = (doff >> 4) * 4
     if hlen < 20:
+        rec["tcp"] = {"sport": sport, "dport": dport}
         raise Truncated("tcp", f"TCP data offset {hlen} is below 20")
     names, letters = flags_of(bits)
     t = {
@@ -55,11 +64,16 @@ def tcp(buf: bytes, off: int, end: int, rec: dict) -> dict:
     rec["tcp"] = t
     if urg and bits & 0x20:
         t["urgent"] = urg
-    need("tcp", "TCP options", off, hlen, end)
+    if off + hlen > end:
+        need("tcp", "TCP options", off, hlen, end)
     if hlen > 20:
         t["options"] = options(buf, off + 20, off + hlen)
-    t["len"] = max(end - off - hlen, 0)
-    return t
+    size = t["len"] = max(end - off - hlen, 0)
+    return (
+        (TCP_PORT, sport if dport not in TCP_PORT and sport in TCP_PORT else dport, off + hlen, end)
+        if size
+        else None
+    )
 
 
 def options(buf: bytes, off: int, end: int) -> dict:

@@ -1,6 +1,8 @@
 """TLS records (RFC 8446 §5.1) and the ClientHello's SNI and ALPN (RFC 6066, RFC 7301).
 
-Only records that start in this packet are read; dpkt parses the hello messages.
+Only records that start in this packet are read; dpkt parses the hello messages. Every
+length is checked against what was captured: a short record or hello is reported as
+`handshake_truncated`, never read past.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import struct
 
 import dpkt
+
+from pcaptool.decode import Step
 
 RECORD = struct.Struct("!BHH")
 CONTENT_TYPES = {
@@ -40,11 +44,16 @@ HANDSHAKES = {
 EXT_SNI, EXT_ALPN, EXT_SUPPORTED_VERSIONS = 0, 16, 43
 
 
-def looks_like_tls(payload: bytes) -> bool:
-    return len(payload) >= 5 and payload[0] in CONTENT_TYPES and payload[1] == 3 and payload[2] <= 4
+def looks_like_tls(buf: bytes, off: int, end: int) -> bool:
+    return end - off >= 5 and buf[off] in CONTENT_TYPES and buf[off + 1] == 3 and buf[off + 2] <= 4
 
 
-def tls(payload: bytes, rec: dict) -> dict:
+def tls(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
+    read_records(bytes(buf[off:end]), rec)
+    return None
+
+
+def read_records(payload: bytes, rec: dict) -> dict:
     records = []
     out: dict = {"records": records}
     off, end = 0, len(payload)
@@ -59,7 +68,7 @@ def tls(payload: bytes, rec: dict) -> dict:
                 "len": length,
             }
         )
-        if ctype == 22 and "handshake" not in out and off + 9 <= end:
+        if ctype == 22 and "handshake" not in out and length and off + 6 <= end:
             _handshake(payload[off + 5 : off + 5 + length], out)
         off += 5 + length
     rec["tls"] = out
@@ -79,7 +88,7 @@ def _handshake(body: bytes, out: dict) -> None:
         hello = (dpkt.ssl.TLSClientHello if htype == 1 else dpkt.ssl.TLSServerHello)(
             body[4 : 4 + hlen]
         )
-    except (dpkt.UnpackError, struct.error, IndexError, ValueError):
+    except (dpkt.UnpackError, struct.error, IndexError, ValueError, TypeError, KeyError):
         out["handshake_truncated"] = True
         return
     out["hello_version"] = VERSIONS.get(hello.version, hex(hello.version))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections import deque
 
+from pcaptool.http.budget import Budget
+
 REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([^ \r\n]+) +(HTTP/\d\.\d)\r?\n")
 STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?\n")
 # Where to resynchronise after garbage: a start line anywhere in the data.
@@ -36,11 +38,37 @@ METHOD_PREFIXES = (
 )
 
 MAX_START_LINE = 8192
+# A start line and header section may be this long (Apache's LimitRequestFieldSize and
+# Node's first default, 8 KiB): the most one direction holds while waiting for the end of
+# headers, whether the section arrives in one segment or in many.
+HEADER_LIMIT = 8 * 1024
+END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 MAX_GARBAGE = 64 * 1024
 MAX_PENDING = 100  # requests awaiting a response per connection (pipelining depth)
 
 # parser states
 START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, BODY_EOF, SEEK, SWITCHED = range(10)
+
+
+def ascii_int(text: str) -> int | None:
+    """The value of a decimal number made of ASCII digits only (numbers on the wire are:
+    `int()` would also take `²` or Arabic-Indic digits, or raise), else None."""
+    if text and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def chunked_last(te: str) -> bool:
+    """Transfer-Encoding whose last coding is `chunked` (RFC 9112 section 6.3): a list
+    item equal to it, not a name ending in it (`xchunked`)."""
+    return te.rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+
+def drop_pending(pending: deque, budget: Budget) -> None:
+    """Forget the requests waiting for responses (the connection ended)."""
+    for m in pending:
+        budget.held -= m.cost
+    pending.clear()
 
 
 def looks_like_http(data: bytes) -> str | None:
@@ -83,6 +111,7 @@ class Message:
         "trace",
         "gap",
         "first_num",
+        "cost",
     )
 
     def __init__(self, is_request: bool, ts: int) -> None:
@@ -102,6 +131,7 @@ class Message:
         self.trace = None
         self.gap = 0
         self.first_num = 0
+        self.cost = 0  # what keeping this message costs, as charged to the budget
 
     @property
     def host(self) -> str | None:
@@ -168,6 +198,7 @@ class Http1Parser:
         "skipped",
         "switch_msg",
         "start_ts",
+        "budget",
     )
 
     def __init__(
@@ -175,7 +206,8 @@ class Http1Parser:
         is_request: bool,
         pending: deque | None = None,
         sample_limit: int = 128,
-        header_limit: int = 64 * 1024,
+        header_limit: int = HEADER_LIMIT,
+        budget: Budget | None = None,
     ) -> None:
         self.is_request = is_request
         self.pending = pending if pending is not None else deque()
@@ -195,6 +227,7 @@ class Http1Parser:
         self.skipped = 0  # garbage before the start line of the message being parsed
         self.switch_msg: Message | None = None  # the message that switched protocols
         self.start_ts: int | None = None  # when the first byte of the next message came
+        self.budget = budget if budget is not None else Budget()
 
     def feed(self, data: bytes, ts: int) -> list[Message]:
         """Parse the next bytes of the stream; return the messages they completed."""
@@ -203,7 +236,7 @@ class Http1Parser:
         done: list[Message] = []
         if self.buf:
             data = self.buf + data
-            self.buf = b""
+            self.release()
         pos = 0
         n = len(data)
         base = self.offset  # stream offset of data[0]
@@ -224,13 +257,9 @@ class Http1Parser:
                 if pos < 0:
                     break
             elif st == HEAD:
-                end = data.find(b"\r\n\r\n", pos)
-                sep = 4
-                if end < 0:
-                    end = data.find(b"\n\n", pos)
-                    sep = 2
-                if end < 0:
-                    if n - pos > self.header_limit:
+                found = END_OF_HEADERS.search(data, pos, pos + self.header_limit + 4)
+                if found is None:
+                    if n - pos > self.header_limit or self.budget.over(n - pos):
                         self._error("headers_too_large", f"{n - pos} bytes without end of headers")
                         self.msg = None
                         self.state = SEEK
@@ -238,7 +267,7 @@ class Http1Parser:
                         break
                     self.buf = data[pos:]
                     break
-                pos = self._head(data, pos, end + sep, ts, base, done)
+                pos = self._head(data, pos, found.end(), ts, base, done)
             elif st == CHUNK_SIZE:
                 eol = data.find(b"\n", pos)
                 if eol < 0:
@@ -287,6 +316,7 @@ class Http1Parser:
                 if eol < 0:
                     if n - pos > self.header_limit:
                         self._error("headers_too_large", "trailers")
+                        self._complete(ts, base + n, done)
                         self.state = SEEK
                         pos = n
                         break
@@ -297,10 +327,7 @@ class Http1Parser:
                 if not line:
                     self._complete(ts, base + pos, done)
                 else:
-                    name, _, value = line.partition(b":")
-                    self.msg.headers[name.strip().decode("latin-1").lower()] = value.strip().decode(
-                        "latin-1"
-                    )
+                    self._trailer(line, ts, base + pos, done)
             elif st == BODY_EOF:
                 self._body(data, pos, n - pos)
                 pos = n
@@ -309,7 +336,25 @@ class Http1Parser:
                 break
         # buffered bytes are counted again when they come back through `data`
         self.offset -= len(self.buf)
+        self.budget.held += len(self.buf)
         return done
+
+    def _unqueue(self) -> Message:
+        m = self.pending.popleft()
+        self.budget.held -= m.cost
+        return m
+
+    def release(self) -> None:
+        """Drop the bytes held for the next call (end of stream, gap, connection gone)."""
+        self.budget.held -= len(self.buf)
+        self.buf = b""
+
+    def close(self) -> None:
+        """The connection is gone: give back everything this direction holds."""
+        self.release()
+        if self.msg is not None:
+            self.budget.held -= self.msg.cost
+            self.msg = None
 
     def gap(self, size: int, ts: int) -> list[Message]:
         """`size` bytes of the stream were lost: skip them if they fall inside a body of
@@ -332,7 +377,7 @@ class Http1Parser:
             self.msg.body_size += size
             self.msg.gap += size
             return done
-        self.buf = b""
+        self.release()
         if st == SWITCHED:
             return done
         if self.msg is not None:
@@ -358,7 +403,7 @@ class Http1Parser:
             self._error("not_http", f"{lost} bytes that are not HTTP/1.x")
             self.garbage = 0
         self.state = START
-        self.buf = b""
+        self.release()
         return done
 
     # -- internals --------------------------------------------------------------------
@@ -376,6 +421,19 @@ class Http1Parser:
         room = self.sample_limit - len(msg.sample)
         if room > 0 and take:
             msg.sample += data[pos : pos + min(room, take)]
+
+    def _trailer(self, line: bytes, ts: int, off: int, done: list) -> None:
+        msg = self.msg
+        msg.header_size += len(line) + 2
+        if msg.header_size > self.header_limit:  # trailers count in the header limit
+            self._error("headers_too_large", "trailers")
+            self._complete(ts, off, done)
+            self.state = SEEK
+            return
+        name, _, value = line.partition(b":")
+        msg.headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+        msg.cost += len(line) + 100
+        self.budget.held += len(line) + 100
 
     def _bad_chunk(self, what: bytes, ts: int, off: int, done: list) -> None:
         self._error("bad_chunk_size", repr(bytes(what))[2:-1])
@@ -432,7 +490,14 @@ class Http1Parser:
     def _head(self, data: bytes, pos: int, end: int, ts: int, base: int, done: list) -> int:
         # one decode of the whole block, then str operations (latin-1 maps bytes 1:1)
         text = data[pos:end].decode("latin-1")
-        lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+        lines = text.split("\n")
+        if text.count("\r\n") != len(lines) - 1:
+            # RFC 9112 section 2.2: a bare LF ends a line too (never hides the next header)
+            lines = [x[:-1] if x.endswith("\r") else x for x in lines]
+            bare_lf = True
+        else:
+            lines = [x[:-1] for x in lines[:-1]] + lines[-1:]
+            bare_lf = False
         first = lines[0]
         msg = Message(self.is_request, ts if self.start_ts is None else self.start_ts)
         self.start_ts = None
@@ -441,6 +506,8 @@ class Http1Parser:
             msg.errors.append(("garbage_prefix", f"{self.skipped} bytes before the start line"))
             self.skipped = 0
         self.msg = msg
+        if bare_lf:
+            msg.errors.append(("bare_lf", "header lines end in LF without CR"))
         if self.is_request:
             parts = first.split(" ")
             if len(parts) != 3 or not parts[2].startswith("HTTP/") or not parts[1]:
@@ -454,7 +521,7 @@ class Http1Parser:
             msg.method, msg.target, msg.version = parts
         else:
             parts = first.split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or ascii_int(parts[1]) is None:
                 m = STATUS_LINE.match(first.encode("latin-1") + b"\n")
                 if m is None:
                     self.msg = None
@@ -465,21 +532,34 @@ class Http1Parser:
             msg.version = parts[0]
             msg.status = int(parts[1])
             msg.reason = parts[2] if len(parts) > 2 else ""
-        headers = msg.headers
+        self._headers(msg.headers, lines)
+        # ~100 bytes of Python per header beside its text: charged while the message lives
+        msg.cost = msg.header_size + 100 * len(msg.headers)
+        self.budget.held += msg.cost
+        return self._framing(msg, end, ts, base, done)
+
+    def _headers(self, headers: dict, lines: list[str]) -> None:
+        repeated: dict[str, list[str]] = {}
         for line in lines[1:]:
             if not line:
                 continue
             name, colon, value = line.partition(":")
             if not colon or not name or name[-1] in " \t" or name[0] in " \t":
-                self._error("bad_header", repr(line[:64])[1:-1])
+                # the name only: a malformed line may carry a credential (Authorization :)
+                self._error("bad_header", repr(name.strip()[:32])[1:-1] + ": (value not shown)")
                 continue
             k = name.lower()
             v = value.strip()
             if k in headers:
-                headers[k] += ", " + v
+                more = repeated.get(k)
+                if more is None:
+                    repeated[k] = [headers[k], v]
+                else:
+                    more.append(v)
             else:
                 headers[k] = v
-        return self._framing(msg, end, ts, base, done)
+        for k, vs in repeated.items():  # joined once: linear in the number of repeats
+            headers[k] = ", ".join(vs)
 
     def _framing(self, msg: Message, end: int, ts: int, base: int, done: list) -> int:
         """RFC 9112 section 6.3: how long is the body?"""
@@ -494,10 +574,10 @@ class Http1Parser:
                 # a response was lost in a gap: requests the server had already received
                 # before this response started were answered by the lost bytes
                 while len(pending) > 1 and pending[1].end_offset <= self.peer_acked:
-                    pending.popleft()
+                    self._unqueue()
             self.after_gap = False
             if pending:
-                req = pending[0] if 100 <= status < 200 and status != 101 else pending.popleft()
+                req = pending[0] if 100 <= status < 200 and status != 101 else self._unqueue()
                 msg.request = req
                 msg.trace = req.trace
             if status == 101 or (req is not None and req.method == "CONNECT" and status < 300):
@@ -517,7 +597,7 @@ class Http1Parser:
         if te is not None:
             if cl is not None:
                 self._error("cl_te_conflict", f"Transfer-Encoding: {te} with Content-Length: {cl}")
-            if te.lower().replace(" ", "").endswith("chunked"):
+            if chunked_last(te):
                 msg.chunked = True
                 self.state = CHUNK_SIZE
                 return end
@@ -530,12 +610,12 @@ class Http1Parser:
             return end
         if cl is not None:
             vals = {v.strip() for v in cl.split(",")}
-            if len(vals) != 1 or not next(iter(vals)).isdigit():
-                self._error("bad_content_length", cl)
+            size = ascii_int(next(iter(vals))) if len(vals) == 1 else None
+            if size is None:
+                self._error("bad_content_length", repr(cl[:32])[1:-1])
                 self._complete(ts, base + end, done)
                 self.state = SEEK
                 return end
-            size = int(next(iter(vals)))
             if size:
                 self.remaining = size
                 self.state = BODY
@@ -560,8 +640,12 @@ class Http1Parser:
             return
         msg.end_ts = ts
         msg.end_offset = off
-        if self.is_request:
-            self.pending.append(msg)
-            if len(self.pending) > MAX_PENDING:  # never answered: keep the queue bounded
-                self.pending.popleft()
+        if not self.is_request:
+            self.budget.held -= msg.cost
+        else:
+            self.pending.append(msg)  # still charged while it waits for its response
+            while len(self.pending) > 1 and (
+                len(self.pending) > MAX_PENDING or self.budget.over()
+            ):  # never answered: keep the queue bounded
+                self._unqueue()
         done.append(msg)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from pcaptool.http.budget import Budget
+
 FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16+8 bits, type, flags, stream id
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -62,11 +64,27 @@ SETTING_NAMES = {
     0x8: "ENABLE_CONNECT_PROTOCOL",
     0x9: "NO_RFC7540_PRIORITIES",
 }
-MAX_BUFFERED_FRAME = 1 << 20  # non-DATA frames larger than this are reported, not kept
+# non-DATA frames larger than this are reported, not kept: a header block fragment over
+# MAX_HEADER_BLOCK is refused anyway, and other frames are a few bytes (SETTINGS, PING, …)
+MAX_BUFFERED_FRAME = 64 * 1024 + 300
 MAX_STREAMS = (
     256  # open streams kept per connection (SETTINGS_MAX_CONCURRENT_STREAMS is usually 100-250)
 )
 MAX_FRAMES_PER_RECORD = 64
+# A header block (HEADERS/PUSH_PROMISE and its CONTINUATIONs) past this is given up, and
+# the direction with it (its HPACK table is then unknown): a CONTINUATION flood costs
+# 64 KiB, not memory that grows with it (CVE-2024-27316 class; servers use 64 KiB too).
+MAX_HEADER_BLOCK = 64 * 1024
+# The dynamic table size we honour, whatever SETTINGS_HEADER_TABLE_SIZE a peer announces
+# (RFC 7541 section 4.2 lets the encoder use up to it): 64 KiB, 16 times the default.
+MAX_TABLE_SIZE = 64 * 1024
+
+
+def ascii_int(text: str | None) -> int | None:
+    """A number of ASCII digits only (`int()` takes `²²²` or raises on it), else None."""
+    if text and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def error_name(code: int) -> str:
@@ -110,6 +128,7 @@ class Stream:
         "req_size",
         "resp_size",
         "first_num",
+        "held",
     )
 
     def __init__(self, sid: int, ts: int) -> None:
@@ -126,6 +145,7 @@ class Stream:
         self.req_size = 0  # header block + DATA payload bytes, for httpRequest sizes
         self.resp_size = 0
         self.first_num = 0
+        self.held = 0  # header block bytes kept (charged to the connection's budget)
 
     def request_dict(self) -> dict:
         r = self.req or {}
@@ -147,7 +167,7 @@ class Stream:
             "type": "response",
             "version": "HTTP/2",
             "stream_id": self.sid,
-            "status": int(status) if status and status.isdigit() else None,
+            "status": ascii_int(status),
             "headers": resp,
             "body_size": self.resp_bytes,
         }
@@ -166,7 +186,8 @@ class Stream:
             d["trailers"] = t
         g = (t or {}).get("grpc-status") or resp.get("grpc-status")
         if g is not None:
-            d["grpc_status"] = int(g) if g.isdigit() else g
+            n = ascii_int(g)
+            d["grpc_status"] = n if n is not None else g
             msg = (t or {}).get("grpc-message") or resp.get("grpc-message")
             if msg is not None:
                 d["grpc_message"] = msg
@@ -185,6 +206,7 @@ class Direction:
         "skip",
         "skip_frame",
         "block",
+        "block_size",
         "block_frame",
         "broken",
         "table_size",
@@ -198,6 +220,7 @@ class Direction:
         self.skip = 0  # DATA payload bytes still to pass over
         self.skip_frame: dict | None = None
         self.block: list[bytes] = []  # header block fragments awaiting CONTINUATION
+        self.block_size = 0
         self.block_frame: dict | None = None
         self.broken = False
         self.table_size = 4096
@@ -208,14 +231,29 @@ class H2Connection:
     """Both directions of one HTTP/2 connection. `feed(d, data, ts)` returns the frames
     and the request/response messages that data completed."""
 
-    __slots__ = ("dirs", "client", "streams", "errors", "goaway")
+    __slots__ = ("dirs", "client", "streams", "errors", "goaway", "budget", "charged", "kept")
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
         self.dirs = (Direction(), Direction())
         self.client = -1  # which direction is the client, once known
         self.streams: dict[int, Stream] = {}
         self.errors: list[tuple[str, str]] = []
         self.goaway = None
+        self.budget = budget if budget is not None else Budget()
+        self.charged = 0  # what this connection holds, as charged to the budget
+        self.kept = 0  # header block bytes of the streams kept
+
+    def release(self) -> None:
+        """The connection ended: give back what it held."""
+        self.budget.held -= self.charged
+        self.charged = 0
+        self.streams.clear()
+        self.kept = 0
+        for st in self.dirs:
+            st.buf = b""
+            st.block = []
+            st.block_size = 0
+            st.decoder = None
 
     def expect_preface(self, d: int) -> None:
         self.dirs[d].preface = True
@@ -232,6 +270,23 @@ class H2Connection:
         self.streams[1] = s
 
     def feed(self, d: int, data: bytes, ts: int) -> tuple[list, list]:
+        """Frames and messages of the next bytes of direction `d`; what the connection
+        then holds is charged to the budget (past it, the analysis stops: memory_cap)."""
+        out = self._feed(d, data, ts)
+        held = self.kept
+        for st in self.dirs:
+            held += len(st.buf) + st.block_size + (st.table_size if st.decoder else 0)
+        budget = self.budget
+        budget.held += held - self.charged
+        self.charged = held
+        if budget.over() and held:
+            self.errors.append(("memory_cap", f"HTTP analysis holds {budget.held} bytes"))
+            self.release()
+            for st in self.dirs:
+                st.broken = True
+        return out
+
+    def _feed(self, d: int, data: bytes, ts: int) -> tuple[list, list]:
         st = self.dirs[d]
         frames: list = []
         msgs: list = []
@@ -323,7 +378,11 @@ class H2Connection:
         if s is None:
             s = self.streams[sid] = Stream(sid, ts)
             if len(self.streams) > MAX_STREAMS:
-                del self.streams[next(iter(self.streams))]
+                old = next(iter(self.streams))
+                self.kept -= self.streams.pop(old).held
+                self.errors.append(
+                    ("too_many_streams", f"over {MAX_STREAMS}: stream {old} dropped")
+                )
         return s
 
     def _count_data(self, d: int, sid: int, length: int) -> None:
@@ -349,6 +408,7 @@ class H2Connection:
         else:
             msgs.append((s, s.response_dict(ts)))
             del self.streams[sid]
+            self.kept -= s.held
 
     def _handle(self, d, st, ftype, flags, sid, data, start, end, f, ts, msgs) -> None:
         if ftype == DATA:
@@ -370,10 +430,13 @@ class H2Connection:
             elif flags & PRIORITY_FLAG:
                 p += 5
             frag = data[p : max(p, end - pad)]
-            if flags & END_HEADERS:
+            if len(frag) > MAX_HEADER_BLOCK:
+                self._block_too_large(st, sid, len(frag))
+            elif flags & END_HEADERS:
                 self._headers(d, st, ftype, flags, sid, frag, f, ts, msgs)
             else:
                 st.block = [frag]
+                st.block_size = len(frag)
                 st.block_frame = {"ftype": ftype, "flags": flags, "sid": sid, "f": f}
         elif ftype == CONT:
             bf = st.block_frame
@@ -381,7 +444,10 @@ class H2Connection:
                 self.errors.append(("unexpected_continuation", f"stream {sid}"))
                 return
             st.block.append(data[start:end])
-            if flags & END_HEADERS:
+            st.block_size += end - start + 9  # frame headers count: empty ones add up too
+            if st.block_size > MAX_HEADER_BLOCK:
+                self._block_too_large(st, sid, st.block_size)
+            elif flags & END_HEADERS:
                 frag = b"".join(st.block)
                 st.block = []
                 st.block_frame = None
@@ -393,6 +459,7 @@ class H2Connection:
                 f["error"] = error_name(code)
                 s = self.streams.pop(sid, None)
                 if s is not None:
+                    self.kept -= s.held
                     s.reset = f["error"]
                     msgs.append((s, s.response_dict(ts)))
         elif ftype == SETTINGS:
@@ -405,6 +472,11 @@ class H2Connection:
                 if ident == 1:
                     # the peer's decoder table size bounds what this direction's encoder may
                     # use, i.e. what the *other* direction's decoder must accept
+                    if value > MAX_TABLE_SIZE:
+                        self.errors.append(
+                            ("table_size_capped", f"HEADER_TABLE_SIZE {value} > {MAX_TABLE_SIZE}")
+                        )
+                        value = MAX_TABLE_SIZE
                     other = self.dirs[1 - d]
                     other.table_size = value
                     if other.decoder is not None:
@@ -428,6 +500,15 @@ class H2Connection:
             f["dependency"] = dep & 0x7FFFFFFF
             f["exclusive"] = bool(dep >> 31)
             f["weight"] = data[start + 4] + 1
+
+    def _block_too_large(self, st: Direction, sid: int, size: int) -> None:
+        self.errors.append(
+            ("header_block_too_large", f"stream {sid}: over {MAX_HEADER_BLOCK} bytes ({size})")
+        )
+        st.block = []
+        st.block_size = 0
+        st.block_frame = None
+        st.broken = True
 
     def _headers(self, d, st, ftype, flags, sid, block: bytes, f: dict, ts, msgs) -> None:
         dec = st.decoder
@@ -456,6 +537,9 @@ class H2Connection:
             if promised:
                 s = self._stream(promised, ts)
                 s.req = headers
+                kept = _decoded_size(pairs)
+                s.held += kept
+                self.kept += kept
             return
         if self.client < 0:
             if ":method" in headers:
@@ -464,6 +548,9 @@ class H2Connection:
                 self.client = 1 - d
         s = self._stream(sid, ts)
         size = len(block)
+        kept = _decoded_size(pairs)  # HPACK inflates: charge what is kept, not what came
+        s.held += kept
+        self.kept += kept
         if d == self.client:
             if s.req is None:
                 s.req = headers
@@ -480,3 +567,8 @@ class H2Connection:
             s.resp_size += size
         if flags & END_STREAM:
             self._end_stream(d, sid, ts, msgs)
+
+
+def _decoded_size(pairs) -> int:
+    """What a decoded header list costs: name, value and ~100 bytes of Python each."""
+    return sum(len(n) + len(v) + 100 for n, v in pairs)

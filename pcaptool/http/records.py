@@ -8,6 +8,8 @@ record of the packet that completed them.
 
 from __future__ import annotations
 
+import re
+
 from pcaptool.http import tracectx
 from pcaptool.record.envelope import format_latency, warn
 from pcaptool.tcp.reassembly import Conn
@@ -15,12 +17,60 @@ from pcaptool.tcp.reassembly import Conn
 REDACTED = "<redacted>"
 # headers whose values are credentials: replaced in the records by default (--redact-header)
 DEFAULT_REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+# query parameters whose values are credentials: always replaced in targets, URLs and
+# messages (OAuth 2.0 RFC 6750 section 2.3, API keys, signed URLs of S3/GCS/Azure)
+CREDENTIAL_PARAMS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "token",
+    "key",
+    "api_key",
+    "apikey",
+    "sig",
+    "signature",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "code",
+    "session",
+    "sessionid",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+)
+_QUERY_CREDENTIAL = re.compile(
+    r"([?&;](?:" + "|".join(re.escape(p) for p in CREDENTIAL_PARAMS) + r")=)[^&;#\s]*",
+    re.IGNORECASE,
+)
+_USERINFO = re.compile(r"(//)[^/?#@\s]*@")
+# body samples that look like credentials are withheld (forms always: logins are forms)
+_CREDENTIAL_WORD = re.compile(
+    r"pass(?:word|wd)?|secret|token|api[_-]?key|auth|credential|session|signature",
+    re.IGNORECASE,
+)
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# headers whose values are URLs (their query strings and userinfo are redacted)
+_URL_HEADERS = (":path", "referer", "location", "content-location")
+
+
+def redact_url(text: str) -> str:
+    """`text` with URL userinfo and credential query parameters' values replaced."""
+    if "=" in text:
+        text = _QUERY_CREDENTIAL.sub(r"\1" + REDACTED, text)
+    if "@" in text:
+        text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
+    return text
 
 
 class HttpRecords:
     """Builds the HTTP keys of records under one translation's options."""
 
-    def __init__(self, project: str | None = None, redact=frozenset()) -> None:
+    def __init__(self, project: str | None = None, redact=DEFAULT_REDACT) -> None:
         self.project = project
         self.redact = frozenset(h.lower() for h in redact)
 
@@ -32,11 +82,19 @@ class HttpRecords:
         """Add a message (request, response) to the record's `http`; a record that already
         has one keeps it and lists the next under `http.more`."""
         redact = self.redact
-        if redact:
-            for key in ("headers", "trailers"):
-                h = d.get(key)
-                if h and not redact.isdisjoint(h):
-                    d[key] = {k: REDACTED if k in redact else v for k, v in h.items()}
+        for key in ("headers", "trailers"):
+            h = d.get(key)
+            if h:
+                d[key] = self._headers(h, redact)
+        target = d.get("target")
+        if target:
+            d["target"] = redact_url(target)
+        req = d.get("request")
+        if req is not None and req.get("target"):
+            req["target"] = redact_url(req["target"])
+        sample = d.get("body_sample")
+        if sample is not None and _credential_body(d.get("headers") or {}, sample):
+            d["body_sample"] = REDACTED
         old = rec.get("http")
         if old is None:
             rec["http"] = d
@@ -46,9 +104,17 @@ class HttpRecords:
         else:
             old.setdefault("more", []).append(d)
 
+    @staticmethod
+    def _headers(h: dict, redact: frozenset) -> dict:
+        return {k: _value(k, v, redact) for k, v in h.items()}
+
     def error(self, rec: dict, e: tuple[str, str]) -> None:
         """An `http.error` `{code, detail}` (the first of the record is kept); WARNING."""
-        err = {"code": e[0], "detail": e[1]}
+        detail = redact_url(e[1])
+        low = detail.lower()
+        if any(name in low for name in self.redact):
+            detail = "(withheld: it names a redacted header)"
+        err = {"code": e[0], "detail": detail}
         old = rec.get("http")
         if old is None:
             rec["http"] = {"type": "error", "error": err}
@@ -58,12 +124,11 @@ class HttpRecords:
 
     def frames(self, rec: dict, frames: list[dict]) -> None:
         """HTTP/2 frames of this packet under `http2.frames`, header values redacted."""
-        if self.redact:
-            redact = self.redact
-            for f in frames:
-                hl = f.get("headers")
-                if hl:
-                    f["headers"] = [[n, REDACTED if n in redact else v] for n, v in hl]
+        redact = self.redact
+        for f in frames:
+            hl = f.get("headers")
+            if hl:
+                f["headers"] = [[n, _value(n, v, redact)] for n, v in hl]
         rec["http2"] = {"frames": frames}
 
     def http1_request(self, conn: Conn, i: int, rec: dict, m) -> None:
@@ -79,7 +144,7 @@ class HttpRecords:
             url = f"http://{req.host or server[0]}{target}"
         h = {
             "requestMethod": req.method,
-            "requestUrl": url,
+            "requestUrl": redact_url(url),
             "status": m.status,
             "latency": format_latency(m.end_ts - req.first_ts),
             "protocol": req.version,
@@ -93,7 +158,7 @@ class HttpRecords:
             h["userAgent"] = ua
         ref = req.headers.get("referer")
         if ref is not None:
-            h["referer"] = ref
+            h["referer"] = redact_url(ref)
         if "httpRequest" not in rec:
             rec["httpRequest"] = h
         if m.trace:
@@ -109,7 +174,7 @@ class HttpRecords:
         host = r.get(":authority") or r.get("host") or server[0]
         h = {
             "requestMethod": r.get(":method"),
-            "requestUrl": f"{scheme}://{host}{r.get(':path') or ''}",
+            "requestUrl": redact_url(f"{scheme}://{host}{r.get(':path') or ''}"),
             "status": d.get("status"),
             "latency": format_latency(ts - s.first_ts),
             "protocol": "HTTP/2",
@@ -124,6 +189,25 @@ class HttpRecords:
         rec["httpRequest"] = h
         if s.trace:
             rec.update(s.trace)
+
+
+def _value(name: str, value: str, redact: frozenset) -> str:
+    low = name.lower()  # HTTP/2 names arrive as the peer wrote them
+    if low in redact:
+        return REDACTED
+    if low in _URL_HEADERS:
+        return redact_url(value)
+    return value
+
+
+def _credential_body(headers: dict, sample: str) -> bool:
+    """A body sample that may hold a credential: a form (logins are forms), or any body
+    naming a password, token, key, secret or session."""
+    ctype = ""
+    for k, v in headers.items():
+        if k.lower() == "content-type":
+            ctype = v.lower()
+    return ctype.startswith(_FORM_TYPES) or _CREDENTIAL_WORD.search(sample) is not None
 
 
 def note(rec: dict) -> str | None:

@@ -15,10 +15,13 @@ from __future__ import annotations
 from collections import deque
 
 from pcaptool.http import http1, http2
+from pcaptool.http.budget import Budget
 from pcaptool.http.records import HttpRecords
 from pcaptool.http.switch import switch
 from pcaptool.record.envelope import warn
 from pcaptool.tcp.reassembly import Conn
+
+_KEPT = ("host", "user-agent", "referer")
 
 
 class HttpFactory:
@@ -27,35 +30,49 @@ class HttpFactory:
     def __init__(self, records: HttpRecords, body_sample: int = 128) -> None:
         self.records = records
         self.body_sample = body_sample
+        self.budget = Budget()  # what HTTP analysis holds across the connections
 
     def sniff(self, conn: Conn, i: int, payload: bytes) -> HttpStream | None:
         kind = http1.looks_like_http(payload)
         if kind is None:
             if http2.looks_like_frames(payload):
-                return HttpStream(self.records, "h2")
+                return HttpStream(self.records, "h2", self.budget)
             return None
         if kind == "h2":
-            s = HttpStream(self.records, "h2")
+            s = HttpStream(self.records, "h2", self.budget)
             s.h2.expect_preface(i)
             return s
-        s = HttpStream(self.records, "http1")
+        s = HttpStream(self.records, "http1", self.budget)
         is_req = kind == "request"
-        s.parsers[i] = http1.Http1Parser(is_req, s.pending, self.body_sample)
-        s.parsers[1 - i] = http1.Http1Parser(not is_req, s.pending, self.body_sample)
+        s.parsers[i] = http1.Http1Parser(is_req, s.pending, self.body_sample, budget=self.budget)
+        s.parsers[1 - i] = http1.Http1Parser(
+            not is_req, s.pending, self.body_sample, budget=self.budget
+        )
         return s
 
 
 class HttpStream:
     """The HTTP analysis of one connection."""
 
-    __slots__ = ("records", "kind", "parsers", "pending", "h2", "last_trace", "requests", "errors")
+    __slots__ = (
+        "records",
+        "budget",
+        "kind",
+        "parsers",
+        "pending",
+        "h2",
+        "last_trace",
+        "requests",
+        "errors",
+    )
 
-    def __init__(self, records: HttpRecords, kind: str) -> None:
+    def __init__(self, records: HttpRecords, kind: str, budget: Budget | None = None) -> None:
         self.records = records
+        self.budget = budget if budget is not None else Budget()
         self.kind = kind  # "http1" | "h2"
         self.parsers: list = [None, None]  # per direction index (0 = originator)
         self.pending: deque = deque()  # requests waiting for their responses
-        self.h2: http2.H2Connection | None = http2.H2Connection() if kind == "h2" else None
+        self.h2 = http2.H2Connection(self.budget) if kind == "h2" else None
         self.last_trace = None
         self.requests = 0
         self.errors = 0
@@ -90,9 +107,14 @@ class HttpStream:
                     self.http1_out(conn, i, p, msgs, num, rec)
 
     def close(self) -> None:
+        for p in self.parsers:
+            if p is not None:
+                p.close()
         self.parsers = [None, None]
+        if self.h2 is not None:
+            self.h2.release()
         self.h2 = None
-        self.pending.clear()
+        http1.drop_pending(self.pending, self.budget)
 
     def trace(self) -> dict | None:
         return self.last_trace
@@ -122,7 +144,9 @@ class HttpStream:
             if cur is None and m.trace:
                 cur = m.trace
             records.emit(rec, m.as_dict())
-            if not m.is_request:
+            if m.is_request:  # waiting for its response: keep what pairing and httpRequest use
+                m.headers = {k: v for k, v in m.headers.items() if k in _KEPT}
+            else:
                 records.http1_request(conn, i, rec, m)
             if m.errors:
                 self.errors += 1

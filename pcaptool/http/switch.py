@@ -34,7 +34,7 @@ def switch(stream, conn: Conn, i: int, p, ts: int, num: int, rec: dict) -> None:
 
 
 def _to_h2(stream, i: int, p, other, ts: int) -> None:
-    h2c = stream.h2 or http2.H2Connection()
+    h2c = stream.h2 or http2.H2Connection(stream.budget)
     stream.h2 = h2c
     if p.is_request:  # the client sent the preface
         if h2c.client < 0:

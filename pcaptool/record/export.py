@@ -124,7 +124,7 @@ def sort_key(rec: dict) -> tuple[int, int, int]:
     if isinstance(ts, dict):
         ns = int(ts["seconds"]) * 1_000_000_000 + int(ts.get("nanos", 0))
     else:  # a record trimmed by --fields: its pcap.date says when
-        from pcaptool.merge.parts import rfc3339_ns
+        from pcaptool.merge.ndjson import rfc3339_ns
 
         ns = rfc3339_ns(pcap["date"])
     if pcap is not None:

@@ -8,6 +8,10 @@ from typing import BinaryIO
 import orjson
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
+# Cloud Logging takes entries up to 256 KB; no line of ours is longer than this. A record
+# that would be is cut (`record_bound`) and says what went in `cut`.
+MAX_RECORD_BYTES = 64 * 1024
+_MESSAGE_CUT = 1024
 
 
 def dumps(rec: dict) -> bytes:
@@ -15,14 +19,65 @@ def dumps(rec: dict) -> bytes:
     return orjson.dumps(rec, option=_OPTIONS)
 
 
-def log(severity: str, message: str, **fields) -> None:
-    """A structured log line on stderr, as Cloud Logging reads it."""
-    from pcaptool.verbosity import should_log
+def encode(rec: dict) -> bytes:
+    """A record as a JSON line of at most MAX_RECORD_BYTES."""
+    line = orjson.dumps(rec, option=_OPTIONS)
+    if len(line) <= MAX_RECORD_BYTES:
+        return line
+    return record_bound(rec, len(line))
 
-    if not should_log(severity):
-        return
-    sys.stderr.buffer.write(dumps({"severity": severity, "message": message, **fields}))
-    sys.stderr.buffer.flush()
+
+def record_bound(rec: dict, size: int) -> bytes:
+    """Cut a record too long for a log entry, least useful parts first: the header lists
+    of HTTP/2 frames, messages after the first four of `http.more`, HTTP headers and
+    trailers, then every application layer and the message's tail. `cut` gives the
+    original size and what was removed."""
+    cut: list[str] = []
+    rec["cut"] = {"bytes": size, "keys": cut}
+    for step in _CUTS:
+        step(rec, cut)
+        line = orjson.dumps(rec, option=_OPTIONS)
+        if len(line) <= MAX_RECORD_BYTES:
+            return line
+    return line  # only the envelope and L2-L4 are left: far below the bound
+
+
+def _cut_frame_headers(rec: dict, cut: list) -> None:
+    frames = (rec.get("http2") or {}).get("frames") or ()
+    if any(f.pop("headers", None) is not None for f in frames):
+        cut.append("http2.frames.headers")
+
+
+def _cut_more(rec: dict, cut: list) -> None:
+    more = (rec.get("http") or {}).get("more")
+    if more and len(more) > 4:
+        del more[4:]
+        cut.append("http.more")
+
+
+def _cut_headers(rec: dict, cut: list) -> None:
+    h = rec.get("http")
+    if h:
+        for m in [h, *h.get("more", ())]:
+            for key in ("headers", "trailers", "body_sample"):
+                if m.pop(key, None) is not None and f"http.{key}" not in cut:
+                    cut.append(f"http.{key}")
+
+
+def _cut_layers(rec: dict, cut: list) -> None:
+    for key in ("http", "http2", "httpRequest", "dns", "tls", "icmp", "conn"):
+        if rec.pop(key, None) is not None:
+            cut.append(key)
+    tcp = rec.get("tcp")
+    if tcp and tcp.pop("options", None) is not None:
+        cut.append("tcp.options")
+    msg = rec.get("message")
+    if isinstance(msg, str) and len(msg) > _MESSAGE_CUT:
+        rec["message"] = msg[:_MESSAGE_CUT] + "…"
+        cut.append("message")
+
+
+_CUTS = (_cut_frame_headers, _cut_more, _cut_headers, _cut_layers)
 
 
 class NdjsonWriter:
@@ -33,7 +88,7 @@ class NdjsonWriter:
         self._write = out.write
 
     def write(self, rec: dict) -> None:
-        self._write(orjson.dumps(rec, option=_OPTIONS))
+        self._write(encode(rec))
 
     def flush(self) -> None:
         self.out.flush()
@@ -48,7 +103,7 @@ class PrettyWriter:
         self.console = Console(file=out or sys.stdout, soft_wrap=True)
 
     def write(self, rec: dict) -> None:
-        self.console.print_json(orjson.dumps(rec).decode())
+        self.console.print_json(encode(rec).decode())
 
     def flush(self) -> None:
         self.console.file.flush()

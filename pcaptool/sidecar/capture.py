@@ -18,7 +18,6 @@ import os
 import select
 import signal
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from pcaptool.capfile.reader import (
     PcapWriter,
 )
 from pcaptool.errors import PcapToolError, UsageError
+from pcaptool.log import log
+from pcaptool.signals import StopSignals
 
 DEFAULT_READY_FILE = "/tmp/pcaptool/ready"
 DEFAULT_SNAPLEN = 65536
@@ -45,16 +46,6 @@ SYS_CLASS_NET = Path("/sys/class/net")
 EPB_HEAD = struct.Struct("<IIIIIII")
 U32_LE = struct.Struct("<I").pack
 _PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
-
-
-def log(severity: str, message: str, **fields: object) -> None:
-    """One Cloud Logging JSON line on stderr."""
-    from pcaptool.verbosity import should_log
-
-    if not should_log(severity):
-        return
-    record = {"severity": severity, "message": message, **fields}
-    print(json.dumps(record, separators=(",", ":")), file=sys.stderr, flush=True)
 
 
 def is_loopback(name: str) -> bool:
@@ -222,46 +213,6 @@ class ReadyFile:
                 self.path.unlink()
 
 
-class _StopFlag:
-    """SIGTERM/SIGINT set the flag and wake `select()` through a self-pipe."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self.rfd, self.wfd = os.pipe()
-        os.set_blocking(self.rfd, False)
-        os.set_blocking(self.wfd, False)
-        self._old: dict[int, object] = {}
-        self._old_wakeup = -1
-
-    def __enter__(self) -> _StopFlag:
-        self._old_wakeup = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handler)
-            # SA_RESTART: a write blocked inside libpcap's C dump loop (slow reader on a
-            # pipe) resumes instead of failing half-way; select() still wakes (self-pipe).
-            signal.siginterrupt(sig, False)
-        return self
-
-    def _handler(self, signum: int, _frame: object) -> None:
-        self.signal = signum
-
-    def __exit__(self, *_exc: object) -> None:
-        for sig, old in self._old.items():
-            # Once stopping, a repeated SIGTERM (a supervisor that signals twice, or the
-            # whole process group) must not turn the clean stop into a kill (exit 143).
-            signal.signal(sig, signal.SIG_IGN if self.signal is not None else old)  # type: ignore[arg-type]
-        signal.set_wakeup_fd(self._old_wakeup)
-        os.close(self.rfd)
-        os.close(self.wfd)
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.rfd, 512):
-                pass
-        except BlockingIOError:
-            pass
-
-
 def run_capture(
     opts: CaptureOptions,
     out: BinaryIO,
@@ -282,7 +233,9 @@ def run_capture(
     handles = []
     fast = _dump_library(opts, out)
     # Signals are caught from here on: a SIGTERM while handles open ends capture cleanly.
-    with _StopFlag() as stop:
+    # restart: a write blocked inside libpcap's C dump loop (slow reader on a pipe) resumes
+    # instead of failing half-way; select() still wakes on stop.fd.
+    with StopSignals(restart=True, ignore_repeats=True) as stop:
         try:
             for name in opts.interfaces:
                 if fast is not None:
@@ -376,7 +329,7 @@ def _loop(opts, out, handles, writers, programs, result, stop, refresh) -> None:
     import pcapy
 
     fds = {handle.getfd(): i for i, handle in enumerate(handles)}
-    wait_fds = [*fds, stop.rfd]
+    wait_fds = [*fds, stop.fd]
     now = time.monotonic()
     deadline = now + opts.duration if opts.duration else None
     next_resolve = now + opts.resolve_every if (opts.resolve_every and refresh) else None
@@ -408,7 +361,7 @@ def _loop(opts, out, handles, writers, programs, result, stop, refresh) -> None:
             continue
         wrote = False
         for fd in readable:
-            if fd == stop.rfd:
+            if fd == stop.fd:
                 stop.drain()
                 continue
             i = fds[fd]

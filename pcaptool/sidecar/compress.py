@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pcaptool import fsmode
 from pcaptool.errors import PcapToolError
-from pcaptool.record.ndjson import log
+from pcaptool.log import log
 from pcaptool.signals import StopSignals
 
 DEFAULT_LEVEL = 2  # ISA-L levels are 0..3; see docs/compress.md for the measurement
@@ -51,7 +52,7 @@ def compress_file(path: str | os.PathLike, level: int = DEFAULT_LEVEL) -> Path:
             # a name of its own (.NAME.gz.XXXXXXXX.tmp), so two compressors never share one
             fd, name = tempfile.mkstemp(prefix=f".{src.name}.gz.", suffix=".tmp", dir=src.parent)
             tmp = Path(name)
-            os.fchmod(fd, os.fstat(fin.fileno()).st_mode & 0o777)  # mkstemp made it 0600
+            fsmode.make_private(fd)
             with open(fd, "wb") as fout:
                 comp = isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
                 _deflate(fin, fout, comp)

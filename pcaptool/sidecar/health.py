@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import socket
 import time
 from pathlib import Path
+
+from pcaptool.signals import StopSignals
 
 POLL_SECONDS = 0.2
 
@@ -71,15 +72,10 @@ def serve(
     log=None,
 ) -> None:
     """Listen on `port` exactly while the ready file says capture runs; until SIGTERM/SIGINT."""
-    stopping: list[int] = []
-
-    def _stop(signum: int, _frame: object) -> None:
-        stopping.append(signum)
-
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = StopSignals().install()
     sock: socket.socket | None = None
     try:
-        while not stopping:
+        while not stop.stopping:
             ready = is_ready(ready_file)
             if ready and sock is None:
                 try:
@@ -108,8 +104,7 @@ def serve(
     finally:
         if sock is not None:
             sock.close()
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        stop.restore()
 
 
 def _accept_all(sock: socket.socket) -> None:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import select
-import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,32 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from pcaptool.capfile.reader import (
-    BLOCK_HEADER,
-    BLOCK_IDB,
-    IDB_BODY,
-    MAX_BLOCK,
-    MAX_RECORD,
-    OPT_ENDOFOPT,
-    OPT_IF_NAME,
-    OPTION,
-    PCAP_HEADER,
-    PCAP_MAGIC,
-    PCAP_RECORD,
-    PCAPNG_BOM,
-    PCAPNG_SHB,
-    stream_header_at,
-)
+from pcaptool import fsmode
+from pcaptool.capfile.framing import HEADER, INTERFACE, NONE, OTHER, PACKET, Framer  # noqa: F401 - OTHER is a framer event kind rotate hands on
 from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
 from pcaptool.signals import StopSignals
 
-SHB_VERSION = {bo: struct.Struct(bo + "HH") for bo in "<>"}
-
-# Framer events
-NEW_STREAM = "stream"  # a file header (pcap) or SHB (pcapng): data is that header
-INTERFACE = "iface"  # a pcapng IDB: repeated at the start of every later part of the section
-RECORD = "record"  # a packet record/block, or one NDJSON line (newline included)
-OTHER = "other"  # any other pcapng block (NRB, ISB, DSB, custom): copied where it falls
+# Framer events (pcaptool.capfile.framing): a file header (pcap) or SHB (pcapng); a pcapng
+# IDB, repeated at the start of every later part of the section; a packet record/block, or
+# one NDJSON line (newline included); any other pcapng block, copied where it falls.
+NEW_STREAM, RECORD = HEADER, PACKET
 
 READ_SIZE = 1 << 20
 MAX_LINE = 64 * 1024 * 1024  # an NDJSON line longer than this is not a log record
@@ -57,143 +39,34 @@ MAX_PENDING = 4 * 1024 * 1024  # non-packet blocks held while no part is open
 PART_RE = re.compile(r"^part__(?P<iface>.+?)__(?P<stamp>\d{8}T\d{6})(?:_(?P<seq>\d{4,}))?\.\w+$")
 
 
-class CaptureFramer:
-    """Split pcap/pcapng bytes into header, interface, record and other blocks.
+class CaptureFramer(Framer):
+    """The capture framer as rotate uses it: units as (kind, memoryview), nothing decoded.
 
     Push-style (`feed()` bytes as they arrive, get whole units back) so a caller can wait on
     the input with a timeout. Concatenated streams are followed: each new pcap header or
-    pcapng SHB is a NEW_STREAM event. Lengths are checked; a corrupt one raises
+    pcapng SHB is a NEW_STREAM event. Lengths are checked by `Framer`; a corrupt one raises
     CaptureFormatError after every unit before it was returned.
     """
 
+    events = Framer.feed  # the framer's own (kind, start, end, info) events, as rotate uses
+
     def __init__(self, name: str = "-") -> None:
-        self.name = name
-        self.format: str | None = None
-        self.section = -1
-        self.offset = 0  # input offset of the first byte not yet returned
-        self.iface_names: list[str] = []
-        self._rest = b""
-        self._bo = "<"
-        self._limit = MAX_RECORD
+        super().__init__(name, decode=NONE)
 
-    def feed(self, data: bytes) -> Iterator[tuple[str, memoryview]]:
-        buf = self._rest + data if self._rest else data
-        view = memoryview(buf)
-        pos, end = 0, len(buf)
+    @property
+    def iface_names(self) -> list[str]:
+        return [iface.name or "" for iface in self.interfaces]
+
+    def feed(self, data: bytes) -> Iterator[tuple[str, memoryview]]:  # type: ignore[override]
+        view = None
         try:
-            while pos < end:
-                if self.format is None or (
-                    self.format == "pcap"
-                    and end - pos >= 4
-                    and buf[pos] in (0xA1, 0xD4, 0x4D, 0x0A)
-                    and stream_header_at(buf, pos)
-                ):
-                    n = self._header(buf, pos)
-                    if n == 0:
-                        break
-                    yield NEW_STREAM, view[pos : pos + n]
-                elif self.format == "pcap":
-                    if end - pos < 16:
-                        break
-                    incl = PCAP_RECORD[self._bo].unpack_from(buf, pos)[2]
-                    if incl > self._limit:
-                        raise self._corrupt(pos, f"captured length {incl} exceeds {self._limit}")
-                    n = 16 + incl
-                    if end - pos < n:
-                        break
-                    yield RECORD, view[pos : pos + n]
-                else:
-                    if end - pos < 12:
-                        break
-                    btype, blen = BLOCK_HEADER[self._bo].unpack_from(buf, pos)
-                    if btype == PCAPNG_SHB or (
-                        btype in PCAP_MAGIC and stream_header_at(buf, pos) == "pcap"
-                    ):
-                        n = self._header(buf, pos)
-                        if n == 0:
-                            break
-                        yield NEW_STREAM, view[pos : pos + n]
-                        pos += n
-                        self.offset += n
-                        continue
-                    if blen < 12 or blen % 4 or blen > MAX_BLOCK:
-                        raise self._corrupt(pos, f"block type 0x{btype:08x} length {blen}")
-                    n = blen
-                    if end - pos < n:
-                        break
-                    if btype in (2, 3, 6):  # PB, SPB, EPB
-                        yield RECORD, view[pos : pos + n]
-                    elif btype == BLOCK_IDB:
-                        self.iface_names.append(self._if_name(buf, pos, blen))
-                        yield INTERFACE, view[pos : pos + n]
-                    else:
-                        yield OTHER, view[pos : pos + n]
-                pos += n
-                self.offset += n
+            for kind, start, end, _ in super().feed(data):
+                if view is None:
+                    view = memoryview(self.buf)
+                yield kind, view[start:end]
         finally:
-            view.release()
-            self._rest = buf[pos:]
-
-    def _header(self, buf: bytes, pos: int) -> int:
-        """Length of the file header at pos (0 = need more bytes); sets format/byte order."""
-        if len(buf) - pos < 12:
-            return 0
-        kind = stream_header_at(buf, pos)
-        if kind == "pcap":
-            if len(buf) - pos < 24:
-                return 0
-            self._bo = PCAP_MAGIC[int.from_bytes(buf[pos : pos + 4], "little")][0]
-            snaplen = PCAP_HEADER[self._bo].unpack_from(buf, pos)[5]
-            self._limit = max(snaplen, MAX_RECORD)
-            n = 24
-        elif kind == "pcapng":
-            bom = int.from_bytes(buf[pos + 8 : pos + 12], "little")
-            self._bo = "<" if bom == PCAPNG_BOM else ">"
-            n = BLOCK_HEADER[self._bo].unpack_from(buf, pos)[1]
-            if n < 28 or n % 4 or n > MAX_BLOCK:
-                raise self._corrupt(pos, f"section header length {n}")
-            if len(buf) - pos < 16:
-                return 0
-            major, minor = SHB_VERSION[self._bo].unpack_from(buf, pos + 12)
-            if major != 1:  # as CaptureReader: a reader of 1.x cannot know the layout
-                raise CaptureFormatError(
-                    f"{self.name}: pcapng section at byte {self.offset} has unsupported "
-                    f"version {major}.{minor}"
-                )
-            if len(buf) - pos < n:
-                return 0
-        else:
-            raise CaptureFormatError(
-                f"{self.name}: not a pcap or pcapng capture "
-                f"(magic 0x{bytes(buf[pos : pos + 4]).hex()} at byte {self.offset})"
-            )
-        self.format = kind
-        self.section += 1
-        self.iface_names = []
-        return n
-
-    def _if_name(self, buf: bytes, pos: int, blen: int) -> str:
-        opt = OPTION[self._bo].unpack_from
-        p, end = pos + 8 + IDB_BODY[self._bo].size, pos + blen - 4
-        while p + 4 <= end:
-            code, length = opt(buf, p)
-            if code == OPT_ENDOFOPT:
-                break
-            if code == OPT_IF_NAME:
-                return bytes(buf[p + 4 : p + 4 + length]).rstrip(b"\0").decode("utf-8", "replace")
-            p += 4 + ((length + 3) & ~3)
-        return ""
-
-    def _corrupt(self, pos: int, what: str) -> CaptureFormatError:
-        return CaptureFormatError(f"{self.name}: corrupt capture at byte {self.offset}: {what}")
-
-    def close(self) -> None:
-        """End of input: bytes left over mean the stream was cut inside a record."""
-        if self._rest:
-            raise CaptureFormatError(
-                f"{self.name}: input cut short at byte {self.offset} "
-                f"({len(self._rest)} bytes of an incomplete record dropped)"
-            )
+            if view is not None:
+                view.release()
 
 
 class NdjsonFramer:
@@ -293,7 +166,7 @@ class Rotator:
 
     def __post_init__(self) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            fsmode.make_dirs(self.directory)
             self._dir_fd = os.open(self.directory, os.O_RDONLY)
         except OSError as exc:
             raise PcapToolError(f"cannot use directory {self.directory}: {exc.strerror}") from None
@@ -302,14 +175,15 @@ class Rotator:
 
     # -- events ---------------------------------------------------------------------------
 
-    def new_stream(self, header: bytes, fmt: str, iface_names: list[str]) -> None:
+    def new_stream(self, header: bytes, fmt: str) -> None:
         self.close_part()
         self._header, self._format = bytes(header), fmt
-        self._interfaces, self._names = [], iface_names
+        self._interfaces, self._names = [], []
         self._pending, self._pending_size = [], 0
 
-    def interface(self, block: bytes) -> None:
+    def interface(self, block: bytes, name: str | None = None) -> None:
         self._interfaces.append(bytes(block))
+        self._names.append(name or "")
         if self._part:
             self._write(block)
 
@@ -372,7 +246,7 @@ class Rotator:
         path = self.directory / name
         tmp = self.directory / f".{name}.tmp"
         try:
-            f = open(tmp, "xb", buffering=READ_SIZE)  # noqa: SIM115 - closed in close_part
+            f = fsmode.create(tmp, buffering=READ_SIZE)  # private; closed in close_part
         except OSError as exc:
             raise PcapToolError(f"cannot create {tmp}: {exc.strerror}") from None
         self._part = _Part(path, tmp, f, self.clock() + self.every)
@@ -450,7 +324,7 @@ def rotate_stream(
         raise UsageError(f"unknown input format {fmt!r} (use capture or ndjson)")
     framer = NdjsonFramer(name) if fmt == "ndjson" else CaptureFramer(name)
     if fmt == "ndjson":
-        rotator.new_stream(b"", "ndjson", [])
+        rotator.new_stream(b"", "ndjson")
     try:
         fd = source.fileno()
     except (AttributeError, OSError, ValueError):
@@ -484,7 +358,10 @@ def rotate_stream(
             chunk = read()
             if not chunk:
                 break
-            _dispatch(framer, framer.feed(chunk), rotator)
+            if fmt == "ndjson":
+                _dispatch(framer, framer.feed(chunk), rotator)
+            else:
+                _dispatch_capture(framer, chunk, rotator)
             rotator.tick()
         if drained:
             pass  # a record or line cut by our own stop is no input error: dropped
@@ -503,8 +380,26 @@ def _dispatch(framer, events, rotator: Rotator) -> None:
         if kind is RECORD:
             record(data)
         elif kind is NEW_STREAM:
-            rotator.new_stream(data, framer.format, framer.iface_names)
+            rotator.new_stream(data, framer.format)
         elif kind is INTERFACE:
-            rotator.interface(data)
+            rotator.interface(data, framer.interfaces[-1].name)
         else:
             rotator.other(data)
+
+
+def _dispatch_capture(framer: CaptureFramer, chunk: bytes, rotator: Rotator) -> None:
+    events = framer.events(chunk)
+    view = memoryview(framer.buf)
+    record = rotator.record
+    try:
+        for kind, start, end, info in events:
+            if kind is RECORD:
+                record(view[start:end])
+            elif kind is NEW_STREAM:
+                rotator.new_stream(view[start:end], framer.format)
+            elif kind is INTERFACE:
+                rotator.interface(view[start:end], info.name)
+            else:
+                rotator.other(view[start:end])
+    finally:
+        view.release()

@@ -20,22 +20,21 @@ time after it, a time repeated by a fall-back runs once.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pcaptool.errors import UsageError
+from pcaptool.log import Logger
+from pcaptool.signals import StopSignals
 
 # robfig/cron's predefined schedules (https://pkg.go.dev/github.com/robfig/cron/v3).
 DESCRIPTORS = {
@@ -175,28 +174,6 @@ def _iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds")
 
 
-def json_logger(stream: TextIO | None = None) -> Callable[..., None]:
-    """A logger writing one Cloud Logging JSON object per line (severity, message, fields)."""
-
-    def log(severity: str, message: str, **fields: object) -> None:
-        from pcaptool.verbosity import should_log
-
-        if not should_log(severity):
-            return
-        record = {
-            "severity": severity,
-            "message": message,
-            "time": _iso(datetime.now(UTC)),
-            "component": "schedule",
-            **fields,
-        }
-        out = stream or sys.stderr
-        out.write(json.dumps(record, default=str) + "\n")
-        out.flush()
-
-    return log
-
-
 def _signal_name(returncode: int) -> str | None:
     if returncode >= 0:
         return None
@@ -232,7 +209,9 @@ class Scheduler:
     timeout_s: float = 0.0
     grace_s: float = 10.0
     max_runs: int | None = None
-    log: Callable[..., None] = field(default_factory=json_logger)
+    log: Callable[..., None] = field(
+        default_factory=lambda: Logger(timestamps=True, component="schedule")
+    )
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
@@ -259,11 +238,7 @@ class Scheduler:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop the loop gracefully (a second one skips the grace)."""
 
-        def on_stop(signum, frame):  # noqa: ARG001
-            self.stop(force=True)
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
+        StopSignals(on_signal=lambda signum: self.stop(force=True)).install()
 
     # -- main loop -----------------------------------------------------------------
     def run(self) -> int:

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from pcaptool import fsmode
 from pcaptool.errors import PcapToolError, UsageError
+from pcaptool.storage.gcs import make_client
 
 GLOB_CHARS = "*?["
 READ_CHUNK = 1 << 20
@@ -68,31 +70,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "pcaptool" / "gcs"
 
 
-def make_client():
-    """A storage Client; anonymous against an emulator (STORAGE_EMULATOR_HOST)."""
-    from google.cloud import storage
-
-    from pcaptool.storage.gcs import emulator_endpoint
-
-    endpoint = emulator_endpoint()
-    try:
-        if endpoint:
-            from google.auth.credentials import AnonymousCredentials
-
-            return storage.Client(
-                project=os.environ.get("GOOGLE_CLOUD_PROJECT", "pcaptool"),
-                credentials=AnonymousCredentials(),
-                client_options={"api_endpoint": endpoint},
-            )
-        return storage.Client()
-    except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
-        raise PcapToolError(
-            "cannot reach Cloud Storage: no usable Google credentials "
-            f"({_one_line(exc)}); run `gcloud auth application-default login` "
-            "or set GOOGLE_APPLICATION_CREDENTIALS"
-        ) from None
-
-
 def _retry(timeout: float):
     """The library's default retry (backoff on 429/5xx/connection errors), within TIMEOUT."""
     from google.cloud.storage.retry import DEFAULT_RETRY
@@ -106,8 +83,15 @@ def list_objects(
     client=None,
     timeout: float = 60.0,
     page_size: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[GcsObject]:
-    """Every part under gs://BUCKET/PREFIX (all pages), in name order."""
+    """Every part under gs://BUCKET/PREFIX (all pages), in name order.
+
+    An object whose name cannot be a file under the cache (``..``, an absolute name, a NUL,
+    a component over 255 bytes: see ``unsafe_name``) is skipped with ``warn()`` (default:
+    a line on stderr); the others are merged.
+    """
+    warn = warn or _warn
     bucket, prefix = parse_url(url)
     client = client or make_client()
     pattern = None
@@ -137,6 +121,10 @@ def list_objects(
                 continue
             if name != prefix and not name.endswith(suffixes):
                 continue  # not a part (a folder placeholder, a README, ...)
+            problem = unsafe_name(name)
+            if problem:
+                warn(f"gs://{bucket}/{name!r}: {problem}; skipped this object")
+                continue
             found.append(
                 GcsObject(
                     bucket,
@@ -153,11 +141,43 @@ def list_objects(
     return sorted(found, key=lambda o: o.name)
 
 
+NAME_MAX = 255  # bytes in one path component (Linux)
+PATH_MAX = 4096
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why an object NAME cannot safely be the file CACHE/BUCKET/NAME, or None.
+
+    Object names are any UTF-8 up to 1024 bytes: a hostile writer to the bucket can pick
+    ``../../.bashrc``, ``/etc/x``, a NUL, a control character or a component too long for
+    the filesystem. Each of those is refused rather than resolved.
+    """
+    if "\0" in name:
+        return "object name contains a NUL byte"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "object name contains a control character"
+    if name.startswith("/"):
+        return "absolute object name"
+    parts = name.split("/")
+    if ".." in parts:
+        return "object name climbs out of its folder (..)"
+    if any(p in ("", ".") for p in parts):
+        return "object name has an empty or '.' path component"
+    encoded = [len(os.fsencode(p)) for p in parts]
+    if max(encoded) > NAME_MAX or sum(encoded) + len(parts) > PATH_MAX // 2:
+        return f"object name is too long for a file name ({max(encoded)} bytes in one part)"
+    return None
+
+
+def _warn(message: str) -> None:
+    print(f"pcaptool: warning: {message}", file=sys.stderr, flush=True)
+
+
 def cache_path(cache_dir: Path, obj: GcsObject) -> Path:
-    parts = obj.name.split("/")
-    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in ("", ".", ".."):
-        raise PcapToolError(f"{obj.url}: object name cannot be stored as a cache file")
-    return cache_dir / obj.bucket / Path(*parts)
+    problem = unsafe_name(obj.name)
+    if problem:
+        raise PcapToolError(f"{obj.url!r}: {problem}: cannot be stored as a cache file")
+    return cache_dir / obj.bucket / Path(*obj.name.split("/"))
 
 
 def is_cached(path: Path, obj: GcsObject) -> bool:
@@ -290,8 +310,8 @@ def fetch(
 def _download(client_fn, obj: GcsObject, path: Path, bar: _Bar | None, timeout: float) -> int:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.download")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+        fsmode.make_dirs(path.parent)
+        f = fsmode.create(tmp, exclusive=False)
     except OSError as exc:
         raise PcapToolError(
             f"cannot write the cache {path.parent}: {exc.strerror}; choose one with --cache-dir"

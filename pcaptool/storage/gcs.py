@@ -1,11 +1,14 @@
-"""Cloud Storage uploads that never overwrite, verify checksums and retry transient faults.
+"""Cloud Storage: the one client factory, and uploads that never overwrite, verify checksums
+and retry transient faults.
 
 - ``make_client()`` honours ``STORAGE_EMULATOR_HOST`` (fake-gcs-server in tests) with
-  anonymous credentials; otherwise Application Default Credentials.
+  anonymous credentials; otherwise Application Default Credentials. ``merge gs://...``
+  (``pcaptool.storage.fetch``) and ``upload`` both use it.
 - ``upload_file()`` sends one file with ``if_generation_match=0`` (create only), retries
   with google-cloud-storage's own predicate (429, 408, 5xx, connection errors, timeouts)
   and google-api-core's exponential backoff with jitter, then compares the server's crc32c
   and md5 with the local file's before anyone may delete the local copy.
+- ``GcsDestination``: the ``pcaptool.storage.destination`` interface over these.
 
 A retry after a lost response can meet its own earlier success as "412 Precondition
 Failed"; when the existing object has the same size and crc32c it *is* this file, so that
@@ -14,19 +17,27 @@ counts as done (no duplicate, no overwrite). Different content is ``ObjectExists
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
+import ipaddress
 import os
+import re
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from pcaptool.errors import PcapToolError
+from pcaptool.errors import PcapToolError, UsageError
+from pcaptool.storage.destination import (
+    ChecksumMismatchError,
+    FileDigest,
+    ObjectExistsError,
+    UploadError,
+    UploadResult,
+    file_digest,
+)
 
-CHUNK = 1 << 20
 TRANSPORT_TIMEOUT = (10.0, 60.0)  # (connect, read) seconds for each HTTP request
+EMULATOR_PROJECT = "pcaptool"
 
 CONTENT_TYPES = {
     ".pcap": "application/vnd.tcpdump.pcap",
@@ -36,59 +47,40 @@ CONTENT_TYPES = {
     ".ndjson": "application/x-ndjson",
     ".gz": "application/gzip",
 }
+_BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9._-]*[a-z0-9]")
 
 
-class UploadError(PcapToolError):
-    """An upload that did not complete; the local file stays. ``transient``: worth retrying."""
+def bucket_name_problem(name: str) -> str | None:
+    """Why NAME cannot be a Cloud Storage bucket name, or None.
 
-    transient = True
-
-
-class ObjectExistsError(UploadError):
-    """The destination name holds different content; it is never overwritten."""
-
-    transient = False
-
-
-class ChecksumMismatchError(UploadError):
-    transient = True
-
-
-@dataclass(frozen=True)
-class FileDigest:
-    size: int
-    crc32c: str  # base64 of the big-endian CRC32C, as the JSON API reports it
-    md5: str  # base64 of the MD5 digest
-
-
-@dataclass(frozen=True)
-class UploadResult:
-    source: str
-    url: str  # gs://bucket/object or the destination path
-    bytes: int
-    seconds: float
-    crc32c: str
-    existed: bool = False  # the same content was already there (a retried or swept upload)
-    generation: int | None = None
+    The naming rules: https://cloud.google.com/storage/docs/buckets#naming
+    """
+    if not _BUCKET_CHARS.fullmatch(name):
+        return (
+            "only lowercase letters, digits, '-', '_' and '.', starting and ending with a "
+            "letter or digit"
+        )
+    if "." not in name and not 3 <= len(name) <= 63:
+        return "3 to 63 characters"
+    if len(name) > 222 or any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        return "at most 222 characters, each dot-separated part 1 to 63"
+    with contextlib.suppress(ValueError):
+        ipaddress.IPv4Address(name)
+        return "not an IP address"
+    if name.startswith("goog") or "google" in name or "g00gle" in name:
+        return "must not begin with 'goog' or contain 'google'"
+    return None
 
 
-def file_digest(path: str | os.PathLike) -> FileDigest:
-    """Size, crc32c and md5 of a file, read in 1 MiB chunks (bounded memory)."""
-    import google_crc32c
-
-    crc = google_crc32c.Checksum()
-    md5 = hashlib.md5(usedforsecurity=False)
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            crc.update(chunk)
-            md5.update(chunk)
-            size += len(chunk)
-    return FileDigest(size, _b64(crc.digest()), _b64(md5.digest()))
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
+def parse_bucket(value: str) -> str:
+    """``NAME`` or ``gs://NAME`` -> NAME, refused up front when it cannot be a bucket."""
+    name = value[len("gs://") :].strip("/") if value.startswith("gs://") else value
+    if "/" in name:
+        raise UsageError("--bucket takes a bucket name; the object names are derived")
+    problem = bucket_name_problem(name)
+    if problem:
+        raise UsageError(f"--bucket {value!r} is not a Cloud Storage bucket name ({problem})")
+    return name
 
 
 def content_type(name: str) -> str:
@@ -105,28 +97,34 @@ def emulator_endpoint(env: dict[str, str] | None = None) -> str | None:
 
 
 def make_client(project: str | None = None):
-    """A storage Client: the emulator with anonymous credentials, else ADC."""
+    """The storage Client of every command: the emulator with anonymous credentials, else ADC.
+
+    Missing or unusable credentials are one line naming the fixes.
+    """
     from google.cloud import storage
 
     endpoint = emulator_endpoint()
-    if endpoint:
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(
-            project=project or "emulator-project",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": endpoint},
-        )
-    import google.auth.exceptions
-
     try:
+        if endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            return storage.Client(
+                project=project or os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": endpoint},
+            )
         return storage.Client(project=project)
-    except google.auth.exceptions.DefaultCredentialsError as exc:
+    except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
         raise PcapToolError(
-            "no Google credentials for Cloud Storage: run on Google Cloud, set "
-            "GOOGLE_APPLICATION_CREDENTIALS, or use --dest DIR for a local directory "
-            f"({exc})"
+            f"no Google credentials for Cloud Storage ({_first_line(exc)}): run on Google "
+            "Cloud, run `gcloud auth application-default login`, set "
+            "GOOGLE_APPLICATION_CREDENTIALS, or upload with --dest DIR to a directory"
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def make_retry(
@@ -159,8 +157,7 @@ def describe_error(exc: BaseException) -> str:
 
     if isinstance(exc, api_exceptions.GoogleAPICallError):
         return f"{exc.code} {exc.message}".strip()
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def upload_file(
@@ -253,3 +250,72 @@ def _verify(blob, digest: FileDigest, url: str) -> None:
         with contextlib.suppress(Exception):  # best effort; the error below matters
             blob.delete(if_generation_match=blob.generation, timeout=TRANSPORT_TIMEOUT)
         raise ChecksumMismatchError(f"{url}: server copy differs ({'; '.join(problems)})")
+
+
+class GcsDestination:
+    """Objects ``gs://BUCKET/PREFIX/<part>`` (the ``Destination`` interface)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        retry_timeout: float = 120.0,
+        client_factory: Callable[[], object] | None = None,
+        give_up: Callable[[], bool] | None = None,
+    ):
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.location = f"gs://{bucket}/{self.prefix}"
+        self._factory = client_factory or make_client
+        self._retry = make_retry(timeout=retry_timeout, give_up=give_up)
+        self._local = threading.local()
+
+    def name_of(self, path: Path) -> str:
+        return f"{self.location}/{path.name}"
+
+    def check(self, probe: bool = False) -> None:
+        """Build the client (missing credentials fail here, once); ``probe``: ask the bucket
+        whether these credentials may create objects in it."""
+        bucket = self._bucket()
+        if probe:
+            check_bucket(bucket)
+
+    def _bucket(self):
+        # One client per worker thread: requests sessions are not shared across threads.
+        bucket = getattr(self._local, "bucket", None)
+        if bucket is None:
+            bucket = self._factory().bucket(self.bucket_name)
+            self._local.bucket = bucket
+        return bucket
+
+    def upload(self, path: Path) -> UploadResult:
+        return upload_file(self._bucket(), f"{self.prefix}/{path.name}", path, retry=self._retry)
+
+
+def check_bucket(bucket, timeout: float = 15.0) -> None:
+    """One line when BUCKET does not exist or these credentials may not create objects."""
+    from google.api_core import exceptions as api_exceptions
+
+    url = f"gs://{bucket.name}"
+    retry = make_retry(timeout=timeout)
+    try:
+        allowed = bucket.test_iam_permissions(
+            ["storage.objects.create"], retry=retry, timeout=TRANSPORT_TIMEOUT
+        )
+    except api_exceptions.NotFound:
+        allowed = None  # no such bucket, or a server (the emulator) without IAM
+    except api_exceptions.Forbidden as exc:
+        raise PcapToolError(f"{url}: access denied: {describe_error(exc)}") from None
+    except Exception as exc:
+        raise PcapToolError(f"{url}: cannot reach Cloud Storage: {describe_error(exc)}") from None
+    if allowed is None:
+        try:
+            exists = bucket.exists(retry=retry, timeout=TRANSPORT_TIMEOUT)
+        except Exception as exc:
+            raise PcapToolError(f"{url}: {describe_error(exc)}") from None
+        if not exists:
+            raise PcapToolError(f"{url}: no such bucket")
+    elif "storage.objects.create" not in allowed:
+        raise PcapToolError(
+            f"{url}: these credentials may not create objects (storage.objects.create)"
+        )

@@ -1,39 +1,30 @@
 """Ship finished parts to a destination, delete each only once its copy is confirmed.
 
-Two destinations share one interface (``name_of``, ``check``, ``upload``):
+``Uploader`` runs ``jobs`` worker threads over a queue of paths, uploading each to a
+``pcaptool.storage.destination.Destination``. A failed file stays on disk and is tried
+again ``retry_later`` seconds on, and once more when input ends; a path that is not a
+file is reported as "no such file" and forgotten. On SIGTERM (``drain()``) it takes no
+new work, gives what is in hand until the drain deadline, and leaves the rest on disk,
+named, for ``--sweep``.
 
-- ``GcsDestination``: objects ``gs://BUCKET/PREFIX/<part>`` through ``pcaptool.storage.gcs``.
-- ``LocalDestination``: files ``DIR/PREFIX/<part>`` (a plain directory or a GCS FUSE mount):
-  copied under a hidden temporary name, fsynced, published without overwriting, read back
-  and compared.
-
-``Uploader`` runs ``jobs`` worker threads over a queue of paths. A failed file stays on
-disk and is tried again ``retry_later`` seconds on, and once more when input ends. On
-SIGTERM (``drain()``) it takes no new work, gives what is in hand until the drain
-deadline, and leaves the rest on disk, named, for ``--sweep``.
+The spool: the bytes of the parts waiting (queued, in hand, waiting for a retry) are
+held under ``spool_bytes``. Beyond it the oldest waiting parts are deleted with an ERROR
+naming them and the packets (or records) they held, so a storage outage longer than the
+spool ends in a counted loss instead of an out-of-memory kill of the whole instance.
 """
 
 from __future__ import annotations
 
-import errno
 import heapq
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pcaptool.errors import PcapToolError
-from pcaptool.storage.gcs import (
-    CHUNK,
-    ChecksumMismatchError,
-    ObjectExistsError,
-    UploadError,
-    UploadResult,
-    file_digest,
-)
+from pcaptool.storage.destination import Destination, UploadError, UploadResult
 
 MAX_RETRY_LATER = 600.0
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
@@ -54,166 +45,18 @@ def list_parts(directory: Path) -> list[Path]:
     return [p for p in entries if p.is_file() and is_finished_part(p)]
 
 
-# ---------------------------------------------------------------- destinations
-
-
-class GcsDestination:
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str,
-        retry_timeout: float = 120.0,
-        client_factory: Callable[[], object] | None = None,
-        give_up: Callable[[], bool] | None = None,
-    ):
-        from pcaptool.storage.gcs import make_client, make_retry
-
-        self.bucket_name = bucket
-        self.prefix = prefix.strip("/")
-        self.location = f"gs://{bucket}/{self.prefix}"
-        self._factory = client_factory or make_client
-        self._retry = make_retry(timeout=retry_timeout, give_up=give_up)
-        self._local = threading.local()
-
-    def name_of(self, path: Path) -> str:
-        return f"{self.location}/{path.name}"
-
-    def check(self) -> None:
-        self._bucket()  # builds the client: missing credentials fail here, once
-
-    def _bucket(self):
-        # One client per worker thread: requests sessions are not shared across threads.
-        bucket = getattr(self._local, "bucket", None)
-        if bucket is None:
-            bucket = self._factory().bucket(self.bucket_name)
-            self._local.bucket = bucket
-        return bucket
-
-    def upload(self, path: Path) -> UploadResult:
-        from pcaptool.storage.gcs import upload_file
-
-        return upload_file(self._bucket(), f"{self.prefix}/{path.name}", path, retry=self._retry)
-
-
-_ERRNO_WORDS = {
-    errno.ENOSPC: "destination is full",
-    errno.EDQUOT: "destination quota exceeded",
-    errno.EROFS: "destination is read-only",
-    errno.EACCES: "permission denied on the destination",
-    errno.EPERM: "operation not permitted on the destination",
-}
-
-
-def _os_error(exc: OSError, where: Path) -> UploadError:
-    words = _ERRNO_WORDS.get(exc.errno or 0, "cannot write to the destination")
-    return UploadError(f"{words}: {where}: {exc.strerror or exc}")
-
-
-class LocalDestination:
-    def __init__(self, root: Path, prefix: str):
-        self.root = Path(root)
-        self.prefix = prefix.strip("/")
-        self.directory = self.root / self.prefix
-        self.location = os.fspath(self.directory)
-
-    def name_of(self, path: Path) -> str:
-        return os.fspath(self.directory / path.name)
-
-    def check(self) -> None:
-        """Make DIR/PREFIX; a read-only or missing-permission destination fails here, once."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            if not os.access(self.directory, os.W_OK):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        except OSError as exc:
-            raise PcapToolError(
-                f"{_os_error(exc, self.directory)} (local files are kept where they are)"
-            ) from None
-
-    def upload(self, path: Path) -> UploadResult:
-        started = time.monotonic()
-        final = self.directory / path.name
-        digest = file_digest(path)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _os_error(exc, self.directory) from None
-        if final.exists():
-            return self._already_there(path, final, digest, started)
-        tmp = self.directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            self._copy(path, tmp)
-            published = self._publish(tmp, final)
-        except OSError as exc:
-            raise _os_error(exc, final) from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        if not published:
-            return self._already_there(path, final, digest, started)
-        copied = file_digest(final)
-        if copied != digest:
-            final.unlink(missing_ok=True)
-            raise ChecksumMismatchError(f"{final}: copy differs from {path}")
-        return UploadResult(
-            source=os.fspath(path),
-            url=os.fspath(final),
-            bytes=digest.size,
-            seconds=time.monotonic() - started,
-            crc32c=digest.crc32c,
-        )
-
-    @staticmethod
-    def _copy(src: Path, tmp: Path) -> None:
-        with open(src, "rb") as fin, open(tmp, "xb") as fout:
-            while chunk := fin.read(CHUNK):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-
-    def _publish(self, tmp: Path, final: Path) -> bool:
-        """Give TMP the name FINAL unless FINAL exists; False when it does."""
-        try:
-            os.link(tmp, final)  # atomic and refuses to replace
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            # GCS FUSE and some other filesystems have no hard links: check, then rename.
-            no_links = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS)
-            if exc.errno not in no_links:
-                raise
-            if final.exists():
-                return False
-            os.rename(tmp, final)
-        try:
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-        except OSError:
-            return True
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass  # some filesystems cannot fsync a directory; the file itself is synced
-        finally:
-            os.close(dir_fd)
-        return True
-
-    def _already_there(self, path, final, digest, started) -> UploadResult:
-        there = file_digest(final)
-        if there != digest:
-            raise ObjectExistsError(
-                f"{final} already exists with different content ({there.size} bytes); "
-                "not overwritten"
-            )
-        return UploadResult(
-            source=os.fspath(path),
-            url=os.fspath(final),
-            bytes=digest.size,
-            seconds=time.monotonic() - started,
-            crc32c=digest.crc32c,
-            existed=True,
-        )
-
-
 # ---------------------------------------------------------------- the engine
+
+
+class Deadline:
+    """The drain deadline (monotonic seconds), shared by the uploader and the retry
+    predicate of its destination (which is built first: ``give_up=deadline.passed``)."""
+
+    def __init__(self) -> None:
+        self.at = float("inf")
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
 
 
 class Uploader:
@@ -221,17 +64,20 @@ class Uploader:
 
     def __init__(
         self,
-        destination,
+        destination: Destination,
         on_uploaded: Callable[[UploadResult], None],
         log: Callable[..., None],
         jobs: int = 4,
         retry_later: float = 30.0,
+        spool_bytes: int = 0,
+        deadline: Deadline | None = None,
     ):
         self.destination = destination
         self.on_uploaded = on_uploaded
         self.log = log
         self.jobs = max(1, jobs)
         self.retry_later = retry_later
+        self.spool_bytes = spool_bytes  # 0: no limit
         self._queue: queue.Queue[Path] = queue.Queue()
         self._retry_heap: list[tuple[float, str]] = []  # (due, path) for failed files
         self._lock = threading.Lock()
@@ -240,12 +86,16 @@ class Uploader:
         self._in_hand: set[str] = set()
         self._known: set[str] = set()  # queued, in hand, waiting for a retry, or given up
         self._untouched: set[str] = set()  # taken off the queue as SIGTERM came
+        self._waiting: dict[str, int] = {}  # path -> bytes, oldest first: the spool
+        self._dropped: set[str] = set()  # deleted by the spool limit, maybe still queued
         self.failed: dict[str, str] = {}  # path -> last error, while it stays on disk
+        self.missing: dict[str, str] = {}  # path -> error: no such file (nothing to keep)
         self._attempts: dict[str, int] = {}  # path -> failures so far
         self.stopping = threading.Event()  # SIGTERM: take no new work
         self._finishing = False  # end of input: no more timed retries
-        self.give_up_at = float("inf")  # monotonic drain deadline
+        self.deadline = deadline or Deadline()
         self.uploaded = 0
+        self.lost_parts = 0  # dropped by the spool limit
         self._threads = [
             threading.Thread(target=self._work, name=f"upload-{i}", daemon=True)
             for i in range(self.jobs)
@@ -253,7 +103,15 @@ class Uploader:
 
     def give_up(self) -> bool:
         """For the retry predicate: stop retrying once the drain deadline has passed."""
-        return time.monotonic() >= self.give_up_at
+        return self.deadline.passed()
+
+    @property
+    def give_up_at(self) -> float:
+        return self.deadline.at
+
+    @give_up_at.setter
+    def give_up_at(self, value: float) -> None:
+        self.deadline.at = value
 
     def start(self) -> None:
         for t in self._threads:
@@ -262,18 +120,78 @@ class Uploader:
     def submit(self, path: str | os.PathLike) -> bool:
         """Queue a path (ignored when already queued, in hand or failed-and-waiting)."""
         key = os.fspath(path)
+        try:
+            size = os.stat(key).st_size
+        except OSError:
+            size = 0
         with self._lock:
             if self.stopping.is_set() or key in self._known:
                 return False
             self._known.add(key)
+            self._waiting[key] = size
             self._pending += 1
         self._queue.put(Path(key))
+        self._enforce_spool()
         return True
 
     def submit_all(self, paths: Iterable[str | os.PathLike]) -> None:
         for p in paths:
             self.submit(p)
 
+    # ------------------------------------------------------------------ the spool
+    def spooled(self) -> int:
+        """Bytes of the parts waiting for upload."""
+        with self._lock:
+            return sum(self._waiting.values())
+
+    def _enforce_spool(self) -> None:
+        """Beyond ``spool_bytes``, delete the oldest waiting parts that are not in hand."""
+        if self.spool_bytes <= 0:
+            return
+        victims = []
+        with self._lock:
+            total = sum(self._waiting.values())
+            for key in list(self._waiting):
+                if total <= self.spool_bytes:
+                    break
+                if key in self._in_hand:
+                    continue
+                total -= self._waiting.pop(key)
+                self._dropped.add(key)
+                self.failed.pop(key, None)
+                victims.append(key)
+            if victims:
+                self._retry_heap = [e for e in self._retry_heap if e[1] not in self._dropped]
+                heapq.heapify(self._retry_heap)
+        if victims:
+            self._drop(victims, total)
+
+    def _drop(self, victims: list[str], total: int) -> None:
+        from pcaptool.storage.spool import count_lost
+
+        lost: dict[str, int] = {}
+        for key in victims:
+            count, unit = count_lost(Path(key))
+            lost[unit] = lost.get(unit, 0) + count
+            try:
+                os.unlink(key)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self.log("WARNING", f"spool: could not delete {key}: {exc.strerror}")
+        self.lost_parts += len(victims)
+        counted = ", ".join(f"{n} {unit}" for unit, n in sorted(lost.items())) or "nothing"
+        self.log(
+            "ERROR",
+            f"spool full ({self.spool_bytes} bytes held for upload): dropped the oldest "
+            f"{len(victims)} part(s), {counted} lost: {', '.join(victims)}",
+            dropped=victims,
+            lost=lost,
+            spool_bytes=self.spool_bytes,
+            spooled=total,
+        )
+
+    # ------------------------------------------------------------------ workers
     def _take_due_retry(self) -> Path | None:
         with self._lock:
             if self._finishing:  # finish() makes the one last pass itself
@@ -295,11 +213,18 @@ class Uploader:
                     continue
                 with self._lock:
                     # Checked under the lock drain() takes, so every path is counted once.
+                    key = os.fspath(path)
                     stopping = self.stopping.is_set()
-                    if stopping:  # taken just as SIGTERM came: leave it on disk
-                        self._untouched.add(os.fspath(path))
+                    dropped = key in self._dropped
+                    if dropped:
+                        self._dropped.discard(key)
+                    elif stopping:  # taken just as SIGTERM came: leave it on disk
+                        self._untouched.add(key)
                     else:
-                        self._in_hand.add(os.fspath(path))
+                        self._in_hand.add(key)
+                if dropped:
+                    self._done(path, None, forget=False)
+                    continue
                 if stopping:
                     self._done(path, None)
                     return
@@ -307,9 +232,10 @@ class Uploader:
 
     def _one(self, path: Path) -> None:
         key = os.fspath(path)
+        if not path.is_file():
+            self._missing(path)
+            return
         try:
-            if not path.is_file():
-                raise UploadError(f"{path}: no such file")
             result = self.destination.upload(path)
         except UploadError as exc:
             self._failed(path, exc)
@@ -326,17 +252,29 @@ class Uploader:
         with self._lock:
             self.failed.pop(key, None)
             self._attempts.pop(key, None)
+            self._waiting.pop(key, None)
             self.uploaded += 1
         self.on_uploaded(result)
         self._done(path, None)
 
+    def _missing(self, path: Path) -> None:
+        key = os.fspath(path)
+        what = "not a regular file" if path.exists() else "no such file"
+        with self._lock:
+            self.missing[key] = what
+            self.failed.pop(key, None)
+            self._waiting.pop(key, None)
+        self.log("ERROR", f"cannot upload {path}: {what} (not retried)", source=key, error=what)
+        self._done(path, None, forget=False)
+
     def _failed(self, path: Path, exc: UploadError) -> None:
         key = os.fspath(path)
-        missing = not path.exists()
+        if not path.exists():  # deleted while it was being uploaded
+            self._missing(path)
+            return
+        retry = exc.transient and not self.stopping.is_set()
         with self._lock:
             self.failed[key] = str(exc)
-        retry = exc.transient and not missing and not self.stopping.is_set()
-        with self._lock:
             attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
         # Each further failure of the same file waits twice as long, up to 10 minutes.
         delay = min(self.retry_later * 2 ** (attempts - 1), MAX_RETRY_LATER)
@@ -355,27 +293,35 @@ class Uploader:
         with self._lock:
             self._in_hand.discard(key)
             self._pending -= 1
-            if retry_at is not None:
+            if retry_at is not None and key not in self._dropped:
                 heapq.heappush(self._retry_heap, (retry_at, key))
             elif forget:
                 self._known.discard(key)
+                self._waiting.pop(key, None)
             self._idle.notify_all()
 
+    # ------------------------------------------------------------------ ending
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until the queue is empty and nothing is in hand (retries may still wait)."""
+        """Wait until the queue is empty and nothing is in hand (retries may still wait).
+
+        Returns False at TIMEOUT, or as soon as ``stopping`` is set (SIGTERM).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while self._pending > 0:
+                if self.stopping.is_set():
+                    return False
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
-                self._idle.wait(left if left is not None else 0.5)
+                self._idle.wait(min(left, 0.2) if left is not None else 0.2)
             return True
 
     def finish(self) -> list[str]:
         """End of input: upload what is queued, retry each failed file once more now.
 
-        Returns the paths that were not uploaded (each already logged at ERROR).
+        Returns the paths that were not uploaded and are still on disk (each already
+        logged at ERROR). A SIGTERM meanwhile (``stopping``) ends it early.
         """
         with self._lock:
             self._finishing = True
@@ -391,11 +337,11 @@ class Uploader:
         self.wait_idle()
         with self._lock:
             self._retry_heap.clear()  # the last pass is over
-            return sorted(self.failed)
+            return sorted(k for k in self.failed if Path(k).exists())
 
     def drain(self, timeout: float) -> list[str]:
         """SIGTERM: no new work; what is in hand gets TIMEOUT seconds. Returns what is left."""
-        self.give_up_at = time.monotonic() + timeout
+        self.give_up_at = min(self.give_up_at, time.monotonic() + timeout)
         self.stopping.set()
         deadline = self.give_up_at
         with self._lock:
@@ -412,26 +358,3 @@ class Uploader:
                 break
         left = sorted(set(in_hand) | set(waiting) | set(queued))
         return [k for k in left if Path(k).exists()]
-
-
-def stderr_logger(stream=None) -> Callable[..., None]:
-    """One JSON object per line with ``severity`` and ``message`` (Cloud Logging's keys)."""
-    import orjson
-
-    from pcaptool.verbosity import should_log
-
-    out = stream or sys.stderr
-    lock = threading.Lock()
-
-    def log(severity: str, message: str, **fields) -> None:
-        if not should_log(severity):
-            return
-        line = orjson.dumps({"severity": severity, "message": message, **fields}).decode()
-        with lock:
-            try:
-                out.write(line + "\n")
-                out.flush()
-            except (BrokenPipeError, ValueError):
-                pass
-
-    return log

@@ -34,7 +34,7 @@ class HttpAnalyzer:
         http: bool = True,
         limits: Limits | None = None,
         body_sample: int = 128,
-        redact: frozenset[str] | set[str] = frozenset(),
+        redact: frozenset[str] | set[str] | tuple[str, ...] = DEFAULT_REDACT,
         observers: tuple[SegmentObserver, ...] = (),
     ) -> None:
         self.records = HttpRecords(project, redact)
@@ -46,7 +46,12 @@ class HttpAnalyzer:
     def on_tcp(self, rec: dict, flow: Flow, direction: int, seg: Segment) -> str | None:
         """Analyse one segment; return the text the packet's message ends with, if any."""
         self.last_ts = seg.ts
-        out = self.tracker.segment(rec, flow.id, direction, seg, flow)
+        try:
+            out = self.tracker.segment(rec, flow.id, direction, seg, flow)
+        except Exception as exc:  # a parser bug must not end the stream: report, go on
+            self.tracker.abandon(flow.id)
+            self.records.error(rec, ("internal", f"{type(exc).__name__}; analysis stops"))
+            out = ()
         if out:
             self._pending.extend(out)
         return note(rec)

@@ -85,6 +85,16 @@ class ConnectionTracker:
             self._close(c, ts if ts is not None else c.last_ts, out, "end")
         return out
 
+    def abandon(self, key) -> None:
+        """Stop analysing a connection (its analyzer failed): bookkeeping only from now."""
+        conn = self.table.conns.get(key)
+        if conn is not None:
+            if _analysed(conn.app):
+                conn.app.close()
+            conn.app = OTHER
+            conn.streams[0].drop()
+            conn.streams[1].drop()
+
     # -- internals --------------------------------------------------------------------
 
     def _conn(self, key, direction: int, seg: Segment, out):
@@ -129,9 +139,9 @@ class ConnectionTracker:
         else:
             self._ack(conn, i, seg, rec)
             if n:
-                if app is None:
-                    app = self._sniff(conn, i, seg.payload)
-                if app is OTHER:
+                # a connection not sniffed yet is reassembled like the others: it is
+                # sniffed on its first in-order bytes, even when they arrive late
+                if conn.app is OTHER:
                     hs.seen(seg.seq, n)
                 else:
                     self._data(conn, i, seg, rec)
@@ -177,33 +187,49 @@ class ConnectionTracker:
                 self._deliver(conn, i, data, hs.gap, seg.ts, seg.num, rec)
 
     def _deliver(self, conn: Conn, i: int, data, gap: int, ts: int, num: int, rec: dict) -> None:
+        app = conn.app
+        if app is None:
+            if not data:
+                return
+            app = self._sniff(conn, i, data)
+            if app is OTHER:
+                conn.streams[0].drop()
+                conn.streams[1].drop()
+                return
+        elif app is OTHER:
+            return
         if gap:
             tcp = rec.get("tcp")
             if not isinstance(tcp, dict):
                 tcp = rec["tcp"] = {}
             tcp["gap"] = {"bytes": gap, "reason": conn.streams[i].gap_reason}
-        conn.app.data(conn, i, data, gap, ts, num, rec)
+        app.data(conn, i, data, gap, ts, num, rec)
 
     def _finish_dir(self, conn: Conn, i: int, ts: int, rec, num) -> None:
         hs = conn.streams[i]
         data = hs.flush()
         if data is not None or hs.gap:
             self._deliver(conn, i, data, hs.gap, ts, num, rec if rec is not None else {})
-        conn.app.half_close(conn, i, ts, num, rec)
+        if _analysed(conn.app):
+            conn.app.half_close(conn, i, ts, num, rec)
 
     def _close(self, conn: Conn, ts: int, out: list, why: str, rec=None, num=0) -> None:
-        app = conn.app
-        analysed = _analysed(app)
-        if not conn.closed and analysed:
-            for i in (0, 1):
-                self._finish_dir(conn, i, ts, rec, num)
+        if not conn.closed and conn.app is not OTHER and self.factories:
+            try:
+                for i in (0, 1):  # also sniffs a connection whose first bytes were held
+                    self._finish_dir(conn, i, ts, rec, num)
+            except Exception:  # an analyzer's bug: its connection record still comes
+                if _analysed(conn.app):
+                    conn.app.close()
+                conn.app = OTHER
         conn.streams[0].drop()
         conn.streams[1].drop()
         if self.flows and not conn.closed:
             out.append(self._conn_record(conn, why))
+        app = conn.app
         if app is None:
             conn.app = OTHER
-        elif analysed:
+        elif app is not OTHER:
             app.close()
 
     def _conn_record(self, conn: Conn, why: str) -> dict:

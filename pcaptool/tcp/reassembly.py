@@ -34,6 +34,7 @@ class Limits:
     flow_bytes: int = 1 << 20  # out-of-order bytes held per direction of a connection
     total_bytes: int = 64 << 20  # out-of-order bytes held across all connections
     max_segments: int = 256  # out-of-order segments held per direction
+    total_segments: int = 65_536  # out-of-order segments held across all connections
     max_flows: int = 40_000  # connections tracked at once (~4 KB each with HTTP state)
     idle_timeout_ns: int = 300 * 1_000_000_000  # Zeek's tcp_inactivity_timeout
     linger_ns: int = 2 * 1_000_000_000  # closed connections absorb late ACKs this long
@@ -42,10 +43,11 @@ class Limits:
 class Budget:
     """Out-of-order bytes held across all streams of one table (the total cap)."""
 
-    __slots__ = ("held", "limits", "cap_hits")
+    __slots__ = ("held", "segments", "limits", "cap_hits")
 
     def __init__(self, limits: Limits) -> None:
         self.held = 0
+        self.segments = 0  # each held segment costs ~100 bytes of bookkeeping beside its data
         self.limits = limits
         self.cap_hits = 0
 
@@ -122,6 +124,8 @@ class HalfStream:
                 self.retransmissions += 1
                 return None
             self._release(len(old))
+        else:
+            self.budget.segments += 1
         self.held[seq] = payload
         self.held_bytes += n
         self.budget.held += n
@@ -130,6 +134,7 @@ class HalfStream:
             self.held_bytes > lim.flow_bytes
             or len(self.held) > lim.max_segments
             or self.budget.held > lim.total_bytes
+            or self.budget.segments > lim.total_segments
         ):
             self.budget.cap_hits += 1
             return self.skip_hole("memcap")
@@ -208,12 +213,26 @@ class HalfStream:
         """Forget held data (connection evicted)."""
         if self.held:
             self._release(self.held_bytes)
+            self.budget.segments -= len(self.held)
             self.held.clear()
             self.held_bytes = 0
 
     def _release(self, n: int) -> None:
         self.held_bytes -= n
         self.budget.held -= n
+
+    def _hold_rest(self, seq: int, rest: bytes) -> None:
+        """Hold the part of a trimmed segment past delivered data (the longer copy wins)."""
+        cur = self.held.get(seq)
+        if cur is not None:
+            if len(cur) >= len(rest):
+                return
+            self._release(len(cur))
+        else:
+            self.budget.segments += 1
+        self.held[seq] = rest
+        self.held_bytes += len(rest)
+        self.budget.held += len(rest)
 
     def _drain(self, first: bytes) -> bytes:
         """Append held segments that are now contiguous with next_seq."""
@@ -222,7 +241,9 @@ class HalfStream:
         while held:
             nxt = self.next_seq
             seg = held.pop(nxt, None)
-            if seg is None:
+            if seg is not None:
+                self.budget.segments -= 1
+            else:
                 # trim held segments that now start inside delivered data
                 moved = False
                 for s in list(held):
@@ -230,10 +251,9 @@ class HalfStream:
                     if 0 < behind < HALF:
                         data = held.pop(s)
                         self._release(len(data))
+                        self.budget.segments -= 1
                         if behind < len(data):
-                            held[nxt] = data[behind:]
-                            self.held_bytes += len(data) - behind
-                            self.budget.held += len(data) - behind
+                            self._hold_rest(nxt, data[behind:])
                             moved = True
                         else:
                             self.retransmissions += 1

@@ -27,43 +27,50 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
-import orjson
-
-from pcaptool.capfile.reader import CaptureReader, Packet
+from pcaptool.capfile.reader import LINKTYPE_ETHERNET, CaptureReader, Packet
+from pcaptool.decode import Truncated
+from pcaptool.decode.link import ETH_IPV4, ETH_IPV6, FIXED_OFFSETS, VLAN_TPIDS
+from pcaptool.decode.table import (
+    PROTO_TCP,
+    PROTO_UDP,
+    TUNNEL_ETHERTYPES,
+    TUNNEL_PROTOS,
+    TUNNEL_UDP_PORTS,
+    endpoints,
+    walk,
+)
 from pcaptool.errors import CaptureFormatError
 
 U16 = struct.Struct("!H")
 PORTS = struct.Struct("!HH")
-VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
-IPV6_EXT = (0, 43, 60)
+IPV6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
+IPV6_FRAGMENT = 44
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux; spelled out for clarity)
 BATCH = 512
 MAX_OUTSTANDING = 6  # batches in flight per worker before the reader waits
-_OPT = orjson.OPT_APPEND_NEWLINE
 _first = itemgetter(0)
 
 
 def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
-    """(a direction-independent flow key, is TCP) of a packet, from its headers only."""
+    """(a direction-independent flow key, is TCP) of a packet, from its headers only.
+
+    The plain cases (Ethernet with its tags or a fixed link header, IPv4/IPv6, TCP/UDP)
+    are read here directly; anything the dispatch tables say carries another packet
+    (MPLS, PPPoE, GRE, IP-in-IP, VXLAN, Geneve) goes through the decoders' own walk, so
+    a tunnelled connection lands on one worker by its inner addresses."""
     try:
-        if linktype == 1:
+        if linktype == LINKTYPE_ETHERNET:
             etype = U16.unpack_from(data, 12)[0]
             off = 14
-            while etype in VLAN_TYPES:
+            while etype in VLAN_TPIDS:
                 etype = U16.unpack_from(data, off + 2)[0]
                 off += 4
-            if etype not in (0x0800, 0x86DD):
-                return None, False
-        elif linktype == 113:
-            off = 16
-        elif linktype == 276:
-            off = 20
-        elif linktype in (0, 108):
-            off = 4
-        elif linktype in (101, 228, 229, 12, 14):
-            off = 0
+            if etype != ETH_IPV4 and etype != ETH_IPV6:
+                return _walked(linktype, data) if etype in TUNNEL_ETHERTYPES else (None, False)
         else:
-            return None, False
+            off = FIXED_OFFSETS.get(linktype)
+            if off is None:
+                return None, False
         v = data[off] >> 4
         if v == 4:
             ihl = (data[off] & 15) * 4
@@ -72,7 +79,9 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
             dst = data[off + 16 : off + 20]
             frag = U16.unpack_from(data, off + 6)[0] & 0x1FFF
             p = off + ihl
-            if frag or proto not in (6, 17):
+            if frag or (proto != PROTO_TCP and proto != PROTO_UDP):
+                if not frag and proto in TUNNEL_PROTOS:
+                    return _walked(linktype, data)
                 return (src, dst) if src < dst else (dst, src), False
         elif v == 6:
             proto = data[off + 6]
@@ -82,22 +91,40 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
             while proto in IPV6_EXT:
                 proto = data[p]
                 p += (data[p + 1] + 1) * 8
-            if proto == 44:
+            if proto == IPV6_FRAGMENT:
                 if U16.unpack_from(data, p + 2)[0] & 0xFFF8:
                     return (src, dst) if src < dst else (dst, src), False
                 proto = data[p]
                 p += 8
-            if proto not in (6, 17):
+            if proto != PROTO_TCP and proto != PROTO_UDP:
+                if proto in TUNNEL_PROTOS:
+                    return _walked(linktype, data)
                 return (src, dst) if src < dst else (dst, src), False
         else:
-            return None, False
+            return _walked(linktype, data)
         sport, dport = PORTS.unpack_from(data, p)
+        if proto == PROTO_UDP and (sport in TUNNEL_UDP_PORTS or dport in TUNNEL_UDP_PORTS):
+            return _walked(linktype, data)
         a = (src, sport)
         b = (dst, dport)
         key = (proto, a, b) if a < b else (proto, b, a)
-        return key, proto == 6 and len(data) >= p + 20
+        return key, proto == PROTO_TCP and len(data) >= p + 20
     except (IndexError, struct.error):
         return None, False
+
+
+def _walked(linktype: int, data: bytes) -> tuple[object, bool]:
+    """flow_of by the full decoders: the innermost packet's endpoints."""
+    rec: dict = {}
+    with contextlib.suppress(Truncated):
+        walk(data, linktype, rec)
+    ends = endpoints(rec)
+    if ends is None:
+        return None, False
+    proto, src, dst, sport, dport = ends
+    a, b = (src, sport or 0), (dst, dport or 0)
+    key = (proto, a, b) if a < b else (proto, b, a)
+    return key, proto == PROTO_TCP and "seq" in rec.get("tcp", ())
 
 
 def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
@@ -110,7 +137,8 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
     an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
     tr = Translator(name, an)
     translate = tr.translate
-    dumps = orjson.dumps
+    from pcaptool.record.ndjson import encode
+
     while True:
         batch = conn.recv()
         if batch is None:
@@ -129,7 +157,7 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
                 if recs:
                     ks = keyed[idx] = []
                     for r in recs:
-                        b = dumps(r, option=_OPT)
+                        b = encode(r)
                         parts.append(b)
                         pos += len(b)
                         ks.append((r["conn"]["last_num"], len(b)))
@@ -137,13 +165,13 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
                 continue
             num, ts, caplen, wirelen, data, iface, linktype, iname = m
             rec = translate(num, Packet(ts, caplen, wirelen, data, iface, linktype), iname)
-            line = dumps(rec, option=_OPT)
+            line = encode(rec)
             parts.append(line)
             pos += len(line)
             if an is not None and an.pending:
                 ks = keyed[idx] = [(-1, len(line))]
                 for r in an.take_records():
-                    b = dumps(r, option=_OPT)
+                    b = encode(r)
                     parts.append(b)
                     pos += len(b)
                     ks.append((r["conn"]["last_num"], len(b)))
@@ -153,7 +181,7 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
 
 
 def _warn_limits(an) -> None:
-    from pcaptool.record.ndjson import log
+    from pcaptool.log import log
 
     warning = an.limits_warning()
     if warning is not None:

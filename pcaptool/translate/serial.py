@@ -13,15 +13,9 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
-from pcaptool.decode import Truncated
-from pcaptool.decode.arp import arp
-from pcaptool.decode.dns import DNS_PORTS, dns
-from pcaptool.decode.icmp import icmpv4, icmpv6
-from pcaptool.decode.ip import PROTO_NAMES, ipv4, ipv6
-from pcaptool.decode.link import DECODERS, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_RARP
-from pcaptool.decode.tcp import tcp
-from pcaptool.decode.tls import looks_like_tls, tls
-from pcaptool.decode.udp import udp
+from pcaptool.decode import ETHERTYPE, Truncated
+from pcaptool.decode.ip import PROTO_NAMES
+from pcaptool.decode.table import endpoints, walk
 from pcaptool.record.envelope import (
     RUN_ID_ENV,
     Clock,
@@ -90,53 +84,67 @@ class Translator:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
             set_error(rec, prefix, exc.layer, exc.reason)
+        except Exception as exc:  # a decoder bug: this packet's record says so, the rest go on
+            set_error(rec, prefix, "internal", f"{type(exc).__name__} while decoding")
         finish_labels(rec, self.run_id)
         return rec
 
     def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
+        """Decode every layer (pcaptool.decode.table), then give the innermost packet its
+        flow and the TCP analysis. A layer cut short still leaves what came before it
+        (addresses, ports) on the record, with its flow; the error is raised after."""
         buf = pkt.data
-        decode_link = DECODERS.get(pkt.linktype)
-        if decode_link is None:
-            raise Truncated("l2", f"link type {pkt.linktype} is not decoded")
-        etype, off = decode_link(buf, rec)
-        end = len(buf)
-        if etype == ETH_IPV4:
-            proto, off, end, src, dst, later_fragment = ipv4(buf, off, end, rec)
-        elif etype == ETH_IPV6:
-            proto, off, end, src, dst, later_fragment = ipv6(buf, off, end, rec)
-        elif etype in (ETH_ARP, ETH_RARP):
-            a = arp(buf, off, end, rec)
-            return _arp_message(a)
+        try:
+            layer, table, key, off, end = walk(buf, pkt.linktype, rec)
+        except Truncated as exc:
+            ends = endpoints(rec)
+            if ends is not None:
+                self._flow(rec, *ends)
+            raise exc
+        ends = endpoints(rec) if layer != "arp" else None
+        if ends is None:
+            if layer == "arp":
+                msg = _arp_message(rec["arp"])
+            elif table is ETHERTYPE:
+                msg = f"ethertype 0x{key:04x} len={pkt.wirelen}"
+            else:
+                msg = f"{layer} len={pkt.wirelen}"
+            return msg + _encap_note(rec)
+        proto, src, dst, sport, dport = ends
+        flow = self._flow(rec, proto, src, dst, sport, dport)
+        ip = rec.get("ip")
+        if ip is None:  # a tunnel whose inner packet is not IP: the outer one's flow
+            msg = f"{layer.upper()} {src} > {dst} len={pkt.wirelen}"
+            if table is ETHERTYPE:
+                msg += f" ethertype 0x{key:04x}"
+        elif layer == "ip":
+            v = ip["version"]
+            if ip.get("frag_offset"):
+                msg = f"IPv{v} {src} > {dst} fragment offset={ip['frag_offset']} proto={proto}"
+            else:
+                name = PROTO_NAMES.get(proto, "?")
+                msg = f"IPv{v} {src} > {dst} proto={proto} ({name}) len={end - off}"
+        elif "tcp" in rec:
+            msg = self._tcp(num, pkt, rec, flow, layer, end)
+        elif layer == "icmp":
+            icmp = rec["icmp"]
+            what = "ICMP" if icmp["version"] == 4 else "ICMPv6"
+            msg = f"{what} {src} > {dst} {_icmp_message(icmp)}"
+        elif layer == "dns":
+            msg = f"DNS {endpoint(src, sport)} > {endpoint(dst, dport)} {_dns_message(rec['dns'])}"
         else:
-            return f"ethertype 0x{etype:04x} len={pkt.wirelen}"
+            msg = f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={rec['udp']['len']}"
+        return msg + _encap_note(rec) if "encap" in rec else msg
 
-        if later_fragment:
-            self._flow(rec, proto, src, dst, None, None)
-            return f"IPv{rec['ip']['version']} {src} > {dst} fragment offset={rec['ip']['frag_offset']} proto={proto}"
-        if proto == 6:
-            return self._tcp(num, pkt, rec, off, end, src, dst)
-        if proto == 17:
-            u = udp(buf, off, end, rec)
-            sport, dport = u["sport"], u["dport"]
-            self._flow(rec, 17, src, dst, sport, dport)
-            if (sport in DNS_PORTS or dport in DNS_PORTS) and u["len"]:
-                payload = buf[off + 8 : end]
-                if _try(dns, payload, rec, False):
-                    return f"DNS {endpoint(src, sport)} > {endpoint(dst, dport)} {_dns_message(rec['dns'])}"
-            return f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={u['len']}"
-        if proto == 1 or proto == 58:
-            icmp = (icmpv4 if proto == 1 else icmpv6)(buf, off, end, rec)
-            self._flow(rec, proto, src, dst, icmp["type"], icmp["code"])
-            return f"{'ICMP' if proto == 1 else 'ICMPv6'} {src} > {dst} {_icmp_message(icmp)}"
-        self._flow(rec, proto, src, dst, None, None)
-        return f"IPv{rec['ip']['version']} {src} > {dst} proto={proto} ({PROTO_NAMES.get(proto, '?')}) len={end - off}"
-
-    def _tcp(self, num: int, pkt: Packet, rec: dict, off: int, end: int, src, dst) -> str:
+    def _tcp(self, num: int, pkt: Packet, rec: dict, flow: Flow, layer: str, end: int) -> str:
+        """TCP state, the analysis and the message of the innermost TCP segment, which
+        ends at `end` (whatever application layer was decoded after it)."""
+        seg = rec["tcp"]
+        src, dst = rec["ip"]["src"], rec["ip"]["dst"]
+        sport, dport, size = seg["sport"], seg["dport"], seg["len"]
         buf = pkt.data
-        seg = tcp(buf, off, end, rec)
-        sport, dport = seg["sport"], seg["dport"]
-        flow = self._flow(rec, 6, src, dst, sport, dport)
-        flags = buf[off + 13]  # the header's flag bits (RFC 9293 section 3.1)
+        flags = buf[end - size - seg["hdr_len"] + 13]  # the flag bits (RFC 9293 section 3.1)
+        payload = buf[end - size : end] if size else b""
         side = direction(src, sport, dst, dport)
         if flags & 0x04:  # RST
             flow.closed = True
@@ -146,29 +154,22 @@ class Translator:
             if flow.fin == 3:
                 flow.closed = True
                 mark_last(rec)
-        payload = buf[off + seg["hdr_len"] : end] if seg["len"] else b""
-        what = "TCP"
-        if payload:
-            if (sport in DNS_PORTS or dport in DNS_PORTS) and _try(dns, payload, rec, True):
-                what = "DNS"
-            elif looks_like_tls(payload):
-                tls(payload, rec)
-                what = "TLS"
         note = None
         if self.analyzer is not None:
             note = self.analyzer.on_tcp(
                 rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
             )
+        what = "DNS" if layer == "dns" and "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
             f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
             f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
         )
         if note:
-            msg += " " + note
-        elif what == "DNS":
-            msg += " " + _dns_message(rec["dns"])
-        elif what == "TLS":
-            msg += " " + _tls_message(rec["tls"])
+            return msg + " " + note
+        if what == "DNS":
+            return msg + " " + _dns_message(rec["dns"])
+        if what == "TLS":
+            return msg + " " + _tls_message(rec["tls"])
         return msg
 
     @staticmethod
@@ -215,12 +216,30 @@ def _iface_names(reader):
     return lambda index: None
 
 
-def _try(decoder, payload: bytes, rec: dict, over_tcp: bool) -> bool:
-    try:
-        decoder(payload, rec, over_tcp)
-        return True
-    except Truncated:
-        return False
+def _encap_note(rec: dict) -> str:
+    encap = rec.get("encap")
+    if not encap:
+        return ""
+    return " (in " + " ".join(_encap_word(e) for e in encap) + ")"
+
+
+def _encap_word(layer: dict) -> str:
+    kind = layer["type"]
+    if kind in ("ipv4", "ipv6"):
+        return f"{kind} {layer['src']} > {layer['dst']}"
+    if kind == "udp":
+        return f"udp {layer['sport']} > {layer['dport']}"
+    if kind in ("vxlan", "geneve"):
+        return f"{kind} vni={layer['vni']}"
+    if kind == "mpls":
+        return "mpls " + ",".join(map(str, layer["labels"]))
+    if kind == "pppoe":
+        return f"pppoe session=0x{layer['session']:04x}"
+    return kind
+
+
+def _ep(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _arp_message(a: dict) -> str:
