@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -135,6 +136,16 @@ def translate(
             help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
         ),
     ] = 64 << 20,
+    backlog: Annotated[
+        str,
+        typer.Option(
+            "--backlog",
+            envvar="PCAP_JSON_BACKLOG",
+            metavar="SIZE",
+            help="Live input (a pipe): read it at once into a backlog of this size (e.g. 32M) "
+            "and shed packets beyond it, with one WARNING record per run shed (0: off).",
+        ),
+    ] = "0",
     run_id: Annotated[
         str | None,
         typer.Option(
@@ -190,11 +201,19 @@ def translate(
         tcp_memory,
     )
     out = _writer(pretty, where, fields, expression)
+    from pcaptool.sidecar.shed import parse_size
     from pcaptool.stdio import quiet_broken_pipe
 
     with quiet_broken_pipe():
         failed = _translate_all(
-            sources, out, analyzer_kw, workers if not pretty else 1, ordered, expression, count
+            sources,
+            out,
+            analyzer_kw,
+            workers if not pretty else 1,
+            ordered,
+            expression,
+            count,
+            parse_size(backlog),
         )
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
@@ -271,6 +290,7 @@ def _translate_all(
     ordered: bool,
     expression: str | None = None,
     count: int = 0,
+    backlog: int = 0,
 ) -> bool:
     from pcaptool.capfile.reader import CaptureReader, open_input
     from pcaptool.capfile.readfilter import FilteredReader
@@ -304,7 +324,7 @@ def _translate_all(
 
                 analyzer = HttpAnalyzer(**analyzer_kw)
             translator = Translator(name, analyzer)
-            for rec in translator.records(reader):
+            for rec in translator.records(_live(reader, source, backlog, out.flush)):
                 out.write(rec)
             warning = analyzer.limits_warning() if analyzer is not None else None
             if warning is not None:
@@ -321,3 +341,20 @@ def _translate_all(
             remaining -= getattr(reader, "kept", 0)
     out.flush()
     return failed
+
+
+def _live(reader, source: str, backlog: int, flush):
+    """Stdin's packets through a bounded backlog (sidecar/shed.py) when it is a pipe."""
+    import stat
+
+    from pcaptool.sidecar.shed import Backlog, enlarge_pipe, quick_switching
+
+    try:
+        is_pipe = source == "-" and stat.S_ISFIFO(os.fstat(0).st_mode)
+    except OSError:
+        is_pipe = False
+    if backlog <= 0 or not is_pipe:
+        return reader
+    enlarge_pipe(0)
+    quick_switching()
+    return Backlog(reader, backlog, on_idle=flush)

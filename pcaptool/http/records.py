@@ -56,6 +56,7 @@ _CREDENTIAL_WORD = re.compile(
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # headers whose values are URLs (their query strings and userinfo are redacted)
 _URL_HEADERS = (":path", "referer", "location", "content-location")
+_URL_SET = frozenset(_URL_HEADERS)
 
 
 def redact_url(text: str) -> str:
@@ -82,9 +83,11 @@ class HttpRecords:
         """Add a message (request, response) to the record's `http`; a record that already
         has one keeps it and lists the next under `http.more`."""
         redact = self.redact
+        # HTTP/1 names are lower-cased by the parser; HTTP/2 ones come as the peer sent them
+        lowered = d.get("version") != "HTTP/2"
         for key in ("headers", "trailers"):
             h = d.get(key)
-            if h:
+            if h and not (lowered and redact.isdisjoint(h) and _URL_SET.isdisjoint(h)):
                 d[key] = self._headers(h, redact)
         target = d.get("target")
         if target:
@@ -203,10 +206,10 @@ def _value(name: str, value: str, redact: frozenset) -> str:
 def _credential_body(headers: dict, sample: str) -> bool:
     """A body sample that may hold a credential: a form (logins are forms), or any body
     naming a password, token, key, secret or session."""
-    ctype = ""
-    for k, v in headers.items():
-        if k.lower() == "content-type":
-            ctype = v.lower()
+    ctype = headers.get("content-type")
+    if ctype is None:
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    ctype = ctype.lower()
     return ctype.startswith(_FORM_TYPES) or _CREDENTIAL_WORD.search(sample) is not None
 
 

@@ -39,6 +39,7 @@ class HttpAnalyzer:
     ) -> None:
         self.records = HttpRecords(project, redact)
         factories = (HttpFactory(self.records, body_sample),) if http else ()
+        self.flows = flows  # the translator writes UDP connection records too
         self.tracker = ConnectionTracker(factories, observers, flows, limits)
         self._pending: list[dict] = []
         self.last_ts = 0

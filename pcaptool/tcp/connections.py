@@ -53,8 +53,9 @@ class ConnectionTracker:
             conn.endpoints = (a, b) if i == 0 else (b, a)
         n = len(seg.payload)
         conn.packets[i] += 1
-        for ob in self.observers:
-            ob.segment(conn, i, seg, rec)
+        if self.observers:
+            for ob in self.observers:
+                ob.segment(conn, i, seg, rec)
         app = conn.app
         if conn.closed:  # late ACKs of a finished connection still belong to its trace
             conn.bytes[i] += n
@@ -63,7 +64,8 @@ class ConnectionTracker:
         if seg.flags & 0x07 == 0 and app is not None and app is not OTHER:
             # the common case: no SYN/FIN/RST in a connection we parse
             conn.bytes[i] += n
-            self._ack(conn, i, seg, rec)
+            if conn.streams[1 - i].held:
+                self._ack(conn, i, seg, rec)
             if n:
                 self._data(conn, i, seg, rec)
             tr = app.trace()

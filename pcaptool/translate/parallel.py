@@ -150,10 +150,10 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
         for idx, m in enumerate(batch):
             if len(m) == 2:  # tick: (num, ts) or ("finish", last TCP ts)
                 if m[0] == "finish":
-                    recs = an.finish(m[1])
+                    recs = tr.with_outcomes(an.finish(m[1]))
                     _warn_limits(an)
                 else:
-                    recs = an.sweep(m[1])
+                    recs = tr.with_outcomes(an.sweep(m[1]))
                 if recs:
                     ks = keyed[idx] = []
                     for r in recs:
@@ -170,7 +170,7 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
             pos += len(line)
             if an is not None and an.pending:
                 ks = keyed[idx] = [(-1, len(line))]
-                for r in an.take_records():
+                for r in tr.with_outcomes(an.take_records()):
                     b = encode(r)
                     parts.append(b)
                     pos += len(b)

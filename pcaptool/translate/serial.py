@@ -14,6 +14,7 @@ from typing import Protocol
 
 from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
 from pcaptool.decode import ETHERTYPE, Truncated
+from pcaptool.decode.dnstxn import DnsTransactions
 from pcaptool.decode.ip import PROTO_NAMES
 from pcaptool.decode.table import endpoints, walk
 from pcaptool.record.envelope import (
@@ -29,6 +30,9 @@ from pcaptool.record.envelope import (
     set_flow,
 )
 from pcaptool.record.flow import Flow, FlowTable
+from pcaptool.tcp.annotate import on_tcp
+from pcaptool.tcp.expert import TcpExpert
+from pcaptool.tcp.outcome import UdpFlows, icmp_error, merge_conn_record
 from pcaptool.tcp.stream import Segment
 
 
@@ -54,7 +58,11 @@ class Translator:
     """Turns the packets of one input into records. Keeps per-flow state across packets."""
 
     def __init__(
-        self, input_name: str = "-", analyzer: Analyzer | None = None, run_id: str | None = None
+        self,
+        input_name: str = "-",
+        analyzer: Analyzer | None = None,
+        expert: bool = True,
+        run_id: str | None = None,
     ) -> None:
         # the run id: given, or PCAP_RUN_ID (set by `pcaptool translate`, seen by its workers)
         self.run_id = run_id or os.environ.get(RUN_ID_ENV) or None
@@ -62,6 +70,11 @@ class Translator:
         self.analyzer = analyzer
         self.flows = FlowTable()
         self.clock = Clock()
+        self.expert = TcpExpert() if expert else None  # tcp.analysis (docs/expert.md)
+        # connection records (--flows): UDP ones here, outcomes added to the TCP ones
+        self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
+        self.dns = DnsTransactions()
+        self._pending: list[dict] = []  # records of their own: UDP connections, DNS timeouts
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
         """The record of packet `num` (1-based in its input)."""
@@ -83,6 +96,9 @@ class Translator:
         try:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
+            if exc.layer == "tcp" and self.expert and "sport" in rec.get("tcp", ()):
+                ip = rec["ip"]  # options cut short: the header is still analysed
+                on_tcp(self.expert, rec, rec["tcp"], ip["src"], ip["dst"], pkt.ts_ns)
             set_error(rec, prefix, exc.layer, exc.reason)
         except Exception as exc:  # a decoder bug: this packet's record says so, the rest go on
             set_error(rec, prefix, "internal", f"{type(exc).__name__} while decoding")
@@ -112,6 +128,9 @@ class Translator:
             return msg + _encap_note(rec)
         proto, src, dst, sport, dport = ends
         flow = self._flow(rec, proto, src, dst, sport, dport)
+        if proto == 17 and self.udp is not None and "udp" in rec:
+            n = rec["udp"]["len"]
+            self._pending += self.udp.packet(flow, src, sport, dst, dport, n, pkt.ts_ns, num)
         ip = rec.get("ip")
         if ip is None:  # a tunnel whose inner packet is not IP: the outer one's flow
             msg = f"{layer.upper()} {src} > {dst} len={pkt.wirelen}"
@@ -130,8 +149,11 @@ class Translator:
             icmp = rec["icmp"]
             what = "ICMP" if icmp["version"] == 4 else "ICMPv6"
             msg = f"{what} {src} > {dst} {_icmp_message(icmp)}"
+            if "orig" in icmp:
+                icmp_error(rec, self.expert, self.udp)
         elif layer == "dns":
             msg = f"DNS {endpoint(src, sport)} > {endpoint(dst, dport)} {_dns_message(rec['dns'])}"
+            msg += self._dns_txn(rec, src, sport, dst, dport, pkt.ts_ns)
         else:
             msg = f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={rec['udp']['len']}"
         return msg + _encap_note(rec) if "encap" in rec else msg
@@ -154,6 +176,7 @@ class Translator:
             if flow.fin == 3:
                 flow.closed = True
                 mark_last(rec)
+        tags = on_tcp(self.expert, rec, seg, src, dst, pkt.ts_ns, flags) if self.expert else ""
         note = None
         if self.analyzer is not None:
             note = self.analyzer.on_tcp(
@@ -165,12 +188,21 @@ class Translator:
             f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
         )
         if note:
-            return msg + " " + note
-        if what == "DNS":
-            return msg + " " + _dns_message(rec["dns"])
-        if what == "TLS":
-            return msg + " " + _tls_message(rec["tls"])
-        return msg
+            msg += " " + note
+        elif what == "DNS":
+            msg += " " + _dns_message(rec["dns"])
+        elif what == "TLS":
+            msg += " " + _tls_message(rec["tls"])
+        return msg + " " + tags if tags else msg
+
+    def _dns_txn(self, rec: dict, src: str, sport: int, dst: str, dport: int, ts: int) -> str:
+        """Match unicast DNS (not mDNS, LLMNR) queries and responses; queue timeouts."""
+        if dport != 53 and sport != 53:
+            return ""
+        txn = self.dns.message(rec, src, sport, dst, dport, ts)
+        if self.dns.pending:
+            self._pending += self.dns.expire(ts)
+        return txn
 
     @staticmethod
     def _segment(pkt: Packet, rec: dict, src, dst, seg: dict, flags, payload, num) -> Segment:
@@ -197,16 +229,36 @@ class Translator:
         """Records for every packet of `reader`, then whatever the analyzer still holds."""
         names = _iface_names(reader)
         analyzer = self.analyzer
-        for num, pkt in enumerate(reader, 1):
+        last = None
+        num = 0
+        for pkt in reader:
+            if type(pkt) is not Packet:  # a run of packets shed by a bounded backlog
+                num = pkt.last
+                yield pkt.record(self)
+                continue
+            num += 1
             yield self.translate(num, pkt, names(pkt.iface))
+            last = pkt.ts_ns
             if analyzer is not None:
-                yield from analyzer.take_records()
+                yield from self.with_outcomes(analyzer.take_records())
+            if self._pending:
+                yield from self._pending
+                self._pending = []
         if analyzer is not None:
-            yield from analyzer.finish()
+            yield from self.with_outcomes(analyzer.finish())
+            if self.udp is not None:
+                yield from self.udp.expire()
+        yield from self.dns.finish(last)
+
+    def with_outcomes(self, records: list[dict]) -> list[dict]:
+        """The analyzer's connection records, with their outcome (pcaptool/tcp/outcome.py)."""
+        for rec in records:
+            merge_conn_record(rec, self.expert)
+        return records
 
 
 def _iface_names(reader):
-    if isinstance(reader, CaptureReader):
+    if isinstance(reader, CaptureReader) or hasattr(reader, "interfaces"):
 
         def names(index: int) -> str | None:
             ifaces = reader.interfaces
