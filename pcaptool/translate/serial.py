@@ -96,8 +96,8 @@ class Translator:
         try:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
-            if exc.layer == "tcp" and self.expert and "sport" in rec.get("tcp", ()):
-                ip = rec["ip"]  # options cut short: the header is still analysed
+            if exc.layer == "tcp" and self.expert and "seq" in rec.get("tcp", ()):
+                ip = rec["ip"]  # options cut short (not just ports kept): still analysed
                 on_tcp(self.expert, rec, rec["tcp"], ip["src"], ip["dst"], pkt.ts_ns)
             set_error(rec, prefix, exc.layer, exc.reason)
         except Exception as exc:  # a decoder bug: this packet's record says so, the rest go on
