@@ -96,11 +96,16 @@ class Interface:
     ts_mul: int = 1000
     ts_div: int = 1
     ts_offset_ns: int = 0
+    tsresol: int = 6  # the `if_tsresol` byte as declared (6: microseconds, the default)
 
     @property
     def native_ns(self) -> bool:
         """Time stamps already count nanoseconds since the epoch (no scaling, no offset)."""
         return self.ts_mul == 1 and self.ts_div == 1 and not self.ts_offset_ns
+
+    def true_ns(self, units: int) -> int:
+        """A time stamp in this interface's units -> ns, not clamped."""
+        return units * self.ts_mul // self.ts_div + self.ts_offset_ns
 
     def ts_ns(self, units: int) -> int:
         """A time stamp in this interface's units -> ns, clamped to [0, MAX_TS_NS]."""
@@ -139,6 +144,7 @@ def parse_idb(bo: str, buf, start: int, blen: int, index: int) -> Interface:
             iface.name = value.rstrip(b"\0").decode("utf-8", "replace")
         elif code == OPT_IF_TSRESOL and value:
             iface.ts_mul, iface.ts_div = tsresol(value[0])
+            iface.tsresol = value[0]
         elif code == OPT_IF_TSOFFSET and len(value) == 8:
             iface.ts_offset_ns = I64[bo].unpack(value)[0] * 1_000_000_000
     return iface

@@ -18,7 +18,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from pcaptool.capfile.format import BLOCK_EPB, EPB_HEAD, LINKTYPE_NAMES, MAX_RECORD
+from pcaptool.capfile.format import (
+    BLOCK_EPB,
+    BLOCK_SPB,
+    EPB_HEAD,
+    LINKTYPE_NAMES,
+    MAX_RECORD,
+    MAX_TS_NS,
+    U32,
+)
 from pcaptool.capfile.framing import HEADER, INTERFACE, PACKET, PACKETS, RUN, RUNS, Framer
 from pcaptool.capfile.streams import read_chunk
 from pcaptool.capfile.writer import PcapngWriter, epb_block, pcap_record
@@ -43,16 +51,40 @@ class OutputInterfaces:
         for (linktype, ifname), snaplen in keys.items():
             self.index[(linktype, ifname)] = self.writer.add_interface(linktype, snaplen, ifname)
 
-    def get(self, linktype: int, ifname: str | None, snaplen: int) -> int:
-        key = (linktype, ifname)
+    def get(self, linktype: int, ifname: str | None, snaplen: int, tsresol: int = 9) -> int:
+        """The output interface for these; TSRESOL other than 9 (ns) gets its own."""
+        key = (linktype, ifname) if tsresol == 9 else (linktype, ifname, tsresol)
         found = self.index.get(key)
         if found is None:
             # A section or interface first seen mid-merge: its IDB goes out before its
             # first packet (pcapng allows an IDB anywhere in a section).
             found = self.index[key] = self.writer.add_interface(
-                linktype, snaplen or MAX_RECORD, ifname
+                linktype, snaplen or MAX_RECORD, ifname, tsresol
             )
         return found
+
+
+def _beyond_ns(
+    framer: Framer, pkt, start: int, interfaces: OutputInterfaces
+) -> tuple[int, int, int] | None:
+    """A packet whose time is past 2**64 - 1 ns (clamped by the reader) as
+    (true ns, output interface, time stamp in that interface's units), or None.
+
+    Such a time only fits an EPB counted in its input interface's own (coarser) units, as
+    `mergecap` keeps it: it goes out on an output interface of that `if_tsresol`.
+    """
+    u32 = U32[framer.byte_order].unpack_from
+    if u32(framer.buf, start)[0] == BLOCK_SPB:  # no time stamp at all
+        return None
+    iface = framer.interfaces[pkt.iface]
+    units = (u32(framer.buf, start + 12)[0] << 32) | u32(framer.buf, start + 16)[0]
+    ns = iface.true_ns(units)
+    if ns <= MAX_TS_NS:
+        return None
+    per_sec = 1_000_000_000 * iface.ts_div // iface.ts_mul
+    units += iface.ts_offset_ns // 1_000_000_000 * per_sec  # the output has no if_tsoffset
+    out = interfaces.get(iface.linktype, iface.name, iface.snaplen, iface.tsresol)
+    return ns, out, min(max(units, 0), MAX_TS_NS)
 
 
 def _chunks(stream: BinaryIO, framer: Framer, chunk: int) -> Iterator[bytes]:
@@ -135,7 +167,11 @@ def pcapng_batches(
                 if kind is PACKET:
                     out = mapping[pkt.iface]
                     ts = pkt.ts_ns
-                    if not raw or buf[start] != BLOCK_EPB:
+                    far = _beyond_ns(framer, pkt, start, interfaces) if ts == MAX_TS_NS else None
+                    if far is not None:
+                        ts, out, units = far
+                        block = epb_block(out, units, pkt.data, pkt.wirelen)
+                    elif not raw or buf[start] != BLOCK_EPB:
                         block = epb_block(out, ts, pkt.data, pkt.wirelen)
                     elif out == pkt.iface and framer.interfaces[pkt.iface].native_ns:
                         block = buf[start:end]
