@@ -64,6 +64,8 @@ I64 = {bo: struct.Struct(bo + "q") for bo in "<>"}
 EPB_HEAD = struct.Struct("<IIIIIII")
 
 BLOCK_IDB, BLOCK_PB, BLOCK_SPB, BLOCK_EPB = 1, 2, 3, 6
+# Custom blocks: one that may be copied into another file, and one that must not be.
+BLOCK_CB_COPY, BLOCK_CB_NOCOPY = 0x00000BAD, 0x40000BAD
 OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 0, 2, 9, 14
 # The smallest length each block can have: its fixed fields plus both length words.
 MIN_BLOCK = {PCAPNG_SHB: 28, BLOCK_IDB: 20, BLOCK_PB: 32, BLOCK_SPB: 16, BLOCK_EPB: 32}

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from pcaptool.capfile.format import (
+    BLOCK_CB_COPY,
     BLOCK_EPB,
     BLOCK_SPB,
     EPB_HEAD,
@@ -27,7 +28,16 @@ from pcaptool.capfile.format import (
     MAX_TS_NS,
     U32,
 )
-from pcaptool.capfile.framing import HEADER, INTERFACE, PACKET, PACKETS, RUN, RUNS, Framer
+from pcaptool.capfile.framing import (
+    HEADER,
+    INTERFACE,
+    OTHER,
+    PACKET,
+    PACKETS,
+    RUN,
+    RUNS,
+    Framer,
+)
 from pcaptool.capfile.streams import read_chunk
 from pcaptool.capfile.writer import PcapngWriter, epb_block, pcap_record
 from pcaptool.errors import CaptureFormatError, PcapToolError
@@ -154,7 +164,9 @@ def pcapng_batches(
 ) -> Iterator[Batch]:
     """Batches of (merge key, enhanced packet block) of input IDX of N, for a pcapng output."""
     framer = Framer(name, decode=PACKETS)
-    rank, high = n - 1 - idx, -1
+    # a block with no time (copiable custom block) takes the key of the record before it
+    # in its input, or before any packet one below every packet's: idx - n
+    rank, high = n - 1 - idx, idx - n
     mapping: list[int] = []  # output interface of each input interface of the section
     raw = False  # a little-endian pcapng section: its EPBs can be copied
     for data in _chunks(stream, framer, chunk):
@@ -185,6 +197,9 @@ def pcapng_batches(
                     if key > high:
                         high = key
                     append((high, block))
+                elif kind is OTHER:
+                    if pkt == BLOCK_CB_COPY:  # mergecap copies these, at once
+                        append((high, _custom_block(framer, buf, start, end)))
                 elif kind is INTERFACE:
                     mapping.append(interfaces.get(pkt.linktype, pkt.name, pkt.snaplen))
                 elif kind is HEADER:
@@ -198,3 +213,13 @@ def pcapng_batches(
             raise
         if batch:
             yield batch
+
+
+def _custom_block(framer: Framer, buf: bytes, start: int, end: int) -> bytes:
+    """A copiable custom block, little-endian: its type, length and PEN; data as it is."""
+    if framer.byte_order == "<":
+        return buf[start:end]
+    u32 = U32[">"].unpack_from
+    blen, pen = u32(buf, start + 4)[0], u32(buf, start + 8)[0]
+    pack = U32["<"].pack
+    return pack(BLOCK_CB_COPY) + pack(blen) + pack(pen) + buf[start + 12 : end - 4] + pack(blen)
