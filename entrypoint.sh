@@ -107,7 +107,11 @@ read_settings() {
   elif [[ "${PCAP_IFACE}" != any && -d /sys/class/net ]]; then
     local names=() n
     for n in /sys/class/net/*; do names+=("${n##*/}"); done
-    for n in "${names[@]}"; do [[ "${n}" != "${PCAP_IFACE}"* ]] || break; n=""; done
+    # As capture selects them (and the reference): [ipvlan-]PREFIX then a digit, or the name.
+    for n in "${names[@]}"; do
+      [[ "${n}" != "${PCAP_IFACE}" && ! "${n}" =~ ^(ipvlan-)?"${PCAP_IFACE}"[0-9] ]] || break
+      n=""
+    done
     [[ -n "${n}" ]] ||
       bad "PCAP_IFACE='${PCAP_IFACE}' matches no interface (there are: ${names[*]})"
   fi
