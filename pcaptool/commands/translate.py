@@ -11,6 +11,15 @@ import typer
 from pcaptool.errors import EXIT_RUNTIME, CaptureFormatError, UsageError
 
 
+def _verbosity(value: str) -> str:
+    from pcaptool.record.verbosity import parse_level
+
+    try:
+        return parse_level(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def translate(
     inputs: list[str] = typer.Argument(
         None,
@@ -91,6 +100,14 @@ def translate(
         min=65536,
         help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
     ),
+    verbosity: str = typer.Option(
+        "DEBUG",
+        "--verbosity",
+        envvar="PCAP_VERBOSITY",
+        callback=_verbosity,
+        help="DEBUG: whole records. INFO: envelope, L3/L4 without options and the HTTP "
+        "summary; no headers, bodies, options or frame lists (docs/sidecar.md).",
+    ),
 ) -> None:
     """Translate packets into structured JSON for Cloud Logging and jq.
 
@@ -134,9 +151,11 @@ def translate(
         }
     elif flows:
         raise UsageError("--flows needs the TCP analysis: drop --no-http")
+    from pcaptool.record.verbosity import reducer
     from pcaptool.sidecar.shed import parse_size
 
-    out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
+    reduce = reducer(verbosity)
+    out = PrettyWriter(reduce=reduce) if pretty else NdjsonWriter(sys.stdout.buffer, reduce)
     with quiet_broken_pipe():
         failed = _translate_all(
             sources, out, analyzer_kw, workers if not pretty else 1, ordered, parse_size(backlog)
@@ -166,7 +185,14 @@ def _translate_all(
                 from pcaptool.translate.parallel import translate_parallel
 
                 translate_parallel(
-                    reader, name, out.out.write, workers, ordered, analyzer_kw, out.flush
+                    reader,
+                    name,
+                    out.out.write,
+                    workers,
+                    ordered,
+                    analyzer_kw,
+                    out.flush,
+                    out.reduce,
                 )
                 continue
             analyzer = None
