@@ -65,6 +65,9 @@ def _root(
 
 def main() -> None:
     """Run the CLI: project errors become one line on stderr, a closed pipe exits quietly."""
+    from pcaptool import diagnostics
+
+    diagnostics.install()  # PCAP_DEBUG=true: start and end of each stage, as DEBUG lines
     try:
         app(standalone_mode=True)
     except PcapToolError as exc:

@@ -601,3 +601,27 @@ def test_example_service_yaml_wires_the_sidecar():
     port = int(env.get("PCAP_HC_PORT", "12345"))
     assert sidecar["startupProbe"]["tcpSocket"]["port"] == port == 12345
     assert "ports" not in sidecar
+
+
+def test_newer_reference_settings_are_checked_one_line_each(tmp_path):
+    env = sidecar_env(
+        tmp_path,
+        PCAP_IFACE="lo",
+        PCAP_VERBOSITY="LOUD",
+        PCAP_EXEC_ENV="k8s",
+        PCAP_INSTANCE_ID="a/b",
+        PCAP_DEBUG="maybe",
+    )
+    r = run_entrypoint(env)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "pcaptool-sidecar: error: PCAP_DEBUG='maybe' is not a boolean: use true or false",
+        "pcaptool-sidecar: error: PCAP_VERBOSITY='LOUD' must be INFO or DEBUG",
+        "pcaptool-sidecar: error: PCAP_EXEC_ENV='k8s' must be run, gae or gke",
+        "pcaptool-sidecar: error: PCAP_INSTANCE_ID='a/b' must be letters, digits, '.', '_' "
+        "or '-' (up to 128)",
+    ]
+    r = run_entrypoint(sidecar_env(tmp_path, PCAP_IFACE="lo", PCAP_L3_PROTOS="arp,ipx"))
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.splitlines()
+    assert "capture settings:" in line and "'ipx' (use ipv4, ipv6, arp or ALL)" in line
