@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import BinaryIO
 
 import orjson
@@ -84,13 +83,12 @@ _CUTS = (_cut_frame_headers, _cut_more, _cut_headers, _cut_layers)
 class NdjsonWriter:
     """Writes records to a binary stream; `flush()` when the producer is about to wait."""
 
-    def __init__(self, out: BinaryIO, reduce: Callable[[dict], dict] | None = None) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self._write = out.write
-        self.reduce = reduce  # record/verbosity.py: trims each record before it is written
 
     def write(self, rec: dict) -> None:
-        self._write(encode(rec if self.reduce is None else self.reduce(rec)))
+        self._write(encode(rec))
 
     def flush(self) -> None:
         self.out.flush()
@@ -99,14 +97,13 @@ class NdjsonWriter:
 class PrettyWriter:
     """Indented, coloured JSON for humans (rich)."""
 
-    def __init__(self, out=None, reduce: Callable[[dict], dict] | None = None) -> None:
+    def __init__(self, out=None) -> None:
         from rich.console import Console
 
         self.console = Console(file=out or sys.stdout, soft_wrap=True)
-        self.reduce = reduce
 
     def write(self, rec: dict) -> None:
-        self.console.print_json(encode(rec if self.reduce is None else self.reduce(rec)).decode())
+        self.console.print_json(encode(rec).decode())
 
     def flush(self) -> None:
         self.console.file.flush()

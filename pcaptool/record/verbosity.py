@@ -63,3 +63,18 @@ def info_record(rec: dict) -> dict:
     if isinstance(http2, dict) and "frames" in http2:
         out["http2"] = _without(http2, ("frames",))
     return out
+
+
+class Reduced:
+    """A record writer whose records are trimmed first (the outermost writer, so --where
+    and --fields see what is written, as with worker processes, which trim their own)."""
+
+    def __init__(self, inner, reduce: Callable[[dict], dict]) -> None:
+        self.inner = inner
+        self.reduce = reduce
+
+    def write(self, rec: dict) -> None:
+        self.inner.write(self.reduce(rec))
+
+    def __getattr__(self, name: str):  # out, flush, write_lines: the inner writer's
+        return getattr(self.inner, name)
