@@ -1,5 +1,6 @@
-"""PCAP_DEBUG=true: every pcaptool process (each sidecar stage) says when it starts, with
-what arguments, and when it ends, with its CPU seconds and peak memory, as DEBUG lines."""
+"""PCAP_DEBUG=true: every pcaptool process (each sidecar stage) runs as with `-v` (its
+DEBUG lines, pcaptool/verbosity.py), and says when it starts, with what arguments, and when
+it ends, with its CPU seconds and peak memory, as DEBUG lines."""
 
 from __future__ import annotations
 
@@ -9,11 +10,7 @@ import resource
 import sys
 import time
 
-TRUE_WORDS = {"1", "t", "T", "TRUE", "true", "True"}  # Go's strconv.ParseBool
-
-
-def enabled(env=None) -> bool:
-    return (os.environ if env is None else env).get("PCAP_DEBUG", "") in TRUE_WORDS
+from pcaptool.verbosity import debug_env as enabled
 
 
 def install(argv: list[str] | None = None) -> None:
