@@ -153,6 +153,7 @@ def _translate_all(
             if workers > 1:
                 from pcaptool.translate.parallel import translate_parallel
 
+                out.flush()  # the workers write to out.out directly
                 translate_parallel(
                     reader, name, out.out.write, workers, ordered, analyzer_kw, out.flush
                 )
@@ -163,8 +164,11 @@ def _translate_all(
 
                 analyzer = HttpAnalyzer(**analyzer_kw)
             translator = Translator(name, analyzer)
-            for rec in translator.records(reader):
-                out.write(rec)
+            try:
+                for rec in translator.records(reader):
+                    out.write(rec)
+            finally:  # what is gathered goes out whatever stops the loop
+                out.flush()
             warning = analyzer.limits_warning() if analyzer is not None else None
             if warning is not None:
                 from pcaptool.log import log
