@@ -101,13 +101,34 @@ read_settings() {
   parse_bool PCAP_USE_CRON false
   parse_bool PCAP_COMPAT false
   parse_bool PCAP_GAE false
+  parse_bool PCAP_DEBUG false # every stage logs its start, arguments and resource use
+  PCAP_VERBOSITY="${PCAP_VERBOSITY:-DEBUG}" # translate reads it: record detail
+  PCAP_VERBOSITY="${PCAP_VERBOSITY^^}"
+  [[ "${PCAP_VERBOSITY}" == INFO || "${PCAP_VERBOSITY}" == DEBUG ]] ||
+    bad "PCAP_VERBOSITY='${PCAP_VERBOSITY}' must be INFO or DEBUG"
+  PCAP_EXEC_ENV="${PCAP_EXEC_ENV:-}" # object names (sidecar/metadata.py); PCAP_GAE=true: gae
+  PCAP_EXEC_ENV="${PCAP_EXEC_ENV,,}"
+  [[ -n "${PCAP_EXEC_ENV}" || "${PCAP_GAE}" != true ]] || PCAP_EXEC_ENV=gae
+  case "${PCAP_EXEC_ENV:-run}" in
+    run | gke) ;;
+    gae) PCAP_GAE=true ;;
+    *) bad "PCAP_EXEC_ENV='${PCAP_EXEC_ENV}' must be run, gae or gke" ;;
+  esac
+  PCAP_INSTANCE_ID="${PCAP_INSTANCE_ID:-}"
+  [[ -z "${PCAP_INSTANCE_ID}" || "${PCAP_INSTANCE_ID}" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ ]] ||
+    bad "PCAP_INSTANCE_ID='${PCAP_INSTANCE_ID}' must be letters, digits, '.', '_' or '-' (up to 128)"
+  export PCAP_DEBUG PCAP_VERBOSITY PCAP_EXEC_ENV PCAP_INSTANCE_ID
 
   if [[ ! "${PCAP_IFACE}" =~ ^[A-Za-z0-9._:@-]{1,15}$ ]]; then
     bad "PCAP_IFACE='${PCAP_IFACE}' is not an interface name prefix (e.g. eth, ens, lo, any)"
   elif [[ "${PCAP_IFACE}" != any && -d /sys/class/net ]]; then
     local names=() n
     for n in /sys/class/net/*; do names+=("${n##*/}"); done
-    for n in "${names[@]}"; do [[ "${n}" != "${PCAP_IFACE}"* ]] || break; n=""; done
+    # As capture selects them (and the reference): [ipvlan-]PREFIX then a digit, or the name.
+    for n in "${names[@]}"; do
+      [[ "${n}" != "${PCAP_IFACE}" && ! "${n}" =~ ^(ipvlan-)?"${PCAP_IFACE}"[0-9] ]] || break
+      n=""
+    done
     [[ -n "${n}" ]] ||
       bad "PCAP_IFACE='${PCAP_IFACE}' matches no interface (there are: ${names[*]})"
   fi
@@ -131,6 +152,10 @@ read_settings() {
   # The reference's PCAP_SNAPSHOT_LENGTH=0 is tcpdump's "-s 0": the default 262144 bytes.
   SNAPLEN="${PCAP_SNAPSHOT_LENGTH}"
   ((SNAPLEN > 0)) || SNAPLEN=262144
+  # translate's bounded backlog (beyond it records are shed, never pcap packets)
+  PCAP_JSON_BACKLOG="${PCAP_JSON_BACKLOG:-32M}"
+  [[ "${PCAP_JSON_BACKLOG}" =~ ^[1-9][0-9]*[KMG]?$ ]] ||
+    bad "PCAP_JSON_BACKLOG='${PCAP_JSON_BACKLOG}' must be a size such as 32M, 512K or 1G"
   PCAP_FILTER="${PCAP_FILTER:-}"
   [[ "${PCAP_FILTER}" != "DISABLED" ]] || PCAP_FILTER=""
 
@@ -139,7 +164,8 @@ read_settings() {
   export INSTANCE_STARTUP_TIMESTAMP="${INSTANCE_STARTUP_TIMESTAMP:-$(date -u +%Y/%m/%d/%H-%M)}"
   # The commands read these themselves (each option has its PCAP_* env var); the
   # normalised values are what they see.
-  export PCAP_COMPAT PCAP_COMPRESS PCAP_ORDERED PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE
+  export PCAP_COMPAT PCAP_COMPRESS PCAP_ORDERED PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE \
+    PCAP_JSON_BACKLOG
 }
 
 # Values only pcaptool can judge: the capture filter (simple filters, BPF syntax) and
@@ -298,6 +324,41 @@ branch_json() {
   fi
 }
 
+# The one uploader, reading part paths on stdin (the upload FIFO). Killed (an OOM kill,
+# SIGKILL: exit status > 128), it is restarted with backoff; this loop keeps the FIFO's
+# read end open meanwhile, so no branch sees a closed pipe. A restart first sweeps the
+# parts directories (what the killed uploader had read but not uploaded; a temporary
+# part no rotate holds is recovered too), then reads on, skipping paths the sweep took.
+supervise_upload() {
+  local status delay=1 restarted=0 glob='*' dir
+  [[ "${PCAP_COMPRESS}" != true ]] || glob='*.gz' # raw parts are compress's until then
+  while :; do
+    status=0
+    if ((restarted)); then
+      for dir in "${PARTS_TMP}/pcap" "${PARTS_TMP}/json"; do
+        "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" --sweep "${dir}" --glob "${glob}" ||
+          log ERROR "sweep of ${dir} after the upload restart failed" stage upload
+      done
+      existing_paths | "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" || status=$?
+    else
+      "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" || status=$?
+    fi
+    ((status > 128)) || return "${status}"
+    log ERROR "upload was killed (exit status ${status}): restarting it in ${delay} s; it sweeps what was left" \
+      stage upload exit_status "${status}"
+    sleep "${delay}"
+    ((delay >= 30)) || delay=$((delay * 2))
+    restarted=1
+  done
+}
+
+existing_paths() { # the paths on stdin that are still files
+  local path
+  while IFS= read -r path; do
+    [[ ! -f "${path}" ]] || printf '%s\n' "${path}"
+  done
+}
+
 # Waits for a background process of this shell (so never in a $(...) subshell); a
 # trapped signal interrupts `wait` (status > 128 while the process is still there), so
 # wait again. Sets WAIT_STATUS to its exit status.
@@ -330,7 +391,7 @@ run_pipeline() {
   if [[ "${uploads}" == true ]]; then
     mkfifo "${RUN_DIR}/upload.fifo"
     # The URLs upload prints are for pipes; its JSON log lines (stderr) say it all.
-    "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" <"${RUN_DIR}/upload.fifo" >/dev/null &
+    supervise_upload <"${RUN_DIR}/upload.fifo" >/dev/null &
     pids[upload]=$!
     # This shell keeps a writer open until every branch is done: upload sees end of
     # input only then, however the branches finish.
@@ -373,7 +434,9 @@ run_pipeline() {
   local capture_pid=$!
   pids[capture]=${capture_pid}
   # Capture stops first; every other stage ends on end of input.
+  local capture_stopped=0
   stop_capture() {
+    capture_stopped=1
     log INFO "stopping capture (pid ${capture_pid}); the other stages drain"
     kill -TERM "${capture_pid}" 2>/dev/null || true
   }
@@ -386,6 +449,9 @@ run_pipeline() {
     [[ "${name}" != upload ]] || exec 4>&- # the branches are done: upload's input ends
     wait_for_exit "${pids[${name}]}"
     status="${WAIT_STATUS}"
+    # Stopped while still starting (before its own handler was in place: slow start
+    # under load): SIGTERM's default action, with nothing captured yet to lose.
+    [[ "${name}" != capture || "${capture_stopped}" == 0 || "${status}" != 143 ]] || status=0
     if ((status != 0)); then
       failed=1
       # A branch names its failed stage itself.
@@ -444,6 +510,11 @@ main() {
     destination "${DESTINATION}" \
     cron "${PCAP_USE_CRON}" pcap "${PCAP_TCPDUMP}" json "${PCAP_JSON}" json_log "${PCAP_JSON_LOG}"
 
+  # Each background job in a process group of its own (set -m): a signal to this
+  # script's group (`kill -- -PGID`, Ctrl-C, a runtime signalling the group) reaches
+  # this shell alone, which stops capture first and lets every other stage drain, just
+  # as for a SIGTERM to this script; no stage is signalled beside it mid-write.
+  set -m
   PCAP_READY_FILE="${ready_file}" "${PCAPTOOL_CMD[@]}" healthcheck serve --port "${PCAP_HC_PORT}" &
   local hc_pid=$!
 
@@ -461,6 +532,7 @@ main() {
     run_pipeline "${PCAP_TIMEOUT_SECS}" "${ready_file}" &
     runner_pid=$!
   fi
+  set +m
   stop_runner() {
     STOPPING=1
     kill -TERM "${runner_pid}" 2>/dev/null || true

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(tshark tcpdump wireshark-common iproute2 procps psmisc shellcheck debootstrap docker.io
-  iputils-ping netsniff-ng
+  iputils-ping netsniff-ng faketime
   nghttp2-server nghttp2-client curl jq iptables python3-venv time
   chromium fonts-dejavu-core)
 missing=()

@@ -45,8 +45,11 @@ L3_ALIASES = {
     "ipv6": "ip6",
     "41": "ip6",
     "0x29": "ip6",
+    # ARP has no transport layer: asked for, it is captured beside the IP clauses.
+    "arp": "arp",
+    "0x0806": "arp",
 }
-L3_ORDER = ("ip", "ip6")
+L3_ORDER = ("ip", "ip6", "arp")
 L4_ALIASES = {
     "tcp": "tcp",
     "6": "tcp",
@@ -110,13 +113,13 @@ def is_dns_name(name: str) -> bool:
 def parse_l3(raw: str | None) -> list[str]:
     items = _items("PCAP_L3_PROTOS", raw)
     if _only_keyword("PCAP_L3_PROTOS", items, _UNRESTRICTED | {"ip or ip6"}):
-        return list(L3_ORDER)
+        return ["ip", "ip6"]  # the seed README's default; arp only when named
     found = set()
     for item in items:
         proto = L3_ALIASES.get(item.lower())
         if proto is None:
             raise UsageError(
-                f"PCAP_L3_PROTOS: unknown network protocol {item!r} (use ipv4, ipv6 or ALL)"
+                f"PCAP_L3_PROTOS: unknown network protocol {item!r} (use ipv4, ipv6, arp or ALL)"
             )
         found.add(proto)
     return [p for p in L3_ORDER if p in found]
@@ -229,18 +232,73 @@ def _addr_key(a: IPAddress | IPNetwork) -> tuple[int, int, int]:
     return (a.version, int(a), 0)
 
 
-def address_clause(addrs: Iterable[IPAddress], nets: Iterable[IPNetwork]) -> str:
-    """`host A or host B or net N`: addresses inside a listed network are dropped."""
-    nets = sorted(set(nets), key=_addr_key)
-    hosts = sorted(
-        {a for a in addrs if not any(a.version == n.version and a in n for n in nets)},
-        key=_addr_key,
-    )
-    return " or ".join([f"host {a}" for a in hosts] + [f"net {n}" for n in nets])
+# Bounds that keep libpcap's compile quick and the program under the kernel's limit.
+# libpcap's code generator and optimiser are superlinear in the number of tests: 1,000
+# separate `port N` take minutes and compile to more than BPF_MAXINSNS instructions
+# anyway (about 5 per port, 4 per address), so longer lists are refused up front.
+BPF_MAXINSNS = 4096  # linux/bpf_common.h: the most a classic BPF socket filter may hold
+MAX_PORT_TERMS = 128  # ports or ranges after merging neighbours, per setting
+MAX_ADDRESS_TERMS = 1024  # addresses or networks after merging, per clause
+BALANCE_OVER = 16  # longer `or` lists are nested in balanced parentheses
 
 
-def ports_clause(ports: Iterable[tuple[int, int]]) -> str:
-    return " or ".join(f"port {lo}" if lo == hi else f"portrange {lo}-{hi}" for lo, hi in ports)
+def _any_of(terms: list[str]) -> str:
+    """`a or b or c`; a long list as a balanced tree, which libpcap compiles in n log n
+    instead of n² (a flat chain is backpatched once per term)."""
+    if len(terms) <= BALANCE_OVER:
+        return " or ".join(terms)
+    mid = len(terms) // 2
+    return f"({_any_of(terms[:mid])}) or ({_any_of(terms[mid:])})"
+
+
+def merge_networks(addrs: Iterable[IPAddress], nets: Iterable[IPNetwork]) -> list[IPNetwork]:
+    """Addresses and networks as the fewest networks covering exactly the same addresses
+    (an address inside a network goes, neighbours join: 10.0.0.0 + 10.0.0.1 = 10.0.0.0/31)."""
+    merged: list[IPNetwork] = []
+    for version in (4, 6):
+        items = [ipaddress.ip_network(a) for a in addrs if a.version == version]
+        items += [n for n in nets if n.version == version]
+        merged += ipaddress.collapse_addresses(items)
+    return merged
+
+
+def address_clause(
+    addrs: Iterable[IPAddress], nets: Iterable[IPNetwork], setting: str = "PCAP_IPV4/PCAP_IPV6"
+) -> str:
+    """`host A or host B or net N`, hosts first; addresses inside a listed network dropped."""
+    merged = merge_networks(addrs, nets)
+    if len(merged) > MAX_ADDRESS_TERMS:
+        raise UsageError(
+            f"{setting}: {len(merged)} separate addresses/networks (after merging) are more "
+            f"than the {MAX_ADDRESS_TERMS} a capture filter can test within BPF's "
+            f"{BPF_MAXINSNS}-instruction limit: give CIDR networks instead"
+        )
+    hosts = [n for n in merged if n.prefixlen == n.max_prefixlen]
+    networks = sorted((n for n in merged if n.prefixlen != n.max_prefixlen), key=_addr_key)
+    hosts.sort(key=_addr_key)
+    return _any_of([f"host {n.network_address}" for n in hosts] + [f"net {n}" for n in networks])
+
+
+def merge_ports(ports: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges with overlapping and touching ones joined (80, 81-90, 91 = 80-91)."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ports):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def ports_clause(ports: Iterable[tuple[int, int]], setting: str = "PCAP_PORTS") -> str:
+    merged = merge_ports(ports)
+    if len(merged) > MAX_PORT_TERMS:
+        raise UsageError(
+            f"{setting}: {len(merged)} separate ports/ranges (after merging neighbours) are "
+            f"more than the {MAX_PORT_TERMS} a capture filter can test within BPF's "
+            f"{BPF_MAXINSNS}-instruction limit: give ranges (LOW-HIGH) instead"
+        )
+    return _any_of([f"port {lo}" if lo == hi else f"portrange {lo}-{hi}" for lo, hi in merged])
 
 
 def tcp_flags_clause(flags: list[str]) -> str:
@@ -332,16 +390,24 @@ class FilterBuilder:
             clauses.append(self.raw_filter)
         else:
             host_addrs = [a for h in self.hosts for a in resolved[h]]
+            l3 = [p for p in self.l3 if p != "arp"]
             clauses += [
-                " or ".join(self.l3),
+                " or ".join(l3),
                 " or ".join(self.l4),
-                address_clause(self.addrs + host_addrs, self.nets),
-                ports_clause(self.ports),
+                address_clause(
+                    self.addrs + host_addrs, self.nets, "PCAP_IPV4/PCAP_IPV6/PCAP_HOSTS"
+                ),
+                ports_clause(self.ports, "PCAP_PORTS"),
                 tcp_flags_clause(self.flags),
             ]
         expr = " and ".join(f"({c})" for c in clauses if c)
+        if not self.raw_filter and "arp" in self.l3:
+            expr = f"(arp or ({expr}))" if l3 else "(arp)"
         x_addrs = self.x_addrs + [a for h in self.x_hosts for a in resolved[h]]
-        excluded = [address_clause(x_addrs, self.x_nets), ports_clause(self.x_ports)]
+        excluded = [
+            address_clause(x_addrs, self.x_nets, "--exclude-ipv4/--exclude-ipv6/--exclude-hosts"),
+            ports_clause(self.x_ports, "--exclude-ports"),
+        ]
         for clause in excluded:
             if clause:
                 expr = f"{expr} and not ({clause})" if expr else f"not ({clause})"
@@ -372,6 +438,14 @@ def compile_check(expression: str, linktype: int = 1, snaplen: int = 65536) -> N
     import pcapy
 
     try:
-        pcapy.compile(linktype, snaplen, expression, 1, 0xFFFFFFFF)
+        program = pcapy.compile(linktype, snaplen, expression, 1, 0xFFFFFFFF)
     except pcapy.PcapError as exc:
+        if len(expression) > 200:
+            expression = expression[:200] + "…"
         raise UsageError(f"invalid filter expression {expression!r}: {exc}") from None
+    size = len(program.get_bpf())
+    if size > BPF_MAXINSNS:
+        raise UsageError(
+            f"the capture filter (PCAP_FILTER or the simple filter settings) compiles to {size} "
+            f"BPF instructions, beyond the kernel's limit of {BPF_MAXINSNS}: make it shorter"
+        )

@@ -14,7 +14,6 @@ import json
 import os
 import select
 import socket
-import time
 from pathlib import Path
 
 from pcaptool.signals import StopSignals
@@ -83,7 +82,7 @@ def serve(
                 except OSError as exc:
                     if log:
                         log("WARNING", f"cannot listen on {host}:{port}: {exc.strerror}")
-                    time.sleep(poll)
+                    _pause(poll)
                     continue
                 if log:
                     log("INFO", "capture is ready: health port open", port=port)
@@ -93,7 +92,7 @@ def serve(
                 if log:
                     log("INFO", "capture is not running: health port closed", port=port)
             if sock is None:
-                time.sleep(poll)
+                _pause(poll)
                 continue
             try:
                 readable, _, _ = select.select([sock], [], [], poll)
@@ -105,6 +104,13 @@ def serve(
         if sock is not None:
             sock.close()
         stop.restore()
+
+
+def _pause(seconds: float) -> None:
+    # Not time.sleep: since Python 3.11 it is an absolute CLOCK_MONOTONIC clock_nanosleep,
+    # which libfaketime (the clock-step tests) refuses with EINVAL; select's relative
+    # timeout is the same wait everywhere.
+    select.select([], [], [], seconds)
 
 
 def _accept_all(sock: socket.socket) -> None:

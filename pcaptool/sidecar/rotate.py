@@ -25,6 +25,8 @@ from typing import BinaryIO
 from pcaptool import fsmode
 from pcaptool.capfile.framing import HEADER, INTERFACE, NONE, OTHER, PACKET, Framer  # noqa: F401 - OTHER is a framer event kind rotate hands on
 from pcaptool.errors import CaptureFormatError, PcapToolError, UsageError
+from pcaptool.log import log
+from pcaptool.sidecar.partfix import NO_SPACE, PartsFull, close_quietly, hold, repair
 from pcaptool.signals import StopSignals
 
 # Framer events (pcaptool.capfile.framing): a file header (pcap) or SHB (pcapng); a pcapng
@@ -162,6 +164,9 @@ class Rotator:
     _names: list[str] = field(default_factory=list)
     _last_stamp: str = ""
     _seq: int = 0
+    _given: set[str] = field(default_factory=set)  # every part name of this run
+    _full_until: float = 0.0  # no space: no new part before this clock() time
+    unwritten: int = 0  # records dropped because the directory was full
     _dir_fd: int | None = None
 
     def __post_init__(self) -> None:
@@ -199,9 +204,17 @@ class Rotator:
         if part and self.max_bytes and part.records and part.size + len(rec) > self.max_bytes:
             self.close_part()
             part = None
-        if part is None:
-            part = self._open()
-        self._write(rec)
+        if part is None and self._full_until > self.clock():
+            self.unwritten += 1  # the directory was full a moment ago: retried soon
+            return
+        try:
+            if part is None:
+                part = self._open()
+            self._write(rec)
+        except PartsFull:
+            self.unwritten += 1
+            self._salvage()
+            return
         part.records += 1
 
     def tick(self) -> None:
@@ -222,6 +235,8 @@ class Rotator:
         try:
             part.file.write(data)
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise PartsFull(f"no space left for {part.tmp}") from None
             raise PcapToolError(f"cannot write {part.tmp}: {exc.strerror}") from None
         part.size += len(data)
 
@@ -237,9 +252,13 @@ class Rotator:
             name = f"part__{iface}__{stamp}{suffix}.{ext}"
             self._seq += 1
             path = self.directory / name
-            # an earlier run in the same second, or its compressed form, keeps its name
-            if not (path.exists() or path.with_name(name + ".gz").exists()):
-                return name
+            # A name this run gave already (the wall clock stepped back: its part may be
+            # uploaded and gone from here), or an earlier run's part or its compressed
+            # form in the same second: the next sequence number.
+            if name in self._given or path.exists() or path.with_name(name + ".gz").exists():
+                continue
+            self._given.add(name)
+            return name
 
     def _open(self) -> _Part:
         name = self._name()
@@ -248,8 +267,15 @@ class Rotator:
         try:
             f = fsmode.create(tmp, buffering=READ_SIZE)  # private; closed in close_part
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise PartsFull(f"no space left for {tmp}") from None
             raise PcapToolError(f"cannot create {tmp}: {exc.strerror}") from None
+        hold(f)  # while this lock is held, `upload --sweep` leaves the part alone
         self._part = _Part(path, tmp, f, self.clock() + self.every)
+        if self.unwritten:
+            log("WARNING", f"writing parts again; {self.unwritten} record(s) were lost while "
+                f"{self.directory} was full", directory=str(self.directory), lost=self.unwritten)  # fmt: skip
+            self.unwritten = 0
         if self._header:
             self._write(self._header)
         for block in self._interfaces:
@@ -271,6 +297,9 @@ class Rotator:
             os.rename(part.tmp, part.path)
             os.fsync(self._dir_fd)
         except OSError as exc:
+            if exc.errno in NO_SPACE:
+                self._part = part
+                return self._salvage()
             with contextlib.suppress(OSError):
                 part.file.close()
             # the bytes written so far stay in the temporary file, for a human to rescue
@@ -280,6 +309,35 @@ class Rotator:
         self.parts += 1
         if self.keep:
             self._enforce_keep()
+        self.on_part(part.path)
+        return part.path
+
+    def _salvage(self) -> Path | None:
+        """No space: finish the open part with its whole records (so it is uploaded and
+        its space freed), say so loudly, and drop records for a second before retrying."""
+        part, self._part = self._part, None
+        self._full_until = self.clock() + 1.0
+        if part is None:
+            log("ERROR", f"{self.directory} is full: records dropped until there is space",
+                directory=str(self.directory))  # fmt: skip
+            return None
+        close_quietly(part.file)
+        kept = 0
+        with contextlib.suppress(OSError):
+            kept = repair(part.tmp)
+            if kept:
+                os.rename(part.tmp, part.path)
+        self.unwritten += max(0, part.records - kept)  # the buffer that did not fit
+        if not part.path.exists():
+            with contextlib.suppress(OSError):
+                os.unlink(part.tmp)
+            log("ERROR", f"{self.directory} is full: part {part.path.name} could not be "
+                "written; records dropped until there is space", directory=str(self.directory))  # fmt: skip
+            return None
+        log("ERROR", f"{self.directory} is full: part {part.path.name} closed early with the "
+            "records that fit; records dropped until there is space",
+            directory=str(self.directory), part=str(part.path))  # fmt: skip
+        self.parts += 1
         self.on_part(part.path)
         return part.path
 
@@ -299,6 +357,9 @@ class Rotator:
     def close(self) -> None:
         try:
             self.close_part()
+            if self.unwritten:
+                log("ERROR", f"{self.unwritten} record(s) were lost while {self.directory} "
+                    "was full", directory=str(self.directory), lost=self.unwritten)  # fmt: skip
         finally:
             if self._dir_fd is not None:
                 os.close(self._dir_fd)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pcaptool.sidecar.partfix import recover_stranded
 from pcaptool.signals import StopSignals
 from pcaptool.storage.destination import Destination, UploadResult
 from pcaptool.storage.uploader import Deadline, Uploader, list_parts
@@ -156,6 +157,7 @@ def run_upload(
     with StopSignals(on_signal=on_signal) as stop:
         uploader.start()
         if plan.sweep is not None:
+            recover_stranded(plan.sweep, log)  # sidecar/partfix: unfinished temporary parts
             uploader.submit_all(matching(list_parts(plan.sweep), plan.glob))
         feeder = threading.Thread(
             target=_feed, args=(uploader, plan, stop, state), name="upload-input", daemon=True
