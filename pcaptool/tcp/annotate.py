@@ -4,12 +4,8 @@
 from __future__ import annotations
 
 from pcaptool.decode.tcp import FLAG_BITS
-from pcaptool.tcp.expert import (
-    FLAG_INFO,
-    NOTICE_FLAGS,
-    WARNING_FLAGS,
-    TcpExpert,
-)
+from pcaptool.tcp.expert import TcpExpert
+from pcaptool.tcp.expertflags import FLAG_INFO, NOTICE_FLAGS, WARNING_FLAGS
 
 _NAMES_CACHE: dict[int, tuple[list[str], list]] = {}
 SEVERITY_RANK = {"DEFAULT": 0, "DEBUG": 1, "INFO": 2, "NOTICE": 3, "WARNING": 4, "ERROR": 5}
