@@ -50,6 +50,10 @@ class Logger:
         self._lock = threading.Lock()
 
     def __call__(self, severity: str, message: str, **fields: object) -> None:
+        from pcaptool.verbosity import should_log
+
+        if not should_log(severity):  # -q / -v of the command
+            return
         extra: dict = {}
         if self.timestamps:
             extra["time"] = datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -38,3 +38,15 @@ def refuse_terminal(stream=None, what: str = "capture bytes", instead: str = "-w
             f"refusing to write {what} to a terminal: redirect it to a file or a pipe "
             f"(or use {instead})"
         )
+
+
+def stdout_console():
+    """A rich Console on stdout whose closed pipe ends the command like any other (exit 0):
+    rich's own `on_broken_pipe` exits 1."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return _Console()

@@ -32,6 +32,8 @@ def corpus() -> Path:
 def pcaptool_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # one run id for every translate a test starts, so two runs' records compare equal
+    env.setdefault("PCAP_RUN_ID", "test-run")
     return env
 
 

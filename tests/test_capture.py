@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 import pytest
-from netns_helpers import Lab, stats_line, stop, tshark_fields, wait_for
+from netns import Lab, stats_line, stop, tshark_fields, wait_for
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from pcaptool.capfile.reader import PCAP_HEADER, CaptureReader
@@ -377,7 +377,7 @@ def test_refuses_to_write_to_a_terminal():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--snaplen", "0"], "--snaplen must be at least 1"),
+        (["--snaplen", "-1"], "--snaplen must be 0 (the whole packet"),
         (["--filter", "tcp port and"], "invalid filter expression"),
         (["--ports", "22 or host 1.2.3.4"], "not a port number"),
         (["--hosts", "example.com or port 22"], "not a valid host name"),

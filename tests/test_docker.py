@@ -25,7 +25,7 @@ from dockerd import (
     image_size,
     pcaptool_image,
 )
-from netns import VethPair, send_udp
+from netns import Lab
 
 pytestmark = pytest.mark.docker
 
@@ -106,7 +106,7 @@ def test_container_captures_rotates_and_stops_cleanly(docker_host, pcaptool_imag
     out = tmp_path / "out"
     out.mkdir()
     name = f"ptsc-smoke-{uuid.uuid4().hex[:8]}"
-    with VethPair() as veth:
+    with Lab(root=True) as veth:
         hc_port = _free_port()
         docker(
             docker_host,
@@ -124,7 +124,7 @@ def test_container_captures_rotates_and_stops_cleanly(docker_host, pcaptool_imag
                 docker_host, "exec", name, "pcaptool", "healthcheck", "probe", check=False
             )
             assert probe.returncode == 0
-            sent = send_udp(veth, count=300, seconds=5)
+            sent = veth.send_udp(count=300, seconds=5)
             # Docker's own HEALTHCHECK (every 10 s) reports the container healthy.
             deadline = time.monotonic() + 30
             while (health := _health(docker_host, name)) != "healthy":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import VethPair, http_requests_with_traceparent, send_udp
+from netns import Lab, http_requests_with_traceparent
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env
 
@@ -190,7 +190,7 @@ def test_end_to_end_to_the_bucket_with_trace_logs(tmp_path, gcs_server, metadata
     bucket = "ptsc-pcaps"
     gcs_server.make_bucket(bucket)
     hc_port = free_port()
-    with VethPair() as veth:
+    with Lab(root=True) as veth:
         env = sidecar_env(
             tmp_path,
             PCAP_IFACE=veth.host_if,
@@ -350,7 +350,7 @@ def test_scheduled_mode_two_runs_within_a_minute(tmp_path):
         pytest.skip("tshark is the oracle")
     hc_port = free_port()
     out = tmp_path / "pcap"
-    with VethPair() as veth:
+    with Lab(root=True) as veth:
         env = sidecar_env(
             tmp_path,
             PCAP_IFACE=veth.host_if,
@@ -368,7 +368,7 @@ def test_scheduled_mode_two_runs_within_a_minute(tmp_path):
             wait_for(lambda: port_open(hc_port), 30, "the health port (scheduler ready)")
             t0 = time.monotonic()
             while True:
-                send_udp(veth, count=40, seconds=1)
+                veth.send_udp(count=40, seconds=1)
                 starts = [e for e in sidecar.stderr_json() if e.get("event") == "end"]
                 if len(starts) >= 2 or time.monotonic() - t0 > 50:
                     break
@@ -511,7 +511,7 @@ def test_app_engine_flex_names_parts_after_the_app_container(tmp_path):
     sock = tmp_path / "docker.sock"
     gae_env = ["PATH=/usr/bin", "GAE_SERVICE=ptsc-gae-svc", "GAE_VERSION=20250101t000000",
                "GOOGLE_CLOUD_PROJECT=ptsc-gae-project", "UNRELATED=1"]  # fmt: skip
-    with FakeDockerSocket(sock, gae_env), VethPair() as veth:
+    with FakeDockerSocket(sock, gae_env), Lab(root=True) as veth:
         env = sidecar_env(
             tmp_path,
             PCAP_GAE="true",
@@ -525,7 +525,7 @@ def test_app_engine_flex_names_parts_after_the_app_container(tmp_path):
         sidecar = Sidecar(env, tmp_path)
         try:
             wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
-            send_udp(veth, count=20, seconds=0.5)
+            veth.send_udp(count=20, seconds=0.5)
             rc, _ = sidecar.stop()
         finally:
             sidecar.kill()
@@ -542,7 +542,7 @@ def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server,
     """The bucket goes away after the sidecar is ready: upload fails; the run says which
     stage and exits 1."""
     gcs_server.make_bucket("ptsc-gone")
-    with VethPair() as veth:
+    with Lab(root=True) as veth:
         env = sidecar_env(
             tmp_path,
             PCAP_IFACE=veth.host_if,
@@ -556,7 +556,7 @@ def test_a_failing_stage_is_named_and_the_exit_status_is_1(tmp_path, gcs_server,
         try:
             wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
             gcs_server.client().bucket("ptsc-gone").delete()
-            send_udp(veth, count=20, seconds=0.5)
+            veth.send_udp(count=20, seconds=0.5)
             rc, _ = sidecar.stop()
         finally:
             sidecar.kill()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_pcaptool
+from conftest import REPO, pcaptool_env, run_pcaptool
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 sys.path.insert(0, str(GOLDEN))
@@ -19,7 +19,9 @@ CASES = build.CAPTURES
 
 @pytest.mark.parametrize("capture", CASES)
 def test_translate_matches_golden(capture: str) -> None:
-    result = run_pcaptool("translate", str(GOLDEN / capture))
+    result = run_pcaptool(
+        "translate", str(GOLDEN / capture), env={**pcaptool_env(), "PCAP_RUN_ID": build.RUN_ID}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""
     expected = (GOLDEN / (capture.split(".")[0] + ".ndjson")).read_bytes()

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from netns_helpers import Lab, stats_line, wait_for
+from netns import Lab, stats_line, wait_for
 
 from conftest import PCAPTOOL, needs_root, pcaptool_env, run_pcaptool
 from pcaptool.sidecar.health import port_accepts

@@ -2,169 +2,231 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Annotated
 
 import typer
 
-from pcaptool.errors import UsageError
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity, snaplen_or_whole
+from pcaptool.errors import PcapToolError, UsageError
 
 _FILTER = "Filter builder (ignored when --filter is given, except the exclusions)"
 
 
 def capture(
-    iface: str = typer.Option(
-        "any",
-        "--iface",
-        "-i",
-        envvar="PCAP_IFACE",
-        help="Interface name prefix: every interface starting with it is captured "
-        "(eth -> eth0, eth1); 'any' for libpcap's any device.",
-    ),
-    loopback: bool = typer.Option(
-        False, "--loopback", help="Also capture loopback interfaces that match the prefix."
-    ),
-    output: str = typer.Option("-", "--write", "-w", help="Output file; '-' is stdout."),
-    fmt: str = typer.Option(
-        None,
-        "--format",
-        help="pcap or pcapng; default pcap for one interface, pcapng (one named "
-        "interface block each) for several.",
-    ),
-    snaplen: int = typer.Option(
-        65536,
-        "--snaplen",
-        "-s",
-        envvar="PCAP_SNAPSHOT_LENGTH",
-        help="Bytes kept of each packet (1-262144).",
-    ),
-    count: int = typer.Option(0, "--count", "-c", help="Stop after N packets; 0 = no limit."),
-    duration: float = typer.Option(
-        0, "--duration", envvar="PCAP_TIMEOUT_SECS", help="Stop after SECS seconds; 0 = no limit."
-    ),
-    buffer_size: int = typer.Option(
-        0, "--buffer-size", "-B", help="Kernel capture buffer, bytes; 0 = libpcap default."
-    ),
-    promisc: bool = typer.Option(True, "--promisc/--no-promisc", help="Promiscuous mode."),
-    raw_filter: str = typer.Option(
-        None,
-        "--filter",
-        "-f",
-        envvar="PCAP_FILTER",
-        help="A BPF expression used as is (validated); DISABLED or empty: build one.",
-    ),
-    l3_protos: str = typer.Option(
-        "ipv4,ipv6",
-        "--l3-protos",
-        envvar="PCAP_L3_PROTOS",
-        help="ipv4, ipv6 or ALL.",
-        rich_help_panel=_FILTER,
-    ),
-    l4_protos: str = typer.Option(
-        "tcp,udp",
-        "--l4-protos",
-        envvar="PCAP_L4_PROTOS",
-        help="tcp, udp, icmp, icmp6 or ALL.",
-        rich_help_panel=_FILTER,
-    ),
-    ipv4: str = typer.Option(
-        "DISABLED",
-        "--ipv4",
-        envvar="PCAP_IPV4",
-        help="IPv4 addresses/CIDR networks.",
-        rich_help_panel=_FILTER,
-    ),
-    ipv6: str = typer.Option(
-        "DISABLED",
-        "--ipv6",
-        envvar="PCAP_IPV6",
-        help="IPv6 addresses/CIDR networks.",
-        rich_help_panel=_FILTER,
-    ),
-    hosts: str = typer.Option(
-        "ALL",
-        "--hosts",
-        envvar="PCAP_HOSTS",
-        help="Host names, resolved to A and AAAA at start.",
-        rich_help_panel=_FILTER,
-    ),
-    ports: str = typer.Option(
-        "ALL",
-        "--ports",
-        envvar="PCAP_PORTS",
-        help="Ports 1-65535 or ranges LOW-HIGH.",
-        rich_help_panel=_FILTER,
-    ),
-    tcp_flags: str = typer.Option(
-        "ANY",
-        "--tcp-flags",
-        envvar="PCAP_TCP_FLAGS",
-        help="fin, syn, rst, psh, ack, urg, ece, cwr: any of them set.",
-        rich_help_panel=_FILTER,
-    ),
-    exclude_hosts: str = typer.Option(
-        None,
-        "--exclude-hosts",
-        envvar="PCAP_EXCLUDE_HOSTS",
-        rich_help_panel=_FILTER,
-        help="Host names whose traffic is left out.",
-    ),
-    exclude_ports: str = typer.Option(
-        None,
-        "--exclude-ports",
-        envvar="PCAP_EXCLUDE_PORTS",
-        rich_help_panel=_FILTER,
-        help="Ports left out.",
-    ),
-    exclude_ipv4: str = typer.Option(
-        None,
-        "--exclude-ipv4",
-        envvar="PCAP_EXCLUDE_IPV4",
-        rich_help_panel=_FILTER,
-        help="IPv4 addresses/networks left out.",
-    ),
-    exclude_ipv6: str = typer.Option(
-        None,
-        "--exclude-ipv6",
-        envvar="PCAP_EXCLUDE_IPV6",
-        rich_help_panel=_FILTER,
-        help="IPv6 addresses/networks left out.",
-    ),
-    self_ports: str = typer.Option(
-        None,
-        "--self-ports",
-        envvar="PCAP_SELF_PORTS",
-        rich_help_panel=_FILTER,
-        help="Local TCP ports pcaptool's own uploads use (LO-HI): always left out.",
-    ),
-    resolve_every: float = typer.Option(
-        0,
-        "--resolve-every",
-        envvar="PCAP_RESOLVE_EVERY",
-        rich_help_panel=_FILTER,
-        help="Re-resolve host names every SECS seconds and update the filter; 0 = once.",
-    ),
-    print_filter: bool = typer.Option(
-        False, "--print-filter", help="Print the filter expression and exit."
-    ),
-    compat: bool = typer.Option(
-        False,
-        "--compat",
-        envvar="PCAP_COMPAT",
-        help="Cloud Run gen1: interface 'any', filter applied per packet in user space.",
-    ),
-    engine: str = typer.Option(
-        "auto",
-        "--engine",
-        envvar="PCAPTOOL_CAPTURE_ENGINE",
-        hidden=True,
-        help="auto (libpcap's C dump loop for one interface to pcap) or pcapy (always).",
-    ),
-    ready_file: str = typer.Option(
-        "/tmp/pcaptool/ready",
-        "--ready-file",
-        envvar="PCAP_READY_FILE",
-        help="Created once capture runs, removed when it ends; '' for none.",
-    ),
+    iface: Annotated[
+        str,
+        typer.Option(
+            "--iface",
+            "-i",
+            envvar="PCAP_IFACE",
+            help="Interface name prefix: every interface starting with it is captured "
+            "(eth -> eth0, eth1); 'any' for libpcap's any device.",
+        ),
+    ] = "any",
+    loopback: Annotated[
+        bool,
+        typer.Option("--loopback", help="Also capture loopback interfaces that match the prefix."),
+    ] = False,
+    output: Annotated[
+        str, typer.Option("--write", "-w", metavar="FILE", help="Output file; '-' is stdout.")
+    ] = "-",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="FORMAT",
+            help="pcap or pcapng; default pcap for one interface, pcapng (one named "
+            "interface block each) for several.",
+        ),
+    ] = None,
+    snaplen: Annotated[
+        int,
+        typer.Option(
+            "--snaplen",
+            "-s",
+            envvar="PCAP_SNAPSHOT_LENGTH",
+            help="Bytes kept of each packet (1-262144); 0: the whole packet, 262144 (tcpdump -s 0).",
+        ),
+    ] = 65536,
+    count: Annotated[
+        int, typer.Option("--count", "-c", help="Stop after N packets; 0 = no limit.")
+    ] = 0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration", envvar="PCAP_TIMEOUT_SECS", help="Stop after SECS seconds; 0 = no limit."
+        ),
+    ] = 0,
+    buffer_size: Annotated[
+        int,
+        typer.Option(
+            "--buffer-size", "-B", help="Kernel capture buffer, bytes; 0 = libpcap default."
+        ),
+    ] = 0,
+    promisc: Annotated[
+        bool, typer.Option("--promisc/--no-promisc", help="Promiscuous mode.")
+    ] = True,
+    raw_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            metavar="EXPR",
+            envvar="PCAP_FILTER",
+            help="A BPF expression used as is (validated); DISABLED or empty: build one.",
+        ),
+    ] = None,
+    l3_protos: Annotated[
+        str,
+        typer.Option(
+            "--l3-protos",
+            envvar="PCAP_L3_PROTOS",
+            help="ipv4, ipv6 or ALL.",
+            rich_help_panel=_FILTER,
+        ),
+    ] = "ipv4,ipv6",
+    l4_protos: Annotated[
+        str,
+        typer.Option(
+            "--l4-protos",
+            envvar="PCAP_L4_PROTOS",
+            help="tcp, udp, icmp, icmp6 or ALL.",
+            rich_help_panel=_FILTER,
+        ),
+    ] = "tcp,udp",
+    ipv4: Annotated[
+        str,
+        typer.Option(
+            "--ipv4",
+            envvar="PCAP_IPV4",
+            help="IPv4 addresses/CIDR networks.",
+            rich_help_panel=_FILTER,
+        ),
+    ] = "DISABLED",
+    ipv6: Annotated[
+        str,
+        typer.Option(
+            "--ipv6",
+            envvar="PCAP_IPV6",
+            help="IPv6 addresses/CIDR networks.",
+            rich_help_panel=_FILTER,
+        ),
+    ] = "DISABLED",
+    hosts: Annotated[
+        str,
+        typer.Option(
+            "--hosts",
+            envvar="PCAP_HOSTS",
+            help="Host names, resolved to A and AAAA at start.",
+            rich_help_panel=_FILTER,
+        ),
+    ] = "ALL",
+    ports: Annotated[
+        str,
+        typer.Option(
+            "--ports",
+            envvar="PCAP_PORTS",
+            help="Ports 1-65535 or ranges LOW-HIGH.",
+            rich_help_panel=_FILTER,
+        ),
+    ] = "ALL",
+    tcp_flags: Annotated[
+        str,
+        typer.Option(
+            "--tcp-flags",
+            envvar="PCAP_TCP_FLAGS",
+            help="fin, syn, rst, psh, ack, urg, ece, cwr: any of them set.",
+            rich_help_panel=_FILTER,
+        ),
+    ] = "ANY",
+    exclude_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude-hosts",
+            envvar="PCAP_EXCLUDE_HOSTS",
+            rich_help_panel=_FILTER,
+            help="Host names whose traffic is left out.",
+        ),
+    ] = None,
+    exclude_ports: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude-ports",
+            envvar="PCAP_EXCLUDE_PORTS",
+            rich_help_panel=_FILTER,
+            help="Ports left out.",
+        ),
+    ] = None,
+    exclude_ipv4: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude-ipv4",
+            envvar="PCAP_EXCLUDE_IPV4",
+            rich_help_panel=_FILTER,
+            help="IPv4 addresses/networks left out.",
+        ),
+    ] = None,
+    exclude_ipv6: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude-ipv6",
+            envvar="PCAP_EXCLUDE_IPV6",
+            rich_help_panel=_FILTER,
+            help="IPv6 addresses/networks left out.",
+        ),
+    ] = None,
+    self_ports: Annotated[
+        str | None,
+        typer.Option(
+            "--self-ports",
+            envvar="PCAP_SELF_PORTS",
+            rich_help_panel=_FILTER,
+            help="Local TCP ports pcaptool's own uploads use (LO-HI): always left out.",
+        ),
+    ] = None,
+    resolve_every: Annotated[
+        float,
+        typer.Option(
+            "--resolve-every",
+            envvar="PCAP_RESOLVE_EVERY",
+            rich_help_panel=_FILTER,
+            help="Re-resolve host names every SECS seconds and update the filter; 0 = once.",
+        ),
+    ] = 0,
+    print_filter: Annotated[
+        bool, typer.Option("--print-filter", help="Print the filter expression and exit.")
+    ] = False,
+    compat: Annotated[
+        bool,
+        typer.Option(
+            "--compat",
+            envvar="PCAP_COMPAT",
+            help="Cloud Run gen1: interface 'any', filter applied per packet in user space.",
+        ),
+    ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            envvar="PCAPTOOL_CAPTURE_ENGINE",
+            hidden=True,
+            help="auto (libpcap's C dump loop for one interface to pcap) or pcapy (always).",
+        ),
+    ] = "auto",
+    ready_file: Annotated[
+        str,
+        typer.Option(
+            "--ready-file",
+            metavar="PATH",
+            envvar="PCAP_READY_FILE",
+            help="Created once capture runs, removed when it ends; '' for none.",
+        ),
+    ] = "/tmp/pcaptool/ready",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Capture packets to a pcap/pcapng stream (stdout or -w FILE).
 
@@ -175,12 +237,13 @@ def capture(
 
     Example:
 
+    \b
         pcaptool capture -i eth --ports 443 --tcp-flags syn,rst -w syn.pcap
-
         pcaptool capture --print-filter --hosts example.com --exclude-ports 22
-
         pcaptool capture -i eth --duration 60 | pcaptool translate
     """
+    set_verbosity(quiet, verbose)
+    snaplen = snaplen_or_whole(snaplen)
     from pcaptool import fsmode
     from pcaptool.log import log
     from pcaptool.sidecar import bpf
@@ -257,12 +320,19 @@ def capture(
             # nothing more can reach the reader; keep the interpreter's last flush quiet
             silence_stdout()
     else:
+        existed = os.path.exists(output)
         try:
             out = fsmode.create(output, exclusive=False)  # private; closed after the stats
         except OSError as exc:
             raise UsageError(f"cannot write {output}: {exc.strerror}") from None
         try:
             result = run_capture(opts, out, expression, builder.refresh)
+        except PcapToolError:
+            out.close()
+            # refused (no such interface, no permission): leave no empty file behind
+            if not existed and os.path.getsize(output) == 0:
+                os.unlink(output)
+            raise
         finally:
             out.close()
     log("INFO", "capture finished", **result.as_log_fields())

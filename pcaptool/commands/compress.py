@@ -8,13 +8,18 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import PcapToolError, UsageError
 
 
 def compress(
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Files to compress (default: read paths from stdin, one a line)."),
+        typer.Argument(
+            metavar="FILES",
+            show_default=False,
+            help="Files to compress (default: read paths from stdin, one a line).",
+        ),
     ] = None,
     enabled: Annotated[
         bool,
@@ -50,6 +55,8 @@ def compress(
             "long (s); later ones are passed on uncompressed.",
         ),
     ] = 5.0,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """gzip each finished file to FILE.gz, remove FILE, print the new path.
 
@@ -61,10 +68,11 @@ def compress(
 
     Example:
 
+    \b
         pcaptool rotate --dir /tmp/parts < capture.pcap | pcaptool compress | pcaptool upload
-
         pcaptool compress /tmp/parts/part__eth0__20261126T153000.pcap
     """
+    set_verbosity(quiet, verbose)
     from pcaptool.sidecar.compress import (
         Compressor,
         lines_in_background,

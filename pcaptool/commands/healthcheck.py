@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.callback()
@@ -17,25 +21,35 @@ def healthcheck() -> None:
 
     Example:
 
+    \b
         pcaptool healthcheck serve --port 12345 &
-
         pcaptool healthcheck probe || echo "capture is not running"
     """
 
 
-_READY_FILE = typer.Option(
-    "/tmp/pcaptool/ready",
-    "--ready-file",
-    envvar="PCAP_READY_FILE",
-    help="The file `pcaptool capture` creates while it runs.",
-)
+ReadyFile = Annotated[
+    str,
+    typer.Option(
+        "--ready-file",
+        envvar="PCAP_READY_FILE",
+        metavar="PATH",
+        help="The file `pcaptool capture` creates while it runs.",
+    ),
+]
+DEFAULT_READY_FILE = "/tmp/pcaptool/ready"
 
 
 @app.command()
 def serve(
-    port: int = typer.Option(12345, "--port", "-p", envvar="PCAP_HC_PORT", help="TCP port."),
-    host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
-    ready_file: str = _READY_FILE,
+    port: Annotated[
+        int, typer.Option("--port", "-p", envvar="PCAP_HC_PORT", metavar="PORT", help="TCP port.")
+    ] = 12345,
+    host: Annotated[
+        str, typer.Option("--host", metavar="ADDR", help="Address to listen on.")
+    ] = "0.0.0.0",
+    ready_file: ReadyFile = DEFAULT_READY_FILE,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Accept TCP connections on --port only while capture is running.
 
@@ -46,11 +60,14 @@ def serve(
 
     Example:
 
+    \b
         pcaptool healthcheck serve --port 12345 &
         pcaptool capture -i eth -w /pcap/part.pcap
     """
     from pcaptool.errors import UsageError
     from pcaptool.log import log
+
+    set_verbosity(quiet, verbose)
     from pcaptool.sidecar.health import serve as serve_port
 
     if not 1 <= port <= 65535:
@@ -60,19 +77,30 @@ def serve(
 
 @app.command()
 def probe(
-    port: int = typer.Option(
-        None, "--port", "-p", help="Also require a TCP connect to this port on 127.0.0.1."
-    ),
-    ready_file: str = _READY_FILE,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            "-p",
+            metavar="PORT",
+            help="Also require a TCP connect to this port on 127.0.0.1.",
+        ),
+    ] = None,
+    ready_file: ReadyFile = DEFAULT_READY_FILE,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Exit 0 if capture is running (ready file present, its process alive), else
     1.
 
     Example:
 
+    \b
         HEALTHCHECK CMD pcaptool healthcheck probe || exit 1
     """
     from pcaptool.sidecar.health import is_ready, port_accepts
+
+    set_verbosity(quiet, verbose)
 
     ok = is_ready(ready_file) and (port is None or port_accepts(port))
     raise typer.Exit(0 if ok else 1)

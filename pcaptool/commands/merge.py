@@ -10,6 +10,17 @@ from typing import Annotated, BinaryIO
 import typer
 
 from pcaptool import fsmode
+from pcaptool.commands._options import (
+    Count,
+    Fields,
+    Quiet,
+    ReadFiles,
+    ReadFilter,
+    Verbose,
+    Where,
+    set_verbosity,
+    split_files_and_filter,
+)
 from pcaptool.errors import PcapToolError, UsageError
 from pcaptool.stdio import refuse_terminal
 
@@ -18,16 +29,27 @@ FORMATS = ("pcap", "pcapng", "ndjson")
 
 def merge(
     inputs: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
+            metavar="FILES",
             help="Parts to merge: files, globs, directories (every part in them, in name "
             "order), gs://BUCKET/PREFIX (every part under the prefix), or - for stdin.",
             show_default=False,
         ),
-    ],
+    ] = None,
+    read: ReadFiles = None,
+    count: Count = 0,
+    bpf: ReadFilter = None,
+    where: Where = None,
+    fields: Fields = None,
     output: Annotated[
         str | None,
-        typer.Option("-o", "--output", help="Output file (.gz compresses it), or - for stdout."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="Output file (.gz compresses it), or - for stdout.",
+        ),
     ] = None,
     append: Annotated[
         bool,
@@ -67,9 +89,8 @@ def merge(
         float,
         typer.Option("--timeout", min=1, help="Seconds to keep retrying a Cloud Storage request."),
     ] = 60.0,
-    verbose: Annotated[
-        bool, typer.Option("-v", "--verbose", help="Say on stderr what was downloaded and merged.")
-    ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Merge capture parts into one file ordered by time, like `mergecap -w`.
 
@@ -77,27 +98,36 @@ def merge(
 
     Example:
 
+    \b
         pcaptool merge gs://my-bucket/proj/svc/us-central1/rev/ -o full.pcap
-
         pcaptool merge parts/ -o - | tshark -r - -Y http
-
         pcaptool merge 'parts/*.json.gz' --format ndjson -o - | jq .message
-
         pcaptool merge gs://my-bucket/run1/ --list
+        pcaptool merge parts/ -o web.pcap -f 'tcp port 8080' -c 1000
+        pcaptool merge 'parts/*.json' -F ndjson -o - --where 'http.status >= 500'
     """
+    set_verbosity(quiet, verbose)
     from pcaptool import merge as lib
     from pcaptool.stdio import quiet_broken_pipe
 
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    inputs, expression = split_files_and_filter(inputs, read, bpf)
+    if not inputs:
+        raise UsageError("name the parts to merge: files, directories, gs://BUCKET/PREFIX or -")
     if output is None and not list_only:
         raise UsageError("say where the merge goes: -o FILE, or -o - for stdout")
     if inputs.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
+    selection = _selection(expression, where, fields)
 
     parts, ndjson = lib.resolve_parts(
         inputs, fmt, output, lambda url, suffixes: _gcs_parts(url, suffixes, timeout)
     )
+    if ndjson and expression:
+        raise UsageError("a BPF read filter applies to captures; filter NDJSON with --where")
+    if not ndjson and (where or fields):
+        raise UsageError("--where and --fields apply to NDJSON merges (-F ndjson)")
     cache = cache_dir or _default_cache()
     if list_only:
         _print_list(parts, cache)
@@ -111,6 +141,10 @@ def merge(
 
     def open_output() -> BinaryIO:
         out = _open_output(output, binary=not ndjson)
+        if ndjson and (where or fields or count):
+            from pcaptool.merge.select import RecordFilterOutput
+
+            out = RecordFilterOutput(out, selection[0], selection[1], count)  # type: ignore[assignment]
         opened.append(out)
         return out
 
@@ -119,6 +153,10 @@ def merge(
         try:
             if ndjson:
                 result = lib.merge_ndjson(parts, open_output, append, skip_bad, warn)
+            elif expression or count:
+                result = _merge_filtered(
+                    lib, parts, open_output, fmt, append, skip_bad, warn, expression, count
+                )
             else:
                 result = lib.merge_captures(parts, open_output, fmt, append, skip_bad, warn)
         finally:
@@ -130,6 +168,41 @@ def merge(
             f"into {output} ({result.format}); {len(result.skipped)} bad part(s) skipped",
             file=sys.stderr,
         )
+
+
+def _selection(expression: str | None, where: str | None, fields: str | None):
+    """Every expression checked before anything is read or written (exit 2, no output file)."""
+    from pcaptool.capfile.readfilter import check_expression
+    from pcaptool.translate.select import compile_where, parse_fields
+
+    if expression:
+        check_expression(expression)
+    return (compile_where(where) if where else None, parse_fields(fields) if fields else None)
+
+
+def _merge_filtered(lib, parts, open_output, fmt, append, skip_bad, warn, expression, count):
+    """The merge as mergecap makes it, then the read filter and -c, as tcpdump -r applies them."""
+    import os
+
+    from pcaptool.merge.select import refilter_capture, temporary_capture
+
+    path, open_temp = temporary_capture()
+    try:
+        temp: list[BinaryIO] = []
+
+        def open_once() -> BinaryIO:
+            temp.append(open_temp())
+            return temp[-1]
+
+        try:
+            result = lib.merge_captures(parts, open_once, fmt, append, skip_bad, warn)
+        finally:
+            for out in temp:
+                out.close()
+        result.packets = refilter_capture(path, open_output, expression, count)
+        return result
+    finally:
+        os.unlink(path)
 
 
 def _default_cache() -> Path:

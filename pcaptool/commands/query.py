@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import UsageError
 
 
@@ -19,7 +20,7 @@ def query(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            metavar="FILES...",
+            metavar="FILES",
             help="Captures (.pcap/.pcapng, .gz), NDJSON parts, directories, gs:// prefixes.",
         ),
     ],
@@ -43,7 +44,8 @@ def query(
             "--memory", metavar="SIZE", help="DuckDB's memory limit; past it, it spills to disk."
         ),
     ] = "256MB",
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No row count on stderr.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run SQL over the packets, HTTP requests and connections of a run.
 
@@ -54,10 +56,11 @@ def query(
 
     Example:
 
+    \b
         pcaptool query "SELECT path, quantile_cont(latency_s, 0.95) AS p95 FROM requests GROUP BY path ORDER BY p95 DESC" parts/
-
         pcaptool query "SELECT * FROM connections WHERE state = 'REJ'" run.pcap -o failed.csv
     """
+    set_verbosity(quiet, verbose)
     from pcaptool.query import output as out
     from pcaptool.query.sources import records, resolve
     from pcaptool.query.tables import Tables

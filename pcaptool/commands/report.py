@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import PcapToolError, UsageError
 
 
@@ -16,7 +17,7 @@ def report(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            metavar="FILES...",
+            metavar="FILES",
             help="Captures (.pcap/.pcapng, .gz), NDJSON parts, directories, gs:// prefixes.",
         ),
     ],
@@ -35,9 +36,8 @@ def report(
             "--memory", metavar="SIZE", help="DuckDB's memory limit; past it, it spills to disk."
         ),
     ] = "256MB",
-    quiet: Annotated[
-        bool, typer.Option("-q", "--quiet", help="No progress or summary line.")
-    ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Summarise a run: latency, status codes, TCP trouble, top talkers, DNS, worst requests.
 
@@ -47,10 +47,11 @@ def report(
 
     Example:
 
+    \b
         pcaptool report gs://my-bucket/run1/ -o report.html
-
         pcaptool report capture.pcap
     """
+    set_verbosity(quiet, verbose)
     from pcaptool.query.sources import records, resolve
     from pcaptool.query.tables import Tables
     from pcaptool.report.summary import summarize

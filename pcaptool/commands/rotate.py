@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import UsageError
 
 DEFAULT_DIR = Path("/tmp/pcaptool/parts")
@@ -68,7 +69,8 @@ def rotate(
         str,
         typer.Option(
             "--format",
-            "-f",
+            "-F",
+            metavar="FORMAT",
             help="Input: 'capture' (pcap or pcapng, detected) or 'ndjson' (one record a line).",
         ),
     ] = "capture",
@@ -79,6 +81,8 @@ def rotate(
             help="After SIGTERM/SIGINT, keep reading what is on the way for at most this long (s).",
         ),
     ] = 2.0,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Read a capture stream (or NDJSON) on stdin; write parts of --every seconds.
 
@@ -90,8 +94,10 @@ def rotate(
 
     Example:
 
+    \b
         tcpdump -i eth0 -w - | pcaptool rotate --dir /tmp/parts --every 60 | pcaptool compress
     """
+    set_verbosity(quiet, verbose)
     from pcaptool.sidecar.rotate import Rotator, rotate_stream
     from pcaptool.signals import StopSignals
     from pcaptool.stdio import quiet_broken_pipe

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import UsageError
 
 
@@ -25,12 +26,17 @@ def _seconds(value: str, name: str) -> float:
 def schedule(
     command: Annotated[
         list[str] | None,
-        typer.Argument(help="The command to run at each time, after '--'.", show_default=False),
+        typer.Argument(
+            metavar="COMMAND",
+            help="The command to run at each time, after '--'.",
+            show_default=False,
+        ),
     ] = None,
     cron: Annotated[
         str | None,
         typer.Option(
             "--cron",
+            metavar="EXPR",
             envvar="PCAP_CRON_EXP",
             help="Cron expression: 5 fields, or 6 with SECONDS FIRST as in the reference "
             "sidecar (robfig/cron); also @hourly/@daily/... and '@every 90s'.",
@@ -45,13 +51,18 @@ def schedule(
         str,
         typer.Option(
             "--timeout",
+            metavar="SECS",
             envvar="PCAP_TIMEOUT_SECS",
             help="Stop each run after this many seconds (SIGTERM, then SIGKILL after --grace); 0 = no limit.",
         ),
     ] = "0",
     grace: Annotated[
         str,
-        typer.Option("--grace", help="Seconds between SIGTERM and SIGKILL when a run is stopped."),
+        typer.Option(
+            "--grace",
+            metavar="SECS",
+            help="Seconds between SIGTERM and SIGKILL when a run is stopped.",
+        ),
     ] = "10",
     runs: Annotated[
         int | None,
@@ -65,6 +76,8 @@ def schedule(
             "--check", help="Validate, print the next 5 run times as JSON on stdout, and exit."
         ),
     ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run COMMAND at each time of a cron expression; never two runs at once.
 
@@ -74,13 +87,14 @@ def schedule(
 
     Example:
 
+    \b
         # capture 20 s at the top of every minute, in Paris time
         pcaptool schedule --cron '0 * * * * *' --tz Europe/Paris --timeout 20 -- \\
             pcaptool capture -i eth -w /tmp/cap.pcap
-
         # what would run when
         PCAP_CRON_EXP='*/30 * * * * *' pcaptool schedule --check
     """
+    set_verbosity(quiet, verbose)
     from pcaptool.sidecar import schedule as lib
 
     if not cron:

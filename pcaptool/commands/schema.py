@@ -7,11 +7,15 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
+
 
 def schema(
     bigquery: Annotated[
         bool, typer.Option("--bigquery", help="BigQuery's table schema (for bq mk / bq load).")
     ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Print the schema of the NDJSON records that translate writes.
 
@@ -20,10 +24,11 @@ def schema(
 
     Example:
 
+    \b
         pcaptool schema --bigquery > records.schema.json
-
         bq load --source_format=NEWLINE_DELIMITED_JSON --ignore_unknown_values dataset.packets 'gs://BUCKET/PREFIX/*.json.gz' records.schema.json
     """
+    set_verbosity(quiet, verbose)
     import json
 
     from pcaptool.record.bigquery import bigquery_schema, json_schema

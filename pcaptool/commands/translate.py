@@ -5,92 +5,160 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import (
+    Count,
+    Fields,
+    Quiet,
+    ReadFiles,
+    ReadFilter,
+    Verbose,
+    Where,
+    set_verbosity,
+    split_files_and_filter,
+)
 from pcaptool.errors import EXIT_RUNTIME, CaptureFormatError, UsageError
+
+DEFAULT_REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
 
 
 def translate(
-    inputs: list[str] = typer.Argument(
-        None,
-        metavar="[FILES|-]...",
-        help="Captures to read (pcap/pcapng, optionally .gz); '-' or none: stdin.",
-    ),
-    pretty: bool = typer.Option(
-        False, "--pretty", help="Indented, coloured JSON for humans instead of NDJSON."
-    ),
-    http: bool = typer.Option(
-        True,
-        "--http/--no-http",
-        envvar="PCAP_HTTP",
-        help="TCP reassembly with HTTP/1.x, HTTP/2 and trace analysis (docs/http.md).",
-    ),
-    flows: bool = typer.Option(
-        False,
-        "--flows",
-        envvar="PCAP_FLOWS",
-        help="Also emit one connection record per TCP connection when it ends (like Zeek conn.log).",
-    ),
-    project: str = typer.Option(
-        None,
-        "--project",
-        envvar=["PROJECT_ID", "GOOGLE_CLOUD_PROJECT"],
-        help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE.",
-    ),
-    redact_header: list[str] = typer.Option(
-        ["authorization", "proxy-authorization", "cookie", "set-cookie"],
-        "--redact-header",
-        help="Header whose value is replaced by <redacted> in records (repeatable); "
-        "--redact-header '' keeps every value.",
-    ),
-    body_sample: int = typer.Option(
-        128,
-        "--body-sample",
-        min=0,
-        max=65536,
-        help="Bytes of each HTTP/1.x body kept in http.body_sample (0: none).",
-    ),
-    workers: int = typer.Option(
-        1,
-        "--workers",
-        min=1,
-        max=64,
-        envvar="PCAP_WORKERS",
-        help="Worker processes; packets are sharded by flow so reassembly stays whole.",
-    ),
-    ordered: bool = typer.Option(
-        False,
-        "--ordered/--unordered",
-        envvar="PCAP_ORDERED",
-        help="With --workers > 1: records in capture order (else as soon as ready).",
-    ),
-    flow_timeout: float = typer.Option(
-        300.0,
-        "--flow-timeout",
-        min=0.001,
-        envvar="PCAP_FLOW_TIMEOUT",
-        help="Seconds of capture time after which an idle TCP connection is evicted.",
-    ),
-    tcp_flow_memory: int = typer.Option(
-        1 << 20,
-        "--tcp-flow-memory",
-        min=1024,
-        help="Out-of-order bytes held per direction of a connection (beyond: tcp.gap).",
-    ),
-    backlog: str = typer.Option(
-        "0",
-        "--backlog",
-        envvar="PCAP_JSON_BACKLOG",
-        help="Live input (a pipe): read it at once into a backlog of this size (e.g. 32M) "
-        "and shed packets beyond it, with one WARNING record per run shed (0: off).",
-    ),
-    tcp_memory: int = typer.Option(
-        64 << 20,
-        "--tcp-memory",
-        min=65536,
-        help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
-    ),
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="FILES",
+            help="Captures to read (pcap/pcapng, optionally .gz); '-' or none: stdin. "
+            "With -r: the read filter, as tcpdump's trailing expression.",
+            show_default=False,
+        ),
+    ] = None,
+    read: ReadFiles = None,
+    count: Count = 0,
+    bpf: ReadFilter = None,
+    where: Where = None,
+    fields: Fields = None,
+    pretty: Annotated[
+        bool, typer.Option("--pretty", help="Indented, coloured JSON for humans instead of NDJSON.")
+    ] = False,
+    http: Annotated[
+        bool,
+        typer.Option(
+            "--http/--no-http",
+            envvar="PCAP_HTTP",
+            help="TCP reassembly with HTTP/1.x, HTTP/2 and trace analysis (docs/http.md).",
+        ),
+    ] = True,
+    flows: Annotated[
+        bool,
+        typer.Option(
+            "--flows",
+            envvar="PCAP_FLOWS",
+            help="Also emit one connection record per TCP connection when it ends (like Zeek conn.log).",
+        ),
+    ] = False,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            metavar="PROJECT",
+            envvar=["PROJECT_ID", "GOOGLE_CLOUD_PROJECT"],
+            help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE "
+            "(default: the metadata server's, on Google Cloud; else the bare trace id).",
+        ),
+    ] = None,
+    redact_header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--redact-header",
+            metavar="HEADER",
+            help="Header whose value is replaced by <redacted> in records (repeatable); "
+            "--redact-header '' keeps every value.",
+            show_default=", ".join(DEFAULT_REDACT),
+        ),
+    ] = None,
+    body_sample: Annotated[
+        int,
+        typer.Option(
+            "--body-sample",
+            metavar="BYTES",
+            min=0,
+            max=65536,
+            help="Bytes of each HTTP/1.x body kept in http.body_sample (0: none).",
+        ),
+    ] = 128,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            max=64,
+            envvar="PCAP_WORKERS",
+            help="Worker processes; packets are sharded by flow so reassembly stays whole.",
+        ),
+    ] = 1,
+    ordered: Annotated[
+        bool,
+        typer.Option(
+            "--ordered/--unordered",
+            envvar="PCAP_ORDERED",
+            help="With --workers > 1: records in capture order (else as soon as ready).",
+        ),
+    ] = False,
+    flow_timeout: Annotated[
+        float,
+        typer.Option(
+            "--flow-timeout",
+            metavar="SECS",
+            min=0.001,
+            envvar="PCAP_FLOW_TIMEOUT",
+            help="Seconds of capture time after which an idle TCP connection is evicted.",
+        ),
+    ] = 300.0,
+    tcp_flow_memory: Annotated[
+        int,
+        typer.Option(
+            "--tcp-flow-memory",
+            metavar="BYTES",
+            min=1024,
+            help="Out-of-order bytes held per direction of a connection (beyond: tcp.gap).",
+        ),
+    ] = 1 << 20,
+    tcp_memory: Annotated[
+        int,
+        typer.Option(
+            "--tcp-memory",
+            metavar="BYTES",
+            min=65536,
+            help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
+        ),
+    ] = 64 << 20,
+    backlog: Annotated[
+        str,
+        typer.Option(
+            "--backlog",
+            envvar="PCAP_JSON_BACKLOG",
+            metavar="SIZE",
+            help="Live input (a pipe): read it at once into a backlog of this size (e.g. 32M) "
+            "and shed packets beyond it, with one WARNING record per run shed (0: off).",
+        ),
+    ] = "0",
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            envvar="PCAP_RUN_ID",
+            metavar="ID",
+            help="Id of this capture run, in pcap.id and the label run of every record "
+            "(default: a new random id per invocation).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Translate packets into structured JSON for Cloud Logging and jq.
 
@@ -100,59 +168,139 @@ def translate(
     A capture cut short or corrupt: every packet before the break is written, then one
     line on stderr and exit code 1.
 
+    Read filter (-f EXPR, or the words after -r FILE) is BPF, applied as packets are
+    read, exactly as tcpdump -r FILE EXPR; --where filters the decoded records.
+
     Example:
 
+    \b
         pcaptool translate capture.pcap.gz | jq -c 'select(.tcp) | .message'
-
         pcaptool capture -i eth | pcaptool translate
-
         pcaptool translate --flows --project my-proj --workers 2 --ordered big.pcap
+        pcaptool translate -r x.pcap -c 100 'tcp port 8080' --where 'http.status >= 500'
+        pcaptool translate x.pcap --fields pcap.num,ip.src,http.status
     """
-    from pcaptool.record.ndjson import NdjsonWriter, PrettyWriter
-    from pcaptool.stdio import quiet_broken_pipe
-
-    sources = inputs or ["-"]
+    set_verbosity(quiet, verbose)
+    _set_run_id(run_id)
+    sources, expression = split_files_and_filter(inputs, read, bpf)
+    sources = sources or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
         raise UsageError(
             "no input: name a capture file or pipe one in (e.g. pcaptool capture | pcaptool translate)"
         )
-    analyzer_kw = None
-    if http:
-        from pcaptool.tcp.reassembly import Limits
-
-        limits = Limits(
-            flow_bytes=tcp_flow_memory,
-            total_bytes=tcp_memory,
-            idle_timeout_ns=int(flow_timeout * 1_000_000_000),
-        )
-        analyzer_kw = {
-            "project": project,
-            "flows": flows,
-            "limits": limits,
-            "body_sample": body_sample,
-            "redact": frozenset(h.strip().lower() for h in redact_header if h.strip()),
-        }
-    elif flows:
-        raise UsageError("--flows needs the TCP analysis: drop --no-http")
+    if redact_header is None:
+        redact_header = list(DEFAULT_REDACT)
+    analyzer_kw = _analyzer_options(
+        http,
+        flows,
+        project or _metadata_project(http),
+        redact_header,
+        body_sample,
+        flow_timeout,
+        tcp_flow_memory,
+        tcp_memory,
+    )
+    out = _writer(pretty, where, fields, expression)
     from pcaptool.sidecar.shed import parse_size
+    from pcaptool.stdio import quiet_broken_pipe
 
-    out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
     with quiet_broken_pipe():
         failed = _translate_all(
-            sources, out, analyzer_kw, workers if not pretty else 1, ordered, parse_size(backlog)
+            sources,
+            out,
+            analyzer_kw,
+            workers if not pretty else 1,
+            ordered,
+            expression,
+            count,
+            parse_size(backlog),
         )
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
 
 
+def _metadata_project(http: bool) -> str | None:
+    """On Google Cloud (Cloud Run's K_SERVICE, App Engine's GAE_SERVICE, or a metadata
+    host named by GCE_METADATA_HOST), the project the metadata server names, so trace ids
+    are qualified projects/PROJECT/traces/ID; elsewhere None, asked nowhere."""
+    import os
+
+    if not http or not any(
+        os.environ.get(k) for k in ("K_SERVICE", "GAE_SERVICE", "GCE_METADATA_HOST")
+    ):
+        return None
+    from pcaptool.sidecar.metadata import MetadataClient
+
+    return MetadataClient(timeout=1.0).get("project/project-id")
+
+
+def _set_run_id(run_id: str | None) -> None:
+    """One id for every record of this run, seen by the workers and the analyzers too."""
+    import os
+    import uuid
+
+    from pcaptool.record.envelope import RUN_ID_ENV
+
+    os.environ[RUN_ID_ENV] = run_id or uuid.uuid4().hex[:16]
+
+
+def _analyzer_options(
+    http, flows, project, redact_header, body_sample, flow_timeout, tcp_flow_memory, tcp_memory
+) -> dict | None:
+    if not http:
+        if flows:
+            raise UsageError("--flows needs the TCP analysis: drop --no-http")
+        return None
+    from pcaptool.tcp.reassembly import Limits
+
+    limits = Limits(
+        flow_bytes=tcp_flow_memory,
+        total_bytes=tcp_memory,
+        idle_timeout_ns=int(flow_timeout * 1_000_000_000),
+    )
+    return {
+        "project": project,
+        "flows": flows,
+        "limits": limits,
+        "body_sample": body_sample,
+        "redact": frozenset(h.strip().lower() for h in redact_header if h.strip()),
+    }
+
+
+def _writer(pretty: bool, where: str | None, fields: str | None, expression: str | None):
+    """Check every expression before any input is read; then the writer they shape."""
+    from pcaptool.capfile.readfilter import check_expression
+    from pcaptool.record.ndjson import NdjsonWriter
+    from pcaptool.record.pretty import PrettyWriter
+    from pcaptool.translate.select import SelectingWriter, compile_where, parse_fields
+
+    if expression:
+        check_expression(expression)
+    predicate = compile_where(where) if where else None
+    paths = parse_fields(fields) if fields else None
+    out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
+    return SelectingWriter(out, predicate, paths) if predicate or paths else out
+
+
 def _translate_all(
-    sources: list[str], out, analyzer_kw: dict | None, workers: int, ordered: bool, backlog: int
+    sources: list[str],
+    out,
+    analyzer_kw: dict | None,
+    workers: int,
+    ordered: bool,
+    expression: str | None = None,
+    count: int = 0,
+    backlog: int = 0,
 ) -> bool:
     from pcaptool.capfile.reader import CaptureReader, open_input
+    from pcaptool.capfile.readfilter import FilteredReader
     from pcaptool.translate.serial import Translator
 
     failed = False
+    remaining = count
     for source in sources:
+        if count and remaining <= 0:
+            break
         name = "-" if source == "-" else Path(source).name
         try:
             stream = open_input(source)
@@ -161,13 +309,14 @@ def _translate_all(
             failed = True
             continue
         reader = CaptureReader(stream, name if source != "-" else "<stdin>", before_read=out.flush)
+        if expression or count:
+            reader = FilteredReader(reader, expression, remaining)
         try:
             if workers > 1:
                 from pcaptool.translate.parallel import translate_parallel
 
-                translate_parallel(
-                    reader, name, out.out.write, workers, ordered, analyzer_kw, out.flush
-                )
+                write = getattr(out, "write_lines", out.out.write)
+                translate_parallel(reader, name, write, workers, ordered, analyzer_kw, out.flush)
                 continue
             analyzer = None
             if analyzer_kw is not None:
@@ -189,6 +338,7 @@ def _translate_all(
         finally:
             if source != "-":
                 stream.close()
+            remaining -= getattr(reader, "kept", 0)
     out.flush()
     return failed
 

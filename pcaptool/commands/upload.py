@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import PcapToolError, UsageError
 from pcaptool.log import Logger
 from pcaptool.stdio import silence_stdout
@@ -22,7 +23,7 @@ def upload(
     paths: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="PATHS",
+            metavar="FILES",
             help="Files to upload; '-' reads paths one per line from stdin. "
             "None: read paths from stdin (unless --watch or --sweep is given).",
             show_default=False,
@@ -141,6 +142,8 @@ def upload(
             "writable directory), then exit: 0, or 1 with one line saying why not.",
         ),
     ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Upload finished parts to Cloud Storage (or a directory) and delete each once confirmed.
 
@@ -152,14 +155,14 @@ def upload(
 
     Example:
 
+    \b
         pcaptool rotate --dir /tmp/parts < cap.pcap | pcaptool compress | pcaptool upload -b my-pcaps
-
         pcaptool upload --dest /tmp/out part__eth0__20250101T000000.pcap.gz
-
         pcaptool upload -b my-pcaps --sweep /tmp/parts --watch /tmp/parts --glob '*.gz'
 
         pcaptool upload --dest /mnt/pcap --check
     """
+    set_verbosity(quiet, verbose)
     from pcaptool.storage import drain
 
     bucket, dest = _choose_destination(ctx, bucket, dest)

@@ -55,7 +55,7 @@ def _summarize_ndjson(summary: PartSummary, path: str) -> PartSummary:
     part = Part(summary.name, path)
     count, first, last = 0, None, None
     try:
-        for (ts, _num), _i, _line in _ndjson_records(part, 0, False, lambda m: None, result):
+        for (ts, *_rest), _i, _line in _ndjson_records(part, 0, False, lambda m: None, result):
             first = ts if first is None else min(first, ts)
             last = ts if last is None else max(last, ts)
             count += 1

@@ -40,16 +40,17 @@ def _ndjson_records(
 ) -> Iterator[tuple[tuple[int, int], int, bytes]]:
     import orjson
 
+    from pcaptool.record.export import record_lines, sort_key
+
     stream = open_input(sys.stdin.buffer if part.path == "-" else part.path)
     lineno = 0
     try:
-        for line in stream:
+        for line in record_lines(stream):  # pcaptool NDJSON, or exported LogEntry JSON
             lineno += 1
             if not line.strip():
                 continue
             try:
-                pcap = orjson.loads(line)["pcap"]
-                key = (rfc3339_ns(pcap["date"]), int(pcap["num"]))
+                key = sort_key(orjson.loads(line))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 why = f"{part.name}: line {lineno} is not a pcaptool NDJSON record ({exc})"
                 if not skip_bad:

@@ -88,14 +88,15 @@ def _stream(cur, names: list[str], fmt: str) -> int:
 
 
 def _table(cur, names: list[str]) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from pcaptool.stdio import stdout_console
 
     table = Table(*names, show_lines=False)
     rows = cur.fetchmany(TERMINAL_ROWS)
     for row in rows:
         table.add_row(*("" if v is None else str(_plain(v)) for v in row))
-    console = Console()
+    console = stdout_console()
     console.print(table)
     if cur.fetchone() is not None:
         console.print(f"(first {TERMINAL_ROWS} rows; -o FILE or a pipe gets every row)")

@@ -155,8 +155,8 @@ def _seconds(value) -> float | None:
 def _analysis(tcp: dict) -> list[str] | None:
     """The names of the TCP expert findings on a packet, whatever their JSON shape."""
     found = tcp.get("analysis")
-    if isinstance(found, dict):
-        return sorted(k for k, v in found.items() if v not in (None, False, 0, ""))
+    if isinstance(found, dict):  # tshark's names: retransmission, zero_window, …
+        return [str(x) for x in found.get("flags") or ()]
     if isinstance(found, list):
         return [str(x) for x in found]
     return None

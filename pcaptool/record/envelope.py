@@ -14,6 +14,7 @@ Direction is 0 or 1 everywhere: 0 when (src, sport) sorts before (dst, dport), t
 
 from __future__ import annotations
 
+import os
 import time
 
 from pcaptool.record.flow import Flow
@@ -22,6 +23,9 @@ LABELS = "logging.googleapis.com/labels"
 OPERATION = "logging.googleapis.com/operation"
 TRACE = "logging.googleapis.com/trace"
 PRODUCER = "github.com/pcaptool"
+# One capture run's id (`pcap.id`, label `run`): `pcaptool translate` sets it for itself
+# and its workers; connection records, built inside the analyzers, read it here.
+RUN_ID_ENV = "PCAP_RUN_ID"
 
 
 def direction(src: str, sport: int, dst: str, dport: int) -> int:
@@ -113,7 +117,8 @@ def conn_record(ts_ns: int, flow: Flow | None, message: str, conn: dict) -> dict
     no `pcap`, the flow's operation marked `last`."""
     rec = {"timestamp": timestamp(ts_ns), "severity": "INFO", "message": message, "conn": conn}
     if flow is not None:
-        set_flow(rec, flow, "tcp", last=True)
+        set_flow(rec, flow, "TCP", last=True)  # upper-case, as on packet records
+    finish_labels(rec, os.environ.get(RUN_ID_ENV) or None)
     return rec
 
 
@@ -121,3 +126,30 @@ def warn(rec: dict) -> None:
     """Raise a record to WARNING unless it already says something graver."""
     if rec.get("severity") in (None, "DEFAULT"):
         rec["severity"] = "WARNING"
+
+
+def finish_labels(rec: dict, run_id: str | None = None) -> None:
+    """Labels and operation on every record kind, and the run id (`pcap.id`, label `run`).
+
+    Records of a flow have theirs from `set_flow`. An ARP record gets `proto: ARP` and an
+    operation per address pair (both directions alike); a record that failed to decode
+    before its flow was known gets `proto` from the layer that failed and an operation
+    for the run's errors. So one run, one protocol or one ARP exchange is one Cloud
+    Logging query on labels.
+    """
+    labels = rec.get(LABELS)
+    if labels is None:
+        if "arp" in rec:
+            a = rec["arp"]
+            pair = sorted((a.get("sender_ip", "?"), a.get("target_ip", "?")))
+            labels, op_id = {"proto": "ARP"}, f"arp-{pair[0]}-{pair[1]}"
+        else:
+            layer = (rec.get("error") or {}).get("layer", "l2")
+            labels, op_id = {"proto": layer.upper()}, f"errors-{run_id or 'run'}"
+        rec[LABELS] = labels
+        rec[OPERATION] = {"id": op_id, "producer": PRODUCER}
+    if run_id:
+        labels["run"] = run_id
+        pcap = rec.get("pcap")
+        if pcap is not None:
+            pcap["id"] = run_id

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pcaptool.report.summary import Summary
+from pcaptool.stdio import stdout_console
 
 SHOWN = (
     ("endpoints", "Latency per endpoint"),
@@ -27,7 +28,7 @@ def _text(value, column: str) -> str:
 
 
 def show(s: Summary, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or stdout_console()
     t = s.totals
     console.print(
         f"[bold]{t['packets']}[/] packets, {t['bytes']} bytes, "

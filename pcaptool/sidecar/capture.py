@@ -144,8 +144,8 @@ class CaptureResult:
 def validate_options(opts: CaptureOptions) -> None:
     if opts.snaplen <= 0:
         raise UsageError(
-            f"--snaplen must be at least 1 (got {opts.snaplen}); "
-            f"0 does not mean 'whole packet' here, use {MAX_SNAPLEN} for that"
+            f"--snaplen must be 0 (the whole packet, {MAX_SNAPLEN}) or 1-{MAX_SNAPLEN} "
+            f"(got {opts.snaplen})"
         )
     if opts.snaplen > MAX_SNAPLEN:
         raise UsageError(f"--snaplen must be at most {MAX_SNAPLEN} (got {opts.snaplen})")

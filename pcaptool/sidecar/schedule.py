@@ -155,6 +155,9 @@ def parse_schedule(expression: str, zone_name: str = "UTC") -> CronSchedule:
             "(minute hour day month weekday) or 6 with seconds first (second minute hour day month weekday)"
         )
     seconds_first = len(fields) == 6
+    from pcaptool.sidecar.cronsyntax import check_fields
+
+    check_fields(fields, expression)
     try:
         it = croniter(cron, datetime.now(zone), second_at_beginning=seconds_first)
         it.get_next(datetime)

@@ -211,7 +211,7 @@ def _udp_record(key: tuple, f: list, end: str) -> dict:
         + (f" {len(f[8])} ICMP errors" if f[8] else ""),
         "conn": c,
         "flow": {"id": flow.id, "community_id": flow.community_id},
-        "logging.googleapis.com/labels": {"flow": flow.id, "proto": "udp"},
+        "logging.googleapis.com/labels": {"flow": flow.id, "proto": "UDP"},
         "logging.googleapis.com/operation": {
             "id": flow.id,
             "producer": "github.com/pcaptool",

@@ -8,6 +8,7 @@ structured log line: https://cloud.google.com/logging/docs/structured-logging
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -17,9 +18,11 @@ from pcaptool.decode.dnstxn import DnsTransactions
 from pcaptool.decode.ip import PROTO_NAMES
 from pcaptool.decode.table import endpoints, walk
 from pcaptool.record.envelope import (
+    RUN_ID_ENV,
     Clock,
     direction,
     endpoint,
+    finish_labels,
     mark_last,
     message_prefix,
     packet_record,
@@ -55,8 +58,14 @@ class Translator:
     """Turns the packets of one input into records. Keeps per-flow state across packets."""
 
     def __init__(
-        self, input_name: str = "-", analyzer: Analyzer | None = None, expert: bool = True
+        self,
+        input_name: str = "-",
+        analyzer: Analyzer | None = None,
+        expert: bool = True,
+        run_id: str | None = None,
     ) -> None:
+        # the run id: given, or PCAP_RUN_ID (set by `pcaptool translate`, seen by its workers)
+        self.run_id = run_id or os.environ.get(RUN_ID_ENV) or None
         self.input_name = input_name
         self.analyzer = analyzer
         self.flows = FlowTable()
@@ -87,12 +96,13 @@ class Translator:
         try:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
-            if exc.layer == "tcp" and self.expert and "sport" in rec.get("tcp", ()):
-                ip = rec["ip"]  # options cut short: the header is still analysed
+            if exc.layer == "tcp" and self.expert and "seq" in rec.get("tcp", ()):
+                ip = rec["ip"]  # options cut short (not just ports kept): still analysed
                 on_tcp(self.expert, rec, rec["tcp"], ip["src"], ip["dst"], pkt.ts_ns)
             set_error(rec, prefix, exc.layer, exc.reason)
         except Exception as exc:  # a decoder bug: this packet's record says so, the rest go on
             set_error(rec, prefix, "internal", f"{type(exc).__name__} while decoding")
+        finish_labels(rec, self.run_id)
         return rec
 
     def _layers(self, num: int, pkt: Packet, rec: dict) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -329,6 +330,10 @@ CAPTURES = (
 )
 
 
+# the run id of every golden record (pcap.id, label run): fixed, so the NDJSON is stable
+RUN_ID = "golden"
+
+
 def ndjson() -> None:
     for name in CAPTURES:
         out = subprocess.run(
@@ -336,6 +341,7 @@ def ndjson() -> None:
             cwd=HERE,
             capture_output=True,
             check=True,
+            env={**os.environ, "PCAP_RUN_ID": RUN_ID},
         ).stdout
         (HERE / (name.split(".")[0] + ".ndjson")).write_bytes(out)
 
