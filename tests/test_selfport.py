@@ -15,12 +15,11 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 from gcs_fixtures import fake_gcs_binary
-from netns import VethPair, send_udp
+from netns import Lab
 from test_entrypoint import Sidecar, free_port, port_open, sidecar_env, wait_for
 
 from conftest import needs_root, run_pcaptool
@@ -115,31 +114,18 @@ def test_requests_and_urllib_connect_from_the_range():
     assert len(seen) == 2 and all(SELF[0] <= p <= SELF[1] for p in seen), seen
 
 
-class OwnVeth(VethPair):
-    """The shared VethPair with names of this test's own (`own` prefix)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        tag = uuid.uuid4().hex[:6]
-        self.ns, self.host_if, self.ns_if = f"own-{tag}", f"own{tag}h", f"own{tag}n"
-
-
-def _fake_gcs_in(veth: VethPair, root: Path, port: int) -> subprocess.Popen:
-    endpoint = f"http://{veth.ns_ip}:{port}"
-    cmd = [str(fake_gcs_binary()), "-scheme", "http", "-host", veth.ns_ip, "-port", str(port)]
+def _fake_gcs_in(lab: Lab, root: Path, port: int) -> subprocess.Popen:
+    host = lab.addr(0, 2)
+    endpoint = f"http://{host}:{port}"
+    cmd = [str(fake_gcs_binary()), "-scheme", "http", "-host", host, "-port", str(port)]
     cmd += ["-backend", "filesystem", "-filesystem-root", str(root), "-log-level", "warn"]
-    cmd += ["-external-url", endpoint, "-public-host", f"{veth.ns_ip}:{port}"]
-    proc = veth.popen(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: port_open_at(veth.ns_ip, port), 15, "fake-gcs-server in the namespace")
+    cmd += ["-external-url", endpoint, "-public-host", f"{host}:{port}"]
+    proc = lab.popen(lab.peer, *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Asked from inside the namespace: no connection of the test's crosses the veth.
+    probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=0.5).close()"
+    ready = lambda: lab.exec(lab.peer, sys.executable, "-c", probe).returncode == 0  # noqa: E731
+    wait_for(ready, 15, "fake-gcs-server in the namespace")
     return proc
-
-
-def port_open_at(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _fields(pcap: Path) -> list[list[str]]:
@@ -161,9 +147,9 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
     from google.cloud import storage
 
     gcs_port, hc_port, bucket = free_port(), free_port(), "own-pcaps"
-    with OwnVeth() as veth:
+    with Lab(root=True) as veth:
         fake = _fake_gcs_in(veth, tmp_path / "gcs", gcs_port)
-        endpoint = f"http://{veth.ns_ip}:{gcs_port}"
+        endpoint = f"http://{veth.addr(0, 2)}:{gcs_port}"
         client = storage.Client(
             project="test-project",
             credentials=AnonymousCredentials(),
@@ -175,7 +161,7 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
             f"'{endpoint}/storage/v1/b?project=test-project', data=b'{{\"name\": \"{bucket}\"}}',"
             " headers={'Content-Type': 'application/json'}), timeout=10)"
         )
-        veth.exec(sys.executable, "-c", create)
+        assert veth.exec(veth.peer, sys.executable, "-c", create).returncode == 0
         # tcpdump beside the sidecar sees every upload on the wire (they do cross the veth).
         oracle = tmp_path / "oracle.pcap"
         dump = subprocess.Popen(
@@ -192,14 +178,14 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
             PCAP_HC_PORT=str(hc_port),
             STORAGE_EMULATOR_HOST=endpoint,
             # Metadata lookups go across the veth too (fake-gcs is no metadata server).
-            GCE_METADATA_HOST=f"{veth.ns_ip}:{gcs_port}",
+            GCE_METADATA_HOST=f"{veth.addr(0, 2)}:{gcs_port}",
             GOOGLE_CLOUD_PROJECT="test-project",
         )
         sidecar = Sidecar(env, tmp_path)
         try:
             wait_for(lambda: port_open(hc_port), 30, "the health port")
             wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture ready")
-            sent = send_udp(veth, count=1100, seconds=22)  # ~11 rotations of steady traffic
+            sent = veth.send_udp(1100, seconds=22)  # ~11 rotations of steady traffic
             time.sleep(1)
             rc, _ = sidecar.stop()
             parts = sorted(b.name for b in client.list_blobs(bucket, timeout=10))
@@ -229,7 +215,8 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
     oracle_rows = _fields(oracle)
     uploads = [r for r in oracle_rows if _in_self(r[1], r[2])]
     assert len(uploads) > 10 * len(parts), "the uploads crossed the veth, from the range"
-    assert all(_in_self(r[1], r[2]) for r in oracle_rows), "every connection was bound"
+    unbound = [r for r in oracle_rows if not _in_self(r[1], r[2])]
+    assert not unbound, f"connections not bound: {unbound[:5]}"
     middle = sizes[1:-1]  # the first and last parts are partial
     print(f"part sizes (bytes): {sizes}", file=sys.stderr)
     assert max(middle) <= 1.5 * min(middle), f"part sizes grow: {sizes}"
