@@ -101,13 +101,34 @@ read_settings() {
   parse_bool PCAP_USE_CRON false
   parse_bool PCAP_COMPAT false
   parse_bool PCAP_GAE false
+  parse_bool PCAP_DEBUG false # every stage logs its start, arguments and resource use
+  PCAP_VERBOSITY="${PCAP_VERBOSITY:-DEBUG}" # translate reads it: record detail
+  PCAP_VERBOSITY="${PCAP_VERBOSITY^^}"
+  [[ "${PCAP_VERBOSITY}" == INFO || "${PCAP_VERBOSITY}" == DEBUG ]] ||
+    bad "PCAP_VERBOSITY='${PCAP_VERBOSITY}' must be INFO or DEBUG"
+  PCAP_EXEC_ENV="${PCAP_EXEC_ENV:-}" # object names (sidecar/metadata.py); PCAP_GAE=true: gae
+  PCAP_EXEC_ENV="${PCAP_EXEC_ENV,,}"
+  [[ -n "${PCAP_EXEC_ENV}" || "${PCAP_GAE}" != true ]] || PCAP_EXEC_ENV=gae
+  case "${PCAP_EXEC_ENV:-run}" in
+    run | gke) ;;
+    gae) PCAP_GAE=true ;;
+    *) bad "PCAP_EXEC_ENV='${PCAP_EXEC_ENV}' must be run, gae or gke" ;;
+  esac
+  PCAP_INSTANCE_ID="${PCAP_INSTANCE_ID:-}"
+  [[ -z "${PCAP_INSTANCE_ID}" || "${PCAP_INSTANCE_ID}" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ ]] ||
+    bad "PCAP_INSTANCE_ID='${PCAP_INSTANCE_ID}' must be letters, digits, '.', '_' or '-' (up to 128)"
+  export PCAP_DEBUG PCAP_VERBOSITY PCAP_EXEC_ENV PCAP_INSTANCE_ID
 
   if [[ ! "${PCAP_IFACE}" =~ ^[A-Za-z0-9._:@-]{1,15}$ ]]; then
     bad "PCAP_IFACE='${PCAP_IFACE}' is not an interface name prefix (e.g. eth, ens, lo, any)"
   elif [[ "${PCAP_IFACE}" != any && -d /sys/class/net ]]; then
     local names=() n
     for n in /sys/class/net/*; do names+=("${n##*/}"); done
-    for n in "${names[@]}"; do [[ "${n}" != "${PCAP_IFACE}"* ]] || break; n=""; done
+    # As capture selects them (and the reference): [ipvlan-]PREFIX then a digit, or the name.
+    for n in "${names[@]}"; do
+      [[ "${n}" != "${PCAP_IFACE}" && ! "${n}" =~ ^(ipvlan-)?"${PCAP_IFACE}"[0-9] ]] || break
+      n=""
+    done
     [[ -n "${n}" ]] ||
       bad "PCAP_IFACE='${PCAP_IFACE}' matches no interface (there are: ${names[*]})"
   fi

@@ -179,4 +179,7 @@ def _root(
 
 def main() -> None:
     """Run the CLI (the console script and `python -m pcaptool`)."""
+    from pcaptool import diagnostics
+
+    diagnostics.install()  # PCAP_DEBUG=true: start and end of each stage, as DEBUG lines
     app()

@@ -17,12 +17,23 @@ _RANK = {
     "EMERGENCY": 800,
 }
 QUIET, NORMAL, VERBOSE = "WARNING", "INFO", "DEBUG"
-_threshold = _RANK[NORMAL]
+
+
+def debug_env() -> bool:
+    """PCAP_DEBUG=true (the sidecar's setting; Go's ParseBool words): `-v` for every stage."""
+    import os
+
+    return os.environ.get("PCAP_DEBUG", "") in {"1", "t", "T", "TRUE", "true", "True"}
+
+
+_threshold = _RANK[VERBOSE if debug_env() else NORMAL]
 
 
 def set_level(quiet: bool = False, verbose: bool = False) -> None:
-    """`-q` wins over `-v` when both are given (as in rsync: say less is the safe reading)."""
+    """`-q` wins over `-v` when both are given (as in rsync: say less is the safe reading).
+    PCAP_DEBUG=true counts as `-v`."""
     global _threshold
+    verbose = verbose or debug_env()
     _threshold = _RANK[QUIET if quiet else VERBOSE if verbose else NORMAL]
 
 

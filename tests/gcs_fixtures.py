@@ -158,6 +158,8 @@ DEFAULT_METADATA = {
     "instance/id": "00f1e2d3c4b5a6978877665544332211",
     "instance/region": "projects/123456789012/regions/us-central1",
     "instance/zone": "projects/123456789012/zones/us-central1-1",
+    # GKE nodes answer this; Cloud Run does not ask (PCAP_EXEC_ENV=gke does)
+    "instance/attributes/cluster-name": "test-cluster",
 }
 
 

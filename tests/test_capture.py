@@ -334,7 +334,7 @@ def test_loopback_only_when_asked(lab, tmp_path):
         *_cli(
             "capture",
             "-i",
-            "l",
+            "lo",
             "--loopback",
             "-w",
             str(tmp_path / "x"),

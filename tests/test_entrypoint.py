@@ -601,3 +601,55 @@ def test_example_service_yaml_wires_the_sidecar():
     port = int(env.get("PCAP_HC_PORT", "12345"))
     assert sidecar["startupProbe"]["tcpSocket"]["port"] == port == 12345
     assert "ports" not in sidecar
+
+
+def test_newer_reference_settings_are_checked_one_line_each(tmp_path):
+    env = sidecar_env(
+        tmp_path,
+        PCAP_IFACE="lo",
+        PCAP_VERBOSITY="LOUD",
+        PCAP_EXEC_ENV="k8s",
+        PCAP_INSTANCE_ID="a/b",
+        PCAP_DEBUG="maybe",
+    )
+    r = run_entrypoint(env)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "pcaptool-sidecar: error: PCAP_DEBUG='maybe' is not a boolean: use true or false",
+        "pcaptool-sidecar: error: PCAP_VERBOSITY='LOUD' must be INFO or DEBUG",
+        "pcaptool-sidecar: error: PCAP_EXEC_ENV='k8s' must be run, gae or gke",
+        "pcaptool-sidecar: error: PCAP_INSTANCE_ID='a/b' must be letters, digits, '.', '_' "
+        "or '-' (up to 128)",
+    ]
+    r = run_entrypoint(sidecar_env(tmp_path, PCAP_IFACE="lo", PCAP_L3_PROTOS="arp,ipx"))
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.splitlines()
+    assert "capture settings:" in line and "'ipx' (use ipv4, ipv6, arp or ALL)" in line
+
+
+def test_example_gke_pod_wires_the_sidecar():
+    yaml = pytest.importorskip("yaml")
+    docs = list(yaml.safe_load_all((REPO / "examples" / "gke-pod.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    account, pod = kinds["ServiceAccount"], kinds["Pod"]
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert "iam.gke.io/gcp-service-account" in account["metadata"]["annotations"]
+    # one pod: one network namespace for both containers (no hostNetwork, no second pod)
+    assert not pod["spec"].get("hostNetwork")
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    (app,) = [c for c in containers.values() if c.get("ports")]
+    sidecar = containers["pcap-sidecar"]
+    assert app is not sidecar and "ports" not in sidecar
+    caps = sidecar["securityContext"]["capabilities"]["add"]
+    assert {"NET_RAW", "NET_ADMIN"} <= set(caps)
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert set(env) - {"POD_NAME", "POD_NAMESPACE"} <= set(documented_settings())
+    assert env["PCAP_EXEC_ENV"]["value"] == "gke"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    port = int(env["PCAP_HC_PORT"]["value"])
+    assert sidecar["startupProbe"]["tcpSocket"]["port"] == port
+    # every setting value the example gives passes the entrypoint's checks
+    from pcaptool.record.verbosity import parse_level
+
+    parse_level(env["PCAP_VERBOSITY"]["value"])

@@ -479,3 +479,30 @@ def test_merged_networks_cover_exactly_the_given_addresses():
         merged = merge_networks(addrs, nets)
         got = [a for n in merged for a in n]
         assert len(got) == len(set(got)) and set(got) == want
+
+
+@pytest.mark.parametrize(
+    ("l3", "expected"),
+    [
+        ("arp", "(arp)"),
+        ("ipv4,arp", "(arp or ((ip) and (tcp or udp) and (port 80)))"),
+        ("0x0806,ipv6", "(arp or ((ip6) and (tcp or udp) and (port 80)))"),
+    ],
+)
+def test_arp_is_captured_beside_the_ip_clauses(l3, expected):
+    expr = FilterBuilder(FilterSettings(l3_protos=l3, ports="80")).build()
+    assert expr == expected
+    # what libpcap makes of it: an ARP frame and a TCP/80 segment pass, TCP/22 does not
+    import pcapy
+    from packets import arp, eth, ip4, tcp
+
+    prog = pcapy.compile(1, 65535, expr, 1, 0xFFFFFFFF)
+    assert prog.filter(eth(arp(), 0x0806)) > 0
+    assert (prog.filter(eth(ip4(tcp(1234, 80), 6))) > 0) == ("ipv6" not in l3 and l3 != "arp")
+    assert prog.filter(eth(ip4(tcp(1234, 22), 6))) == 0
+
+
+def test_l3_default_stays_ip_and_ip6():
+    assert FilterBuilder(FilterSettings(l3_protos="ALL")).build() == DEFAULT
+    with pytest.raises(UsageError, match="use ipv4, ipv6, arp or ALL"):
+        FilterBuilder(FilterSettings(l3_protos="ipx"))

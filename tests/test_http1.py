@@ -151,12 +151,43 @@ def test_bad_content_length():
     assert msgs[-1].target == "/a?x=1"
 
 
-def test_not_http_response():
+def test_not_http_response_is_a_bad_start_line_when_its_line_completes():
     c, s = pair()
     c.feed(REQ_GET, 0)
     assert s.feed(b"SSH-2.0-OpenSSH_8.7\r\n", 1) == []
-    s.finish(2)
-    assert s.errors[0][0] == "not_http"
+    assert s.errors == [("bad_start_line", "SSH-2.0-OpenSSH_8.7")]
+
+
+def test_malformed_request_line_reported_at_once_and_next_request_found():
+    c, s = pair()
+    assert c.feed(b"GET /a b c\r\nHost: x\r\n\r\n", 0) == []
+    assert c.errors[0] == ("bad_start_line", "GET /a b c")
+    (m,) = c.feed(REQ_GET, 1)
+    assert m.target == "/a?x=1"
+    # the server's answer to the malformed request is not lost either
+    (r,) = s.feed(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 2)
+    assert r.status == 400
+
+
+def test_long_junk_is_reported_and_the_scan_goes_on():
+    c, _ = pair()
+    junk = bytes(range(256)).replace(b"\n", b"") * 300  # no start line, no newline
+    out = []
+    for i in range(0, len(junk), 1000):
+        out += c.feed(junk[i : i + 1000], 0)
+    assert c.errors and c.errors[0][0] == "not_http"
+    (m,) = c.feed(b"\r\n" + REQ_GET, 1)
+    assert m.target == "/a?x=1" and len(c.buf) <= 64
+
+
+def test_every_error_of_a_message_is_kept():
+    c, _ = pair()
+    (m,) = c.feed(
+        b"\x00\x01" + REQ_POST.replace(b"Content-Length: 11", b"Content-Length: 11\r\nbad"), 0
+    )
+    d = m.as_dict()
+    assert d["error"]["code"] == "garbage_prefix"
+    assert [e["code"] for e in d["errors"]] == ["garbage_prefix", "bad_header"]
 
 
 def test_gap_inside_body_of_known_length_keeps_the_message():
@@ -237,3 +268,14 @@ def test_property_any_split_of_valid_traffic_parses_the_same(cuts):
     resps = feed_split(s, RESP_CHUNKED + RESP_CL + RESP_CHUNKED, cuts)
     assert [r.method for r in reqs] == ["GET", "POST", "GET"]
     assert [(r.status, r.body_size) for r in resps] == [(201, 23), (200, 5), (201, 23)]
+
+
+def test_gap_inside_headers_keeps_the_lines_before_the_cut():
+    c, s = pair()
+    c.feed(REQ_GET, 0)
+    assert s.feed(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Cut: abc", 1) == []
+    (m,) = s.gap(1168, 2)
+    assert m.status == 200 and m.headers == {"content-type": "text/html"}
+    assert m.request.target == "/a?x=1" and m.errors[-1][0] == "gap"
+    (m2,) = s.feed(b"junk\r\n" + RESP_CL, 3)  # and the next response is found
+    assert m2.status == 200 and m2.body_size == 5

@@ -68,7 +68,9 @@ def test_prior_knowledge_exchange_with_dynamic_table_and_grpc_trailers():
     server += frame(0, 0, 1, b"\x00\x00\x00\x00\x01x")
     server += frame(1, 0x5, 1, enc_s.encode([("grpc-status", "5"), ("grpc-message", "not found")]))
     frames, msgs = feed_all(h2, S, server, 30)
-    (_, d) = msgs[0]
+    assert [d["type"] for _, d in msgs] == ["response_headers", "response"]
+    assert msgs[0][1]["status"] == 200 and msgs[0][1]["latency"] == 20
+    (_, d) = msgs[1]
     assert d["status"] == 200 and d["grpc_status"] == 5 and d["grpc_message"] == "not found"
     assert d["latency"] == 20 and d["body_size"] == 6
     assert d["request"]["target"] == "/pkg.Svc/A"
@@ -113,8 +115,10 @@ def test_every_frame_type_decoded():
     assert by["RST_STREAM"]["error"] == "CANCEL"
     assert by["GOAWAY"]["error"] == "ENHANCE_YOUR_CALM" and by["GOAWAY"]["last_stream_id"] == 1
     assert by["GOAWAY"]["debug"] == "calm down"
-    reset = [d for _, d in msgs if d["type"] == "response"]
-    assert reset[0]["reset"] == "CANCEL"
+    # the client's reset is an event on the stream, not its response
+    reset = [d for _, d in msgs if d["type"] == "reset"]
+    assert reset[0]["reset"] == "CANCEL" and reset[0]["reset_by"] == "client"
+    assert not [d for _, d in msgs if d["type"] == "response"] and 1 in h2.streams
 
     enc_s = hpack.Encoder()
     pp = struct.pack(">I", 2) + enc_s.encode(request_headers("/pushed"))
@@ -136,7 +140,7 @@ def test_large_data_frame_is_passed_over_not_buffered():
         f, m = h2.feed(S, data[i : i + 1400], i)
         got += m
         assert len(h2.dirs[S].buf) < 1400 + 9
-    assert got[0][1]["body_size"] == 100_000 and got[0][1]["status"] == 200
+    assert got[-1][1]["body_size"] == 100_000 and got[-1][1]["status"] == 200
 
 
 def test_hpack_error_is_reported_not_raised():

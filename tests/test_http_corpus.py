@@ -97,9 +97,11 @@ def test_error_codes_on_malformed_captures(corpus):
     assert recs[4]["http"]["error"]["code"] == "cl_te_conflict"
     assert [m["target"] for m in messages(recs[4])] == ["/", "/smuggled-te-cl"]
 
+    # the SSH banner answering a GET is a bad status line, on the packet that carried it
     recs = translate("zeek-http-get-to-ssh-server-nsec.pcap")
-    errors = [m["error"]["code"] for r in recs for m in messages(r) if "error" in m]
-    assert errors == ["not_http"]
+    errors = [(r["pcap"]["num"], m["error"]) for r in recs for m in messages(r) if "error" in m]
+    assert len(errors) == 1 and errors[0][1]["code"] == "bad_start_line"
+    assert errors[0][1]["detail"].startswith("SSH-") and recs[errors[0][0] - 1]["tcp"]["len"]
 
 
 @needs_tshark

@@ -843,3 +843,67 @@ def test_merge_order_is_mergecaps(tmp_path_factory, steps, nanosecond, fmt):
     want = _mergecap_model(inputs)
     assert result.packets == len(want)
     assert [(p[0], p[1]) for p in packets(out)] == want
+
+
+# -- time stamps past 2**64 ns ------------------------------------------------------------
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) & 3)
+    return struct.pack("<II", btype, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+
+def _far_future_pcapng(path: Path, highs: list[int]) -> Path:
+    """A microsecond interface (no if_tsresol) whose time stamps exceed 2**64 ns."""
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = _block(1, struct.pack("<HHI", 1, 0, 65535))
+    epbs = b""
+    for i, hi in enumerate(highs):
+        data = bytes([i]) * 60
+        epbs += _block(6, struct.pack("<IIIII", 0, hi, 1000 + i, len(data), len(data)) + data)
+    path.write_bytes(shb + idb + epbs)
+    return path
+
+
+def test_times_past_2_64_ns_keep_their_resolution_as_mergecap(tmp_path):
+    far = _far_future_pcapng(tmp_path / "far.pcapng", [0xFFFFFFFF, 0xFFFFFFF0, 5])
+    near = write_pcap(tmp_path / "near.pcap", [(10**18 + i, b"n" * 60) for i in range(3)])
+    assert mergecap(tmp_path / "m.pcapng", [far, near]) == 0
+    res = merge(tmp_path / "p.pcapng", [far, near])
+    assert res.returncode == 0, res.stderr.decode()
+    want = tshark_fields(tmp_path / "m.pcapng")
+    seconds = [float(line.split("\t")[0]) for line in want]
+    assert len(want) == 6 and sum(s > 2**64 / 1e9 for s in seconds) == 2  # not clamped
+    assert tshark_fields(tmp_path / "p.pcapng") == want
+    assert packets(tmp_path / "p.pcapng") == packets(tmp_path / "m.pcapng")
+
+
+def test_copiable_custom_blocks_go_where_mergecap_puts_them(tmp_path):
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = _block(1, struct.pack("<HHI", 1, 0, 65535) + struct.pack("<HHB3x", 9, 1, 9))
+
+    def epb(ts: int, tag: int) -> bytes:
+        data = bytes([tag]) * 60
+        return _block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, 60, 60) + data)
+
+    def custom(btype: int, text: bytes) -> bytes:
+        return _block(btype, struct.pack("<I", 32473) + text)
+
+    t0 = 10**18
+    a = tmp_path / "a.pcapng"  # leading copiable block, one that must not be copied, one later
+    a.write_bytes(
+        shb
+        + idb
+        + custom(0xBAD, b"first")
+        + custom(0x40000BAD, b"not to copy")
+        + epb(t0 + 50, 1)
+        + custom(0xBAD, b"after the first packet")
+        + epb(t0 + 70, 2)
+    )
+    b = write_pcap(tmp_path / "b.pcap", [(t0 + i * 20, b"b" * 60) for i in range(5)])
+    assert mergecap(tmp_path / "m.pcapng", [b, a]) == 0
+    res = merge(tmp_path / "p.pcapng", [b, a])
+    assert res.returncode == 0, res.stderr.decode()
+    want = tshark_fields(tmp_path / "m.pcapng")
+    assert len(want) == 9  # 7 packets and the two copiable blocks
+    assert tshark_fields(tmp_path / "p.pcapng") == want

@@ -141,3 +141,54 @@ def test_an_answer_without_the_flavor_header_is_not_trusted():
         thread.join()
     assert client.reachable is False
     assert info.project_id == metadata.UNKNOWN_PROJECT
+
+
+GKE_ENV = {"PCAP_EXEC_ENV": "gke", "POD_NAME": "web-7d4b9c-x2x9q", "POD_NAMESPACE": "shop"}
+
+
+def test_gke_hierarchy_from_metadata_server_and_downward_api(metadata_server):
+    env = {**metadata_server.env, **GKE_ENV, "K_SERVICE": "ignored-on-gke"}
+    info = metadata.discover(env=env, startup_ns=STARTUP_NS)
+    instance = DEFAULT_METADATA["instance/id"]
+    assert info.exec_env == "gke"
+    assert info.prefix == (
+        f"test-project/test-cluster/shop/web-7d4b9c-x2x9q/2026/01/02/03-04/{instance}"
+    )
+    assert "/computeMetadata/v1/instance/attributes/cluster-name" in metadata_server.requests
+    assert (info.sources["cluster"], info.sources["namespace"], info.sources["pod"]) == (
+        "metadata",
+        "POD_NAMESPACE",
+        "POD_NAME",
+    )
+
+
+def test_gke_fallbacks_without_cluster_name_or_downward_api(metadata_server):
+    del metadata_server.values["instance/attributes/cluster-name"]
+    info = metadata.discover(env={**metadata_server.env, "PCAP_EXEC_ENV": "GKE"}, startup_ns=0)
+    levels = info.prefix.split("/")
+    assert levels[:4] == ["test-project", metadata.UNKNOWN_CLUSTER, "default", socket.gethostname()]
+    assert len(levels) == 9
+    env = {**metadata_server.env, "PCAP_EXEC_ENV": "gke", "CLUSTER_NAME": "c-env"}
+    assert metadata.discover(env=env, startup_ns=0).cluster == "c-env"
+
+
+def test_cloud_run_does_not_ask_for_the_cluster(metadata_server):
+    info = metadata.discover(env=metadata_server.env, startup_ns=STARTUP_NS)
+    assert info.exec_env == "run"
+    assert not any("cluster-name" in r for r in metadata_server.requests)
+
+
+def test_exec_env_names_and_pcap_gae():
+    assert metadata.exec_env({}) == "run"
+    assert metadata.exec_env({"PCAP_GAE": "true"}) == "gae"
+    assert metadata.exec_env({"PCAP_GAE": "true", "PCAP_EXEC_ENV": "gke"}) == "gke"
+    assert metadata.exec_env({"PCAP_EXEC_ENV": " Run "}) == "run"
+    with pytest.raises(UsageError, match="PCAP_EXEC_ENV='k8s': use run, gae or gke"):
+        metadata.exec_env({"PCAP_EXEC_ENV": "k8s"})
+
+
+def test_pcap_instance_id_overrides_metadata(metadata_server):
+    env = {**metadata_server.env, "PCAP_INSTANCE_ID": "replica-3"}
+    info = metadata.discover(env=env, startup_ns=STARTUP_NS)
+    assert info.prefix.endswith("/2026/01/02/03-04/replica-3")
+    assert info.sources["instance_id"] == "PCAP_INSTANCE_ID"

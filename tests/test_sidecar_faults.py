@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import VethPair, send_udp
+from netns import Lab
 from test_entrypoint import Sidecar, count_packets, free_port, sidecar_env, wait_for
 
 from conftest import needs_root
@@ -28,7 +28,7 @@ def leftovers(tmp_dir: Path) -> list[str]:
     return [str(p) for p in tmp_dir.rglob("*") if p.is_file()]
 
 
-def start(tmp_path: Path, veth: VethPair, **settings: str) -> Sidecar:
+def start(tmp_path: Path, veth: Lab, **settings: str) -> Sidecar:
     env = sidecar_env(
         tmp_path,
         PCAP_IFACE=veth.host_if,
@@ -49,10 +49,10 @@ def start(tmp_path: Path, veth: VethPair, **settings: str) -> Sidecar:
 )
 def test_stop_signal_drains_every_packet_to_the_destination(tmp_path, target, sig):
     """`kill -- -PGID` (what a runtime or Ctrl-C does) stops as a SIGTERM to the script."""
-    with VethPair() as veth:
+    with Lab(root=True) as veth:
         sidecar = start(tmp_path, veth, PCAP_JSON="true")
         try:
-            sent = send_udp(veth, count=200, seconds=1.0)
+            sent = veth.send_udp(200, seconds=1.0)
             time.sleep(0.5)
             if target == "group":
                 os.killpg(sidecar.proc.pid, sig)  # the group Popen made: the script's
@@ -85,12 +85,12 @@ def test_wall_clock_stepped_back_loses_no_part(tmp_path):
         "FAKETIME_NO_CACHE": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # a step moves the wall clock only
     }
-    with VethPair() as veth:
+    with Lab(root=True) as veth:
         sidecar = start(tmp_path, veth, PCAP_ROTATE_SECS="1", PCAP_COMPRESS="false", **clock)
         try:
-            sent = send_udp(veth, count=60, seconds=3.0)
+            sent = veth.send_udp(60, seconds=3.0)
             offset.write_text("-6\n")
-            sent += send_udp(veth, count=60, seconds=3.0)
+            sent += veth.send_udp(60, seconds=3.0)
             time.sleep(1.5)
             rc, _ = sidecar.stop()
         finally:
@@ -113,7 +113,7 @@ def test_a_full_parts_directory_closes_the_part_and_keeps_going(tmp_path):
     parts.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "ptsidecar", str(parts)], check=True)
     try:
-        with VethPair() as veth:
+        with Lab(root=True) as veth:
             sidecar = start(tmp_path, veth, PCAP_ROTATE_SECS="30", PCAP_COMPRESS="false")
             try:
                 sent = send_udp_sized(veth, count=6000, seconds=3.0, size=1200)
@@ -139,7 +139,7 @@ def test_a_full_parts_directory_closes_the_part_and_keeps_going(tmp_path):
     assert left == []
 
 
-def send_udp_sized(veth: VethPair, count: int, seconds: float, size: int) -> int:
+def send_udp_sized(veth: Lab, count: int, seconds: float, size: int) -> int:
     import sys
     import textwrap
 
@@ -149,20 +149,20 @@ def send_udp_sized(veth: VethPair, count: int, seconds: float, size: int) -> int
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         gap = {seconds} / {count}
         for i in range({count}):
-            s.sendto(b"x" * {size}, ("{veth.host_ip}", 9999))
+            s.sendto(b"x" * {size}, ("{veth.addr(0, 1)}", 9999))
             time.sleep(gap)
         """
     )
-    veth.exec(sys.executable, "-c", code)
+    veth.exec(veth.peer, sys.executable, "-c", code, check=True)
     return count
 
 
 @needs_root
 def test_a_killed_uploader_is_restarted_and_sweeps_what_was_left(tmp_path):
-    with VethPair() as veth:
+    with Lab(root=True) as veth:
         sidecar = start(tmp_path, veth, PCAP_ROTATE_SECS="1")
         try:
-            sent = send_udp(veth, count=100, seconds=2.0)
+            sent = veth.send_udp(100, seconds=2.0)
             pids = subprocess.run(
                 ["pgrep", "-s", str(sidecar.proc.pid), "-f", "pcaptool upload"],
                 capture_output=True,
@@ -170,9 +170,9 @@ def test_a_killed_uploader_is_restarted_and_sweeps_what_was_left(tmp_path):
             ).stdout.split()
             assert len(pids) == 1, pids
             os.kill(int(pids[0]), signal.SIGKILL)
-            sent += send_udp(veth, count=100, seconds=2.0)
+            sent += veth.send_udp(100, seconds=2.0)
             wait_for(lambda: "upload was killed" in sidecar.err.read_text(), 20, "the restart")
-            sent += send_udp(veth, count=50, seconds=1.0)
+            sent += veth.send_udp(50, seconds=1.0)
             time.sleep(1.0)
             rc, _ = sidecar.stop()
         finally:

@@ -64,6 +64,8 @@ I64 = {bo: struct.Struct(bo + "q") for bo in "<>"}
 EPB_HEAD = struct.Struct("<IIIIIII")
 
 BLOCK_IDB, BLOCK_PB, BLOCK_SPB, BLOCK_EPB = 1, 2, 3, 6
+# Custom blocks: one that may be copied into another file, and one that must not be.
+BLOCK_CB_COPY, BLOCK_CB_NOCOPY = 0x00000BAD, 0x40000BAD
 OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 0, 2, 9, 14
 # The smallest length each block can have: its fixed fields plus both length words.
 MIN_BLOCK = {PCAPNG_SHB: 28, BLOCK_IDB: 20, BLOCK_PB: 32, BLOCK_SPB: 16, BLOCK_EPB: 32}
@@ -96,11 +98,16 @@ class Interface:
     ts_mul: int = 1000
     ts_div: int = 1
     ts_offset_ns: int = 0
+    tsresol: int = 6  # the `if_tsresol` byte as declared (6: microseconds, the default)
 
     @property
     def native_ns(self) -> bool:
         """Time stamps already count nanoseconds since the epoch (no scaling, no offset)."""
         return self.ts_mul == 1 and self.ts_div == 1 and not self.ts_offset_ns
+
+    def true_ns(self, units: int) -> int:
+        """A time stamp in this interface's units -> ns, not clamped."""
+        return units * self.ts_mul // self.ts_div + self.ts_offset_ns
 
     def ts_ns(self, units: int) -> int:
         """A time stamp in this interface's units -> ns, clamped to [0, MAX_TS_NS]."""
@@ -139,6 +146,7 @@ def parse_idb(bo: str, buf, start: int, blen: int, index: int) -> Interface:
             iface.name = value.rstrip(b"\0").decode("utf-8", "replace")
         elif code == OPT_IF_TSRESOL and value:
             iface.ts_mul, iface.ts_div = tsresol(value[0])
+            iface.tsresol = value[0]
         elif code == OPT_IF_TSOFFSET and len(value) == 8:
             iface.ts_offset_ns = I64[bo].unpack(value)[0] * 1_000_000_000
     return iface

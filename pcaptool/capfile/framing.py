@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pcaptool.capfile.format import (
+    BLOCK_CB_COPY,
     BLOCK_EPB,
     BLOCK_HEADER,
     BLOCK_IDB,
@@ -97,6 +98,7 @@ class Framer:
         self._native: list[bool] = []  # per interface: time stamps are ns already
         self.run_key = (1, 0)  # decode=RUNS: key = units * run_key[0] + run_key[1]
         self.run_high = -1  # decode=RUNS: the largest key so far
+        self.copiable = 0  # copiable custom blocks framed so far
 
     @property
     def offset(self) -> int:
@@ -365,6 +367,8 @@ class Framer:
                         self._packet(buf, start, blen, iface, hi, lo, incl, orig),
                     )
                 else:
+                    if btype == BLOCK_CB_COPY:
+                        self.copiable += 1
                     yield OTHER, start, nxt, btype
         finally:
             self._pos = pos

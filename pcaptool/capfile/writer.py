@@ -76,9 +76,10 @@ class PcapngWriter:
         self.out.write(BLOCK_HEADER["<"].pack(btype, blen) + body + U32["<"].pack(blen))
 
     def add_interface(
-        self, linktype: int, snaplen: int = MAX_RECORD, name: str | None = None
+        self, linktype: int, snaplen: int = MAX_RECORD, name: str | None = None, tsresol: int = 9
     ) -> int:
-        opts = _option(OPT_IF_TSRESOL, b"\x09")
+        """Declare an interface; its time stamps count units of TSRESOL (9: nanoseconds)."""
+        opts = _option(OPT_IF_TSRESOL, bytes([tsresol]))
         if name:
             opts = _option(OPT_IF_NAME, name.encode()) + opts
         self._block(BLOCK_IDB, IDB_BODY["<"].pack(linktype, 0, snaplen) + opts + b"\0\0\0\0")
@@ -102,7 +103,8 @@ _TAIL = U32["<"].pack
 
 
 def epb_block(iface: int, ts_ns: int, data: bytes, wirelen: int) -> bytes:
-    """One little-endian enhanced packet block (ns time stamp, clamped to 64 bits)."""
+    """One little-endian enhanced packet block; TS_NS (in the interface's units, ns by
+    default) is clamped to 64 bits."""
     ts_ns = min(max(ts_ns, 0), MAX_TS_NS)
     n = len(data)
     pad = -n & 3

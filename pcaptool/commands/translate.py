@@ -25,6 +25,15 @@ from pcaptool.errors import EXIT_RUNTIME, CaptureFormatError, UsageError
 DEFAULT_REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
 
 
+def _detail(value: str) -> str:
+    from pcaptool.record.verbosity import parse_level
+
+    try:
+        return parse_level(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def translate(
     inputs: Annotated[
         list[str] | None,
@@ -159,6 +168,17 @@ def translate(
     ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    detail: Annotated[
+        str,
+        typer.Option(
+            "--verbosity",
+            envvar="PCAP_VERBOSITY",
+            callback=_detail,
+            metavar="LEVEL",
+            help="Record detail. DEBUG: whole records. INFO: envelope, L3/L4 without options "
+            "and the HTTP summary; no headers, bodies, options or frame lists.",
+        ),
+    ] = "DEBUG",
 ) -> None:
     """Translate packets into structured JSON for Cloud Logging and jq.
 
@@ -201,6 +221,10 @@ def translate(
         tcp_memory,
     )
     out = _writer(pretty, where, fields, expression)
+    from pcaptool.record.verbosity import Reduced, reducer
+
+    reduce = reducer(detail)  # PCAP_VERBOSITY (record/verbosity.py)
+    out = Reduced(out, reduce) if reduce else out
     from pcaptool.sidecar.shed import parse_size
     from pcaptool.stdio import quiet_broken_pipe
 
@@ -316,7 +340,16 @@ def _translate_all(
                 from pcaptool.translate.parallel import translate_parallel
 
                 write = getattr(out, "write_lines", out.out.write)
-                translate_parallel(reader, name, write, workers, ordered, analyzer_kw, out.flush)
+                translate_parallel(
+                    reader,
+                    name,
+                    write,
+                    workers,
+                    ordered,
+                    analyzer_kw,
+                    out.flush,
+                    getattr(out, "reduce", None),
+                )
                 continue
             analyzer = None
             if analyzer_kw is not None:

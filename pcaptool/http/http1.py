@@ -17,6 +17,9 @@ import re
 from collections import deque
 
 from pcaptool.http.budget import Budget
+from pcaptool.http.h1message import Message
+
+__all__ = ["Http1Parser", "Message", "looks_like_http"]
 
 REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([^ \r\n]+) +(HTTP/\d\.\d)\r?\n")
 STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?\n")
@@ -45,6 +48,7 @@ HEADER_LIMIT = 8 * 1024
 END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 MAX_GARBAGE = 64 * 1024
 MAX_PENDING = 100  # requests awaiting a response per connection (pipelining depth)
+MAX_HOLD = 64 * 1024  # client bytes held after CONNECT until the proxy answers
 
 # parser states
 START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, BODY_EOF, SEEK, SWITCHED = range(10)
@@ -86,93 +90,6 @@ def looks_like_http(data: bytes) -> str | None:
     if m is not None and b"\n" not in head[: m.start()]:
         return "request"  # a request line after a few bytes of garbage
     return None
-
-
-class Message:
-    """One HTTP/1.x request or response."""
-
-    __slots__ = (
-        "is_request",
-        "method",
-        "target",
-        "version",
-        "status",
-        "reason",
-        "headers",
-        "header_size",
-        "body_size",
-        "sample",
-        "chunked",
-        "errors",
-        "first_ts",
-        "end_ts",
-        "end_offset",
-        "request",
-        "trace",
-        "gap",
-        "first_num",
-        "cost",
-    )
-
-    def __init__(self, is_request: bool, ts: int) -> None:
-        self.is_request = is_request
-        self.method = self.target = self.version = self.reason = None
-        self.status = None
-        self.headers: dict[str, str] = {}
-        self.header_size = 0
-        self.body_size = 0
-        self.sample = b""
-        self.chunked = False
-        self.errors: list = []
-        self.first_ts = ts
-        self.end_ts = ts
-        self.end_offset = 0
-        self.request: Message | None = None
-        self.trace = None
-        self.gap = 0
-        self.first_num = 0
-        self.cost = 0  # what keeping this message costs, as charged to the budget
-
-    @property
-    def host(self) -> str | None:
-        return self.headers.get("host")
-
-    def as_dict(self) -> dict:
-        """The `http` object of the record that completes this message."""
-        h = self.headers
-        if self.is_request:
-            d = {
-                "type": "request",
-                "method": self.method,
-                "target": self.target,
-                "host": h.get("host"),
-                "version": self.version,
-            }
-        else:
-            d = {
-                "type": "response",
-                "version": self.version,
-                "status": self.status,
-                "reason": self.reason,
-            }
-        d["headers"] = h
-        d["header_size"] = self.header_size
-        d["body_size"] = self.body_size
-        if self.chunked:
-            d["chunked"] = True
-        if self.sample:
-            d["body_sample"] = self.sample.decode("utf-8", "replace")
-        if self.gap:
-            d["gap"] = self.gap
-        if self.errors:
-            d["error"] = {"code": self.errors[0][0], "detail": self.errors[0][1]}
-        req = self.request
-        if req is not None:
-            d["request"] = {"method": req.method, "target": req.target, "host": req.host}
-            if req.first_num:
-                d["request"]["num"] = req.first_num
-            d["latency"] = self.end_ts - req.first_ts
-        return d
 
 
 class Http1Parser:
@@ -232,6 +149,8 @@ class Http1Parser:
     def feed(self, data: bytes, ts: int) -> list[Message]:
         """Parse the next bytes of the stream; return the messages they completed."""
         if self.state == SWITCHED:
+            if self.switched == "tunnel" and self.is_request and len(self.leftover) < MAX_HOLD:
+                self.leftover += data  # after CONNECT: held until the proxy answers
             return []
         done: list[Message] = []
         if self.buf:
@@ -269,29 +188,9 @@ class Http1Parser:
                     break
                 pos = self._head(data, pos, found.end(), ts, base, done)
             elif st == CHUNK_SIZE:
-                eol = data.find(b"\n", pos)
-                if eol < 0:
-                    if n - pos > 1024:
-                        self._bad_chunk(data[pos : pos + 32], ts, base + pos, done)
-                        pos = n
-                        break
-                    self.buf = data[pos:]
+                pos = self._chunk_size(data, pos, ts, base, done)
+                if pos < 0:
                     break
-                line = data[pos:eol].split(b";", 1)[0].strip()
-                try:
-                    size = int(line, 16)
-                    if not line or line[:1] in (b"-", b"+") or b"_" in line or b"x" in line.lower():
-                        raise ValueError
-                except ValueError:
-                    self._bad_chunk(line[:32], ts, base + pos, done)
-                    pos = eol + 1
-                    continue
-                pos = eol + 1
-                if size == 0:
-                    self.state = TRAILERS
-                else:
-                    self.remaining = size
-                    self.state = CHUNK_DATA
             elif st == CHUNK_DATA:
                 take = min(self.remaining, n - pos)
                 self._body(data, pos, take)
@@ -300,17 +199,9 @@ class Http1Parser:
                 if self.remaining == 0:
                     self.state = CHUNK_END
             elif st == CHUNK_END:
-                if n - pos < 2 and data[pos : pos + 1] == b"\r":
-                    self.buf = data[pos:]
+                pos = self._chunk_end(data, pos, ts, base, done)
+                if pos < 0:
                     break
-                if data.startswith(b"\r\n", pos):
-                    pos += 2
-                elif data.startswith(b"\n", pos):
-                    pos += 1
-                else:
-                    self._bad_chunk(data[pos : pos + 16], ts, base + pos, done)
-                    continue
-                self.state = CHUNK_SIZE
             elif st == TRAILERS:
                 eol = data.find(b"\n", pos)
                 if eol < 0:
@@ -338,6 +229,15 @@ class Http1Parser:
         self.offset -= len(self.buf)
         self.budget.held += len(self.buf)
         return done
+
+    def resume(self, ts: int) -> list[Message]:
+        """The proxy refused a CONNECT: the client's bytes held since are HTTP again."""
+        if self.state != SWITCHED or self.switched != "tunnel":
+            return []
+        data, self.leftover = self.leftover, b""
+        self.state = START
+        self.switched = None
+        return self.feed(data, ts) if data else []
 
     def _unqueue(self) -> Message:
         m = self.pending.popleft()
@@ -377,6 +277,10 @@ class Http1Parser:
             self.msg.body_size += size
             self.msg.gap += size
             return done
+        if st == HEAD and self.buf:
+            self._cut_head(size, ts, done)
+            self.state = SEEK
+            return done
         self.release()
         if st == SWITCHED:
             return done
@@ -386,6 +290,25 @@ class Http1Parser:
             self._complete(ts, self.offset, done)
         self.state = SEEK
         return done
+
+    def _cut_head(self, size: int, ts: int, done: list) -> None:
+        """A gap inside a header block: the message keeps the lines before the cut."""
+        data = self.buf
+        self.release()
+        eol = data.rfind(b"\n")
+        if eol < 0:
+            return  # not even the start line was captured
+        head = data[: eol + 1] + (b"\r\n" if data[eol - 1 : eol] == b"\r" else b"\n")
+        before = len(done)
+        self.offset -= size
+        self._head(head, 0, len(head), ts, self.offset - len(data), done)
+        self.offset += size
+        msg = self.msg if self.msg is not None else (done[-1] if len(done) > before else None)
+        if msg is None:
+            return
+        msg.errors.append(("gap", f"{size} bytes lost in the headers"))
+        if self.msg is not None:
+            self._complete(ts, self.offset, done)
 
     def finish(self, ts: int) -> list[Message]:
         """End of the stream (FIN/RST/eviction): a body running to the close completes; a
@@ -421,6 +344,48 @@ class Http1Parser:
         room = self.sample_limit - len(msg.sample)
         if room > 0 and take:
             msg.sample += data[pos : pos + min(room, take)]
+
+    def _chunk_size(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
+        """A chunk-size line: the new position, or -1 when more data is needed."""
+        n = len(data)
+        eol = data.find(b"\n", pos)
+        if eol < 0:
+            if n - pos > 1024:
+                self._bad_chunk(data[pos : pos + 32], ts, base + pos, done)
+                return -1
+            self.buf = data[pos:]
+            return -1
+        line = data[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(line, 16)
+            if not line or line[:1] in (b"-", b"+") or b"_" in line or b"x" in line.lower():
+                raise ValueError
+        except ValueError:
+            self._bad_chunk(line[:32], ts, base + pos, done)
+            return eol + 1
+        pos = eol + 1
+        if size == 0:
+            self.state = TRAILERS
+        else:
+            self.remaining = size
+            self.state = CHUNK_DATA
+        return pos
+
+    def _chunk_end(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
+        """The CRLF after a chunk's data."""
+        n = len(data)
+        if n - pos < 2 and data[pos : pos + 1] == b"\r":
+            self.buf = data[pos:]
+            return -1
+        if data.startswith(b"\r\n", pos):
+            pos += 2
+        elif data.startswith(b"\n", pos):
+            pos += 1
+        else:
+            self._bad_chunk(data[pos : pos + 16], ts, base + pos, done)
+            return pos
+        self.state = CHUNK_SIZE
+        return pos
 
     def _trailer(self, line: bytes, ts: int, off: int, done: list) -> None:
         msg = self.msg
@@ -467,6 +432,8 @@ class Http1Parser:
                 self.buf = data[pos:]
                 return -1
             self.state = SEEK
+            if eol >= 0 and self._bad_line(data, pos, eol):
+                pos = eol + 1
         # SEEK: look for a start line anywhere in what we have
         seek = SEEK_REQUEST if self.is_request else SEEK_RESPONSE
         m = seek.search(data, pos)
@@ -474,11 +441,9 @@ class Http1Parser:
             keep = min(n - pos, 32)  # a start line may straddle two segments
             self.garbage += n - pos - keep
             if self.garbage > MAX_GARBAGE:
+                # reported, and the scan goes on: a later start line is still found
                 self._error("not_http", f"{self.garbage} bytes without an HTTP/1.x start line")
                 self.garbage = 0
-                self.state = SWITCHED
-                self.switched = "not_http"
-                return n
             self.buf = data[n - keep :] if keep else b""
             return -1
         skipped = self.garbage + m.start() - pos
@@ -486,6 +451,16 @@ class Http1Parser:
         self.skipped = skipped
         self.state = HEAD
         return m.start()
+
+    def _bad_line(self, data: bytes, pos: int, eol: int) -> bool:
+        """At a message boundary, a whole line that is not a start line: reported as
+        `bad_start_line` at once, unless a start line follows junk on it (then the junk is
+        a `garbage_prefix` of the message)."""
+        seek = SEEK_REQUEST if self.is_request else SEEK_RESPONSE
+        if seek.search(data, pos, eol + 1) is not None:
+            return False
+        self._error("bad_start_line", repr(bytes(data[pos:eol][:64]).rstrip(b"\r"))[2:-1])
+        return True
 
     def _head(self, data: bytes, pos: int, end: int, ts: int, base: int, done: list) -> int:
         # one decode of the whole block, then str operations (latin-1 maps bytes 1:1)

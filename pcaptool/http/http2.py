@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import struct
 
+from pcaptool.http.h2stream import Stream
+from pcaptool.http.hpack_tolerant import TolerantDecoder
+from pcaptool.http.sniff import DEFAULT_MAX_FRAME, find_h2_frame, looks_like_frames
+
+__all__ = ["H2Connection", "Stream", "looks_like_frames", "PREFACE"]
 from pcaptool.http.budget import Budget
 
 FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16+8 bits, type, flags, stream id
@@ -91,111 +96,6 @@ def error_name(code: int) -> str:
     return ERROR_CODES.get(code, f"0x{code:x}")
 
 
-def looks_like_frames(data: bytes) -> bool:
-    """Mid-connection capture without the preface: do these bytes start with a run of
-    plausible HTTP/2 frames that ends exactly at the end of the data?"""
-    pos = 0
-    n = len(data)
-    frames = 0
-    while pos + 9 <= n:
-        hi, lo, ftype, flags, sid = FRAME_HEADER.unpack_from(data, pos)
-        length = (hi << 8) | lo
-        if ftype > 9 or sid & 0x80000000 or length > 1 << 20:
-            return False
-        if ftype in (SETTINGS, PING, GOAWAY) and sid != 0:
-            return False
-        if ftype in (DATA, HEADERS, PRIORITY, RST_STREAM, CONT) and sid == 0:
-            return False
-        pos += 9 + length
-        frames += 1
-    return frames > 0 and pos == n
-
-
-class Stream:
-    """One HTTP/2 stream: a request and its response."""
-
-    __slots__ = (
-        "sid",
-        "req",
-        "resp",
-        "trailers",
-        "first_ts",
-        "req_end_ts",
-        "req_bytes",
-        "resp_bytes",
-        "trace",
-        "reset",
-        "req_size",
-        "resp_size",
-        "first_num",
-        "held",
-    )
-
-    def __init__(self, sid: int, ts: int) -> None:
-        self.sid = sid
-        self.req: dict[str, str] | None = None
-        self.resp: dict[str, str] | None = None
-        self.trailers: dict[str, str] | None = None
-        self.first_ts = ts
-        self.req_end_ts = None
-        self.req_bytes = 0
-        self.resp_bytes = 0
-        self.trace = None
-        self.reset = None
-        self.req_size = 0  # header block + DATA payload bytes, for httpRequest sizes
-        self.resp_size = 0
-        self.first_num = 0
-        self.held = 0  # header block bytes kept (charged to the connection's budget)
-
-    def request_dict(self) -> dict:
-        r = self.req or {}
-        return {
-            "type": "request",
-            "version": "HTTP/2",
-            "stream_id": self.sid,
-            "method": r.get(":method"),
-            "target": r.get(":path"),
-            "host": r.get(":authority") or r.get("host"),
-            "scheme": r.get(":scheme"),
-            "headers": r,
-        }
-
-    def response_dict(self, ts: int) -> dict:
-        resp = self.resp or {}
-        status = resp.get(":status")
-        d = {
-            "type": "response",
-            "version": "HTTP/2",
-            "stream_id": self.sid,
-            "status": ascii_int(status),
-            "headers": resp,
-            "body_size": self.resp_bytes,
-        }
-        r = self.req
-        if r is not None:
-            d["request"] = {
-                "method": r.get(":method"),
-                "target": r.get(":path"),
-                "host": r.get(":authority") or r.get("host"),
-            }
-            if self.first_num:
-                d["request"]["num"] = self.first_num
-            d["latency"] = ts - self.first_ts
-        t = self.trailers
-        if t:
-            d["trailers"] = t
-        g = (t or {}).get("grpc-status") or resp.get("grpc-status")
-        if g is not None:
-            n = ascii_int(g)
-            d["grpc_status"] = n if n is not None else g
-            msg = (t or {}).get("grpc-message") or resp.get("grpc-message")
-            if msg is not None:
-                d["grpc_message"] = msg
-        if self.reset:
-            d["reset"] = self.reset
-        return d
-
-
 class Direction:
     """Frame decoding state of one direction."""
 
@@ -208,37 +108,58 @@ class Direction:
         "block",
         "block_size",
         "block_frame",
+        "resync",
         "broken",
+        "skipped",
+        "max_frame",
         "table_size",
         "started",
     )
 
     def __init__(self) -> None:
         self.buf = b""
-        self.decoder = None
+        self.decoder: TolerantDecoder | None = None
         self.preface = False  # True while the client preface is still expected
         self.skip = 0  # DATA payload bytes still to pass over
         self.skip_frame: dict | None = None
         self.block: list[bytes] = []  # header block fragments awaiting CONTINUATION
         self.block_size = 0
         self.block_frame: dict | None = None
-        self.broken = False
+        self.resync = False  # after a gap: looking for the next plausible frame header
+        self.broken = False  # a bound was hit (memory cap, header block): analysis stops
+        self.skipped = 0  # bytes passed over while re-synchronising
+        self.max_frame = DEFAULT_MAX_FRAME  # the peer's SETTINGS_MAX_FRAME_SIZE
         self.table_size = 4096
         self.started = False
 
 
 class H2Connection:
     """Both directions of one HTTP/2 connection. `feed(d, data, ts)` returns the frames
-    and the request/response messages that data completed."""
+    and the request/response messages that data completed; `gap(d, size, ts)` says bytes
+    of direction `d` were lost; `finish(ts)` flushes the streams still open.
 
-    __slots__ = ("dirs", "client", "streams", "errors", "goaway", "budget", "charged", "kept")
+    `mid`: the capture started after the connection did (no preface), so the HPACK
+    dynamic tables are not known: unknown references decode as `<unknown>`."""
 
-    def __init__(self, budget: Budget | None = None) -> None:
+    __slots__ = (
+        "dirs",
+        "client",
+        "streams",
+        "errors",
+        "goaway",
+        "budget",
+        "charged",
+        "kept",
+        "mid",
+    )
+
+    def __init__(self, budget: Budget | None = None, mid: bool = False) -> None:
         self.dirs = (Direction(), Direction())
         self.client = -1  # which direction is the client, once known
         self.streams: dict[int, Stream] = {}
         self.errors: list[tuple[str, str]] = []
         self.goaway = None
+        self.mid = mid
         self.budget = budget if budget is not None else Budget()
         self.charged = 0  # what this connection holds, as charged to the budget
         self.kept = 0  # header block bytes of the streams kept
@@ -268,6 +189,42 @@ class H2Connection:
         s.req_end_ts = ts
         s.trace = trace
         self.streams[1] = s
+
+    def gap(self, d: int, size: int, ts: int) -> list:
+        """`size` bytes of direction `d` were lost. Inside a DATA payload they are passed
+        over; otherwise the direction re-synchronises on the next plausible frame header
+        and its HPACK table becomes unknown (the lost bytes may have changed it)."""
+        st = self.dirs[d]
+        msgs: list = []
+        if st.broken:
+            return msgs
+        if st.skip and size <= st.skip and not st.buf:
+            st.skip -= size
+            f = st.skip_frame
+            if not st.skip:
+                st.skip_frame = None
+                self._data_done(d, f, ts, msgs)
+            return msgs
+        st.buf = b""
+        st.skip = 0
+        st.skip_frame = None
+        st.block = []
+        st.block_frame = None
+        st.preface = False
+        st.started = True
+        st.resync = True
+        if st.decoder is not None:
+            st.decoder.forget()
+        self.errors.append(("gap", f"{size} bytes lost; re-synchronising on the next frame"))
+        return msgs
+
+    def finish(self, ts: int) -> list:
+        """End of the input (or of the connection): every stream still open is flushed as
+        an `incomplete` response with what is known."""
+        msgs = [(s, s.response_dict(ts, incomplete=True)) for s in self.streams.values()]
+        self.streams.clear()
+        self.kept = 0
+        return msgs
 
     def feed(self, d: int, data: bytes, ts: int) -> tuple[list, list]:
         """Frames and messages of the next bytes of direction `d`; what the connection
@@ -322,6 +279,36 @@ class H2Connection:
             else:
                 self.errors.append(("bad_preface", repr(data[pos : pos + 24])[2:-1]))
             st.preface = False
+        if st.resync:
+            pos = self._resync(d, st, data, pos)
+            if pos < 0:
+                return frames, msgs
+        self._frames(d, st, data, pos, ts, frames, msgs)
+        for f in frames:
+            f.pop("_pad", None)
+        return frames, msgs
+
+    # -- internals --------------------------------------------------------------------
+
+    def _resync(self, d: int, st: Direction, data: bytes, pos: int) -> int:
+        """After a gap: the offset of the next plausible frame header, or -1 (the last 8
+        bytes are kept, a header may straddle two segments)."""
+        client = d == self.client
+        p = find_h2_frame(data, pos, self.dirs[1 - d].max_frame, client)
+        if p < 0:
+            keep = max(pos, len(data) - 8)
+            st.skipped += keep - pos
+            st.buf = data[keep:]
+            return -1
+        st.skipped += p - pos
+        if st.skipped:
+            self.errors.append(("resync", f"{st.skipped} bytes skipped to the next frame header"))
+        st.skipped = 0
+        st.resync = False
+        return p
+
+    def _frames(self, d: int, st: Direction, data: bytes, pos: int, ts, frames, msgs) -> None:
+        n = len(data)
         while n - pos >= 9:
             hi, lo, ftype, flags, sid = FRAME_HEADER.unpack_from(data, pos)
             length = (hi << 8) | lo
@@ -335,17 +322,15 @@ class H2Connection:
                     st.skip = end - n
                     st.skip_frame = f
                     self._count_data(d, sid, length)
-                    pos = n
-                    break
+                    return
                 if length > MAX_BUFFERED_FRAME:
-                    self.errors.append(
-                        (
-                            "frame_too_large",
-                            f"{FRAME_TYPES[ftype] if ftype < 10 else ftype} of {length} bytes",
-                        )
-                    )
-                    st.broken = True
-                    return frames, msgs
+                    name = FRAME_TYPES[ftype] if ftype < 10 else ftype
+                    self.errors.append(("frame_too_large", f"{name} of {length} bytes"))
+                    st.resync = True
+                    pos = self._resync(d, st, data, pos + 1)
+                    if pos < 0:
+                        return
+                    continue
                 break
             if len(frames) < MAX_FRAMES_PER_RECORD:
                 f = self._frame(ftype, flags, sid, length)
@@ -355,14 +340,9 @@ class H2Connection:
             self._handle(d, st, ftype, flags, sid, data, pos + 9, end, f, ts, msgs)
             pos = end
             if st.broken:
-                return frames, msgs
+                return
         if pos < n:
             st.buf = data[pos:]
-        for f in frames:
-            f.pop("_pad", None)
-        return frames, msgs
-
-    # -- internals --------------------------------------------------------------------
 
     @staticmethod
     def _frame(ftype: int, flags: int, sid: int, length: int) -> dict:
@@ -410,6 +390,21 @@ class H2Connection:
             del self.streams[sid]
             self.kept -= s.held
 
+    def _reset(self, d: int, sid: int, code: str, ts: int, msgs: list) -> None:
+        """RST_STREAM: an event on the stream. The server's reset ends the stream (its
+        response is what was received); after the client's, the server's HEADERS that
+        may still come are the response."""
+        s = self.streams.get(sid)
+        if s is None:
+            return
+        s.reset = code
+        s.reset_by = "client" if d == self.client else "server"
+        msgs.append((s, s.reset_dict(ts)))
+        if s.reset_by == "server":
+            del self.streams[sid]
+            self.kept -= s.held
+            msgs.append((s, s.response_dict(ts)))
+
     def _handle(self, d, st, ftype, flags, sid, data, start, end, f, ts, msgs) -> None:
         if ftype == DATA:
             pad = data[start] if flags & PADDED and end > start else 0
@@ -455,13 +450,8 @@ class H2Connection:
                 self._headers(d, st, bf["ftype"], bf["flags"], sid, frag, f, ts, msgs)
         elif ftype == RST_STREAM:
             if end - start >= 4:
-                code = int.from_bytes(data[start : start + 4])
-                f["error"] = error_name(code)
-                s = self.streams.pop(sid, None)
-                if s is not None:
-                    self.kept -= s.held
-                    s.reset = f["error"]
-                    msgs.append((s, s.response_dict(ts)))
+                f["error"] = error_name(int.from_bytes(data[start : start + 4]))
+                self._reset(d, sid, f["error"], ts, msgs)
         elif ftype == SETTINGS:
             if flags & ACK:
                 return
@@ -480,7 +470,9 @@ class H2Connection:
                     other = self.dirs[1 - d]
                     other.table_size = value
                     if other.decoder is not None:
-                        other.decoder.max_allowed_table_size = value
+                        other.decoder.max_allowed = min(value, 1 << 16)
+                elif ident == 5:
+                    st.max_frame = max(value, DEFAULT_MAX_FRAME)
             f["settings"] = settings
         elif ftype == PING:
             f["opaque"] = data[start:end].hex()
@@ -510,28 +502,37 @@ class H2Connection:
         st.block_frame = None
         st.broken = True
 
-    def _headers(self, d, st, ftype, flags, sid, block: bytes, f: dict, ts, msgs) -> None:
+    def _decode(self, st: Direction, sid: int, block: bytes, f: dict) -> list:
         dec = st.decoder
         if dec is None:
-            import hpack
+            dec = st.decoder = TolerantDecoder(not self.mid, st.table_size)
+        res = dec.decode(block)
+        if res.error is not None:
+            f["error"] = f"hpack: {res.error}"
+            self.errors.append(("hpack_error", f"stream {sid}: {res.error}"))
+        if res.unknown:
+            f["hpack_unknown"] = res.unknown
+            if dec.complete and res.error is None:
+                f["error"] = "hpack: unknown table index"
+                self.errors.append(
+                    ("hpack_error", f"stream {sid}: {res.unknown} references to unknown entries")
+                )
+        return res.fields
 
-            dec = st.decoder = hpack.Decoder()
-            dec.max_allowed_table_size = st.table_size
-        try:
-            pairs = dec.decode(block, raw=True)
-        except Exception as exc:  # hpack.HPACKError and friends: table now out of sync
-            f["error"] = f"hpack: {type(exc).__name__}"
-            self.errors.append(("hpack_error", f"stream {sid}: {type(exc).__name__}: {exc}"))
-            return
+    def _headers(self, d, st, ftype, flags, sid, block: bytes, f: dict, ts, msgs) -> None:
+        pairs = self._decode(st, sid, block, f)
         headers: dict[str, str] = {}
+        hl = []
+        unknown = 0
         for name, value in pairs:
             k = name.decode("utf-8", "replace")
             v = value.decode("utf-8", "replace")
+            hl.append([k, v])
+            if k == "<unknown>" or v == "<unknown>":
+                unknown += 1
             old = headers.get(k)
             headers[k] = v if old is None else old + ", " + v
-        f["headers"] = [
-            [n.decode("utf-8", "replace"), v.decode("utf-8", "replace")] for n, v in pairs
-        ]
+        f["headers"] = hl
         if ftype == PUSH_PROMISE:
             promised = f.get("promised_stream_id")
             if promised:
@@ -547,6 +548,7 @@ class H2Connection:
             elif ":status" in headers:
                 self.client = 1 - d
         s = self._stream(sid, ts)
+        s.unknown += unknown
         size = len(block)
         kept = _decoded_size(pairs)  # HPACK inflates: charge what is kept, not what came
         s.held += kept
@@ -559,9 +561,13 @@ class H2Connection:
                 msgs.append((s, s.request_dict()))
             else:  # request trailers
                 s.req_size += size
-        elif s.resp is None or (":status" in headers and headers[":status"].startswith("1")):
-            s.resp = headers
+        elif s.resp is None or ":status" in headers:
+            informational = headers.get(":status", "").startswith("1")
+            if s.resp is None or not informational:
+                s.resp = headers
             s.resp_size += size
+            if not informational and not flags & END_STREAM:
+                msgs.append((s, s.headers_dict(ts)))
         else:
             s.trailers = headers
             s.resp_size += size

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from pcaptool.http import tracectx
-from pcaptool.record.envelope import format_latency, warn
+from pcaptool.record.envelope import format_latency, set_flow, timestamp, warn
 from pcaptool.tcp.reassembly import Conn
 
 REDACTED = "<redacted>"
@@ -74,6 +74,7 @@ class HttpRecords:
     def __init__(self, project: str | None = None, redact=DEFAULT_REDACT) -> None:
         self.project = project
         self.redact = frozenset(h.lower() for h in redact)
+        self.ended: list[dict] = []  # records of end_record() waiting to go out
 
     def trace(self, headers: dict) -> dict | None:
         """Cloud Logging trace keys of a request's headers (traceparent, X-Cloud-Trace)."""
@@ -101,9 +102,15 @@ class HttpRecords:
         old = rec.get("http")
         if old is None:
             rec["http"] = d
-        elif old.get("type") == "error" and "error" not in d:
-            d["error"] = old["error"]
+        elif old.get("type") == "error":
+            # errors reported before the message on this packet go with it
+            errs = old.get("errors") or [old["error"]]
+            d["errors"] = errs + d.get("errors", [])
+            d.setdefault("error", errs[0])
+            rest = old.get("more")
             rec["http"] = d
+            if rest:
+                d.setdefault("more", []).extend(rest)
         else:
             old.setdefault("more", []).append(d)
 
@@ -112,7 +119,8 @@ class HttpRecords:
         return {k: _value(k, v, redact) for k, v in h.items()}
 
     def error(self, rec: dict, e: tuple[str, str]) -> None:
-        """An `http.error` `{code, detail}` (the first of the record is kept); WARNING."""
+        """An `http.error` `{code, detail}`: the first of the record is `error`, all of
+        them are in `errors`; the record becomes WARNING."""
         detail = redact_url(e[1])
         low = detail.lower()
         if any(name in low for name in self.redact):
@@ -120,10 +128,22 @@ class HttpRecords:
         err = {"code": e[0], "detail": detail}
         old = rec.get("http")
         if old is None:
-            rec["http"] = {"type": "error", "error": err}
+            rec["http"] = {"type": "error", "error": err, "errors": [err]}
         elif "error" not in old:
             old["error"] = err
+            old["errors"] = [err]
+        else:
+            old.setdefault("errors", [old["error"]]).append(err)
         warn(rec)
+
+    def end_record(self, conn: Conn, ts: int) -> dict:
+        """A record without a packet for what the end of the input flushes; it goes out
+        with the connection records."""
+        rec = {"timestamp": timestamp(ts), "severity": "WARNING", "message": ""}
+        if conn.tag is not None:
+            set_flow(rec, conn.tag, "tcp")
+        self.ended.append(rec)
+        return rec
 
     def frames(self, rec: dict, frames: list[dict]) -> None:
         """HTTP/2 frames of this packet under `http2.frames`, header values redacted."""
@@ -135,16 +155,28 @@ class HttpRecords:
         rec["http2"] = {"frames": frames}
 
     def http1_request(self, conn: Conn, i: int, rec: dict, m) -> None:
-        """Cloud Logging's HttpRequest on the response record (LogEntry.httpRequest)."""
+        """Cloud Logging's HttpRequest on the response record (LogEntry.httpRequest); a
+        response whose request was not captured gets what is known."""
         req = m.request
-        if req is None:
-            return
         client, server = conn.endpoints[1 - i], conn.endpoints[i]
+        if req is None:
+            if "httpRequest" not in rec:
+                rec["httpRequest"] = {
+                    "requestMethod": None,
+                    "requestUrl": f"http://{_host(server)}/",
+                    "status": m.status,
+                    "latency": "0s",
+                    "protocol": m.version,
+                    "remoteIp": client[0],
+                    "serverIp": server[0],
+                    "responseSize": str(m.header_size + m.body_size),
+                }
+            return
         target = req.target or ""
         if target.startswith(("http://", "https://")) or req.method == "CONNECT":
             url = target
         else:
-            url = f"http://{req.host or server[0]}{target}"
+            url = f"http://{req.host or _host(server)}{target}"
         h = {
             "requestMethod": req.method,
             "requestUrl": redact_url(url),
@@ -167,12 +199,12 @@ class HttpRecords:
         if m.trace:
             rec.update(m.trace)
 
-    def h2_request(self, conn: Conn, i: int, rec: dict, s, d: dict, ts: int) -> None:
-        """HttpRequest of an HTTP/2 stream's response."""
+    def h2_request(self, conn: Conn, c: int, rec: dict, s, d: dict, ts: int) -> None:
+        """HttpRequest of an HTTP/2 stream's response; `c` is the client's direction."""
         r = s.req
         if r is None or "httpRequest" in rec:
             return
-        client, server = conn.endpoints[1 - i], conn.endpoints[i]
+        client, server = conn.endpoints[c], conn.endpoints[1 - c]
         scheme = r.get(":scheme") or "http"
         host = r.get(":authority") or r.get("host") or server[0]
         h = {
@@ -192,6 +224,10 @@ class HttpRecords:
         rec["httpRequest"] = h
         if s.trace:
             rec.update(s.trace)
+
+
+def _host(ep) -> str:
+    return f"[{ep[0]}]" if ":" in ep[0] else ep[0]
 
 
 def _value(name: str, value: str, redact: frozenset) -> str:
@@ -227,6 +263,9 @@ def note(rec: dict) -> str | None:
             for f in frames[:6]
         )
         return f"HTTP/2 {text}{', …' if len(frames) > 6 else ''}"
+    t = rec.get("tls")
+    if t is not None and t.get("reassembled"):
+        return f"TLS ClientHello sni={t.get('sni')} alpn={','.join(t.get('alpn', ()))}"
     return None
 
 
@@ -237,15 +276,19 @@ def _http_note(h: dict) -> str:
         proto = "HTTP/2" if m.get("version") == "HTTP/2" else "HTTP"
         if t == "request":
             parts.append(f"{proto} {m.get('method')} {m.get('target')}")
-        elif t == "response":
+        elif t in ("response", "response_headers", "reset"):
             r = m.get("request")
             s = f"{proto} {m.get('status')}"
+            if t == "response_headers":
+                s += " headers"
+            elif m.get("incomplete"):
+                s += " incomplete"
             if r:
                 s += f" ({r.get('method')} {r.get('target')}) {format_latency(m['latency'])}"
             if "grpc_status" in m:
                 s += f" grpc-status={m['grpc_status']}"
             if m.get("reset"):
-                s += f" reset={m['reset']}"
+                s += f" reset={m['reset']} by {m.get('reset_by')}"
             parts.append(s)
         if "error" in m:
             parts.append(f"HTTP error {m['error']['code']}")

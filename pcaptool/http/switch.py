@@ -2,9 +2,11 @@
 
 An HTTP/1 parser stops (`Http1Parser.switched`) at a `101 Switching Protocols` with
 `Upgrade: h2c` (RFC 7540 section 3.2: the upgraded request becomes stream 1), at the
-HTTP/2 client preface sent with prior knowledge (section 3.4), at a tunnel (`CONNECT`,
-other upgrades: the bytes after it are not HTTP) or at bytes that are not HTTP at all.
-`switch` moves the connection's analysis on accordingly.
+HTTP/2 client preface sent with prior knowledge (section 3.4), at a tunnel or at bytes
+that are not HTTP at all. `switch` moves the connection's analysis on accordingly. A 2xx
+answer to `CONNECT` opens a tunnel whose bytes are analysed like a fresh connection (an
+inner `HttpStream`, its messages linked to the CONNECT request); other upgrades
+(WebSocket) make the connection opaque.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ def switch(stream, conn: Conn, i: int, p, ts: int, num: int, rec: dict) -> None:
         if left:
             stream.h2_feed(conn, i, left, ts, num, rec)
     elif how == "tunnel":
-        if other is not None and other.switched is None and not p.is_request:
+        sm = p.switch_msg
+        req = sm.request if sm is not None and not p.is_request else None
+        if req is not None and req.method == "CONNECT":
+            _to_tunnel(stream, conn, i, p, other, req, ts, num, rec)
+            return
+        if p.is_request:
+            return  # CONNECT sent: the client's next bytes wait for the answer
+        if other is not None and other.switched is None:
             other.state = http1.SWITCHED
             other.switched = "tunnel"
         p.leftover = b""
@@ -56,3 +65,26 @@ def _to_h2(stream, i: int, p, other, ts: int) -> None:
         }
     trace = (req.trace or None) if req is not None else None
     h2c.upgraded(1 - i, hdrs, req.first_ts if req is not None else ts, trace)
+
+
+def _to_tunnel(stream, conn: Conn, i: int, p, other, req, ts: int, num: int, rec: dict) -> None:
+    """A 2xx to CONNECT (`p` the server's parser): the tunnel's bytes in each direction
+    are analysed like a fresh connection, linked to the CONNECT request."""
+    from pcaptool.http.stream import HttpStream
+
+    inner = HttpStream(stream.records, "sniff", stream.body_sample, budget=stream.budget)
+    inner.tunnel = {"num": req.first_num, "target": req.target}
+    stream.inner = inner
+    stream.kind = "tunnel"
+    left = b""
+    if other is not None:
+        left = other.leftover
+        other.leftover = b""
+        other.state = http1.SWITCHED
+        other.switched = "tunnel"
+    if left:  # the client did not wait for the answer (TLS "false start" of the hello)
+        inner.data(conn, 1 - i, left, 0, ts, num, rec)
+    left = p.leftover
+    p.leftover = b""
+    if left:
+        inner.data(conn, i, left, 0, ts, num, rec)

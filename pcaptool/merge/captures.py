@@ -64,9 +64,9 @@ def _merge(
     n = len(probes)
     # inputs not opened yet, by the key of their first packet (lazy opening)
     waiting = [
-        (p.first_ts // unit_ns * n + n - 1 - i, i)
+        (i - n if p.leading_block else p.first_ts // unit_ns * n + n - 1 - i, i)
         for i, p in enumerate(probes)
-        if p.first_ts is not None
+        if p.first_ts is not None or p.leading_block
     ]
     heapq.heapify(waiting)
     batches: dict[int, Iterator[list[tuple[int, bytes]]]] = {}
@@ -175,7 +175,7 @@ def merge_captures(
     write = out.write
     if append:
         for i in range(len(probes)):
-            if probes[i].first_ts is None:
+            if probes[i].first_ts is None and not probes[i].leading_block:
                 continue
             try:
                 for batch in source(i):

@@ -43,6 +43,9 @@ class Probe:
     interfaces: list[tuple[int, int, str | None]]  # (linktype, snaplen, name) of section 0
     nanosecond: bool
     stdin_prefix: Prefixed | None = None
+    # a copiable custom block comes before the first packet: it has no time, and
+    # mergecap writes such a block as soon as it reads it, i.e. first
+    leading_block: bool = False
 
 
 def probe(part: Part) -> Probe:
@@ -60,6 +63,7 @@ def probe(part: Part) -> Probe:
             first.ts_ns if first else None,
             interfaces,
             reader.nanosecond,
+            leading_block=reader.framer.copiable > 0,
         )
         if recorder is not None:
             probe.stdin_prefix = Prefixed(b"".join(recorder.seen), stream)

@@ -18,8 +18,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from pcaptool.capfile.format import BLOCK_EPB, EPB_HEAD, LINKTYPE_NAMES, MAX_RECORD
-from pcaptool.capfile.framing import HEADER, INTERFACE, PACKET, PACKETS, RUN, RUNS, Framer
+from pcaptool.capfile.format import (
+    BLOCK_CB_COPY,
+    BLOCK_EPB,
+    BLOCK_SPB,
+    EPB_HEAD,
+    LINKTYPE_NAMES,
+    MAX_RECORD,
+    MAX_TS_NS,
+    U32,
+)
+from pcaptool.capfile.framing import (
+    HEADER,
+    INTERFACE,
+    OTHER,
+    PACKET,
+    PACKETS,
+    RUN,
+    RUNS,
+    Framer,
+)
 from pcaptool.capfile.streams import read_chunk
 from pcaptool.capfile.writer import PcapngWriter, epb_block, pcap_record
 from pcaptool.errors import CaptureFormatError, PcapToolError
@@ -43,16 +61,40 @@ class OutputInterfaces:
         for (linktype, ifname), snaplen in keys.items():
             self.index[(linktype, ifname)] = self.writer.add_interface(linktype, snaplen, ifname)
 
-    def get(self, linktype: int, ifname: str | None, snaplen: int) -> int:
-        key = (linktype, ifname)
+    def get(self, linktype: int, ifname: str | None, snaplen: int, tsresol: int = 9) -> int:
+        """The output interface for these; TSRESOL other than 9 (ns) gets its own."""
+        key = (linktype, ifname) if tsresol == 9 else (linktype, ifname, tsresol)
         found = self.index.get(key)
         if found is None:
             # A section or interface first seen mid-merge: its IDB goes out before its
             # first packet (pcapng allows an IDB anywhere in a section).
             found = self.index[key] = self.writer.add_interface(
-                linktype, snaplen or MAX_RECORD, ifname
+                linktype, snaplen or MAX_RECORD, ifname, tsresol
             )
         return found
+
+
+def _beyond_ns(
+    framer: Framer, pkt, start: int, interfaces: OutputInterfaces
+) -> tuple[int, int, int] | None:
+    """A packet whose time is past 2**64 - 1 ns (clamped by the reader) as
+    (true ns, output interface, time stamp in that interface's units), or None.
+
+    Such a time only fits an EPB counted in its input interface's own (coarser) units, as
+    `mergecap` keeps it: it goes out on an output interface of that `if_tsresol`.
+    """
+    u32 = U32[framer.byte_order].unpack_from
+    if u32(framer.buf, start)[0] == BLOCK_SPB:  # no time stamp at all
+        return None
+    iface = framer.interfaces[pkt.iface]
+    units = (u32(framer.buf, start + 12)[0] << 32) | u32(framer.buf, start + 16)[0]
+    ns = iface.true_ns(units)
+    if ns <= MAX_TS_NS:
+        return None
+    per_sec = 1_000_000_000 * iface.ts_div // iface.ts_mul
+    units += iface.ts_offset_ns // 1_000_000_000 * per_sec  # the output has no if_tsoffset
+    out = interfaces.get(iface.linktype, iface.name, iface.snaplen, iface.tsresol)
+    return ns, out, min(max(units, 0), MAX_TS_NS)
 
 
 def _chunks(stream: BinaryIO, framer: Framer, chunk: int) -> Iterator[bytes]:
@@ -122,7 +164,9 @@ def pcapng_batches(
 ) -> Iterator[Batch]:
     """Batches of (merge key, enhanced packet block) of input IDX of N, for a pcapng output."""
     framer = Framer(name, decode=PACKETS)
-    rank, high = n - 1 - idx, -1
+    # a block with no time (copiable custom block) takes the key of the record before it
+    # in its input, or before any packet one below every packet's: idx - n
+    rank, high = n - 1 - idx, idx - n
     mapping: list[int] = []  # output interface of each input interface of the section
     raw = False  # a little-endian pcapng section: its EPBs can be copied
     for data in _chunks(stream, framer, chunk):
@@ -135,7 +179,11 @@ def pcapng_batches(
                 if kind is PACKET:
                     out = mapping[pkt.iface]
                     ts = pkt.ts_ns
-                    if not raw or buf[start] != BLOCK_EPB:
+                    far = _beyond_ns(framer, pkt, start, interfaces) if ts == MAX_TS_NS else None
+                    if far is not None:
+                        ts, out, units = far
+                        block = epb_block(out, units, pkt.data, pkt.wirelen)
+                    elif not raw or buf[start] != BLOCK_EPB:
                         block = epb_block(out, ts, pkt.data, pkt.wirelen)
                     elif out == pkt.iface and framer.interfaces[pkt.iface].native_ns:
                         block = buf[start:end]
@@ -149,6 +197,9 @@ def pcapng_batches(
                     if key > high:
                         high = key
                     append((high, block))
+                elif kind is OTHER:
+                    if pkt == BLOCK_CB_COPY:  # mergecap copies these, at once
+                        append((high, _custom_block(framer, buf, start, end)))
                 elif kind is INTERFACE:
                     mapping.append(interfaces.get(pkt.linktype, pkt.name, pkt.snaplen))
                 elif kind is HEADER:
@@ -162,3 +213,13 @@ def pcapng_batches(
             raise
         if batch:
             yield batch
+
+
+def _custom_block(framer: Framer, buf: bytes, start: int, end: int) -> bytes:
+    """A copiable custom block, little-endian: its type, length and PEN; data as it is."""
+    if framer.byte_order == "<":
+        return buf[start:end]
+    u32 = U32[">"].unpack_from
+    blen, pen = u32(buf, start + 4)[0], u32(buf, start + 8)[0]
+    pack = U32["<"].pack
+    return pack(BLOCK_CB_COPY) + pack(blen) + pack(pen) + buf[start + 12 : end - 4] + pack(blen)

@@ -46,8 +46,11 @@ L3_ALIASES = {
     "ipv6": "ip6",
     "41": "ip6",
     "0x29": "ip6",
+    # ARP has no transport layer: asked for, it is captured beside the IP clauses.
+    "arp": "arp",
+    "0x0806": "arp",
 }
-L3_ORDER = ("ip", "ip6")
+L3_ORDER = ("ip", "ip6", "arp")
 L4_ALIASES = {
     "tcp": "tcp",
     "6": "tcp",
@@ -111,13 +114,13 @@ def is_dns_name(name: str) -> bool:
 def parse_l3(raw: str | None) -> list[str]:
     items = _items("PCAP_L3_PROTOS", raw)
     if _only_keyword("PCAP_L3_PROTOS", items, _UNRESTRICTED | {"ip or ip6"}):
-        return list(L3_ORDER)
+        return ["ip", "ip6"]  # the seed README's default; arp only when named
     found = set()
     for item in items:
         proto = L3_ALIASES.get(item.lower())
         if proto is None:
             raise UsageError(
-                f"PCAP_L3_PROTOS: unknown network protocol {item!r} (use ipv4, ipv6 or ALL)"
+                f"PCAP_L3_PROTOS: unknown network protocol {item!r} (use ipv4, ipv6, arp or ALL)"
             )
         found.add(proto)
     return [p for p in L3_ORDER if p in found]
@@ -390,8 +393,9 @@ class FilterBuilder:
             clauses.append(self.raw_filter)
         else:
             host_addrs = [a for h in self.hosts for a in resolved[h]]
+            l3 = [p for p in self.l3 if p != "arp"]
             clauses += [
-                " or ".join(self.l3),
+                " or ".join(l3),
                 " or ".join(self.l4),
                 address_clause(
                     self.addrs + host_addrs, self.nets, "PCAP_IPV4/PCAP_IPV6/PCAP_HOSTS"
@@ -400,6 +404,8 @@ class FilterBuilder:
                 tcp_flags_clause(self.flags),
             ]
         expr = " and ".join(f"({c})" for c in clauses if c)
+        if not self.raw_filter and "arp" in self.l3:
+            expr = f"(arp or ({expr}))" if l3 else "(arp)"
         x_addrs = self.x_addrs + [a for h in self.x_hosts for a in resolved[h]]
         excluded = [
             address_clause(x_addrs, self.x_nets, "--exclude-ipv4/--exclude-ipv6/--exclude-hosts"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import struct
@@ -68,8 +69,26 @@ def network_interfaces() -> list[str]:
     return sorted(d for d in devs if d != "any" and (SYS_CLASS_NET / d).exists())
 
 
+def iface_matches(prefix: str, name: str) -> bool:
+    """Whether `name` is one of the interfaces `prefix` selects, as the reference finds them.
+
+    The reference's pattern is ``^(ipvlan-)?PREFIX[0-9]``: `eth` selects eth0, eth1 and
+    ipvlan-eth0 (Cloud Run gen2, GKE with ipvlan), not eth-foo nor ethernet. A full name
+    (`lo`, `veth-a1`) selects that interface alone.
+    """
+    if name == prefix:
+        return True
+    return re.match(rf"(?:ipvlan-)?{re.escape(prefix)}[0-9]", name) is not None
+
+
+def match_interfaces(prefix: str, names: list[str], is_lo=is_loopback, loopback=False):
+    """The names `prefix` selects; loopbacks only when asked or when `prefix` names them."""
+    want_lo = loopback or prefix.startswith("lo")
+    return [n for n in names if iface_matches(prefix, n) and (want_lo or not is_lo(n))]
+
+
 def select_interfaces(prefix: str, loopback: bool = False) -> list[str]:
-    """Every interface whose name starts with `prefix`, or ["any"].
+    """Every interface `prefix` selects (see iface_matches), or ["any"].
 
     Loopback interfaces are left out unless `loopback` is set or the prefix names them
     (`lo`). No match is a usage error that lists the interfaces there are.
@@ -79,8 +98,7 @@ def select_interfaces(prefix: str, loopback: bool = False) -> list[str]:
     if prefix == "any":
         return ["any"]
     names = network_interfaces()
-    want_lo = loopback or prefix.startswith("lo")
-    matched = [n for n in names if n.startswith(prefix) and (want_lo or not is_loopback(n))]
+    matched = match_interfaces(prefix, names, loopback=loopback)
     if not matched:
         raise UsageError(
             f"no interface matches the prefix {prefix!r}; interfaces here: "

@@ -10,6 +10,10 @@ to the environment, then to a fixed word, so object names still have every level
 Object names follow the reference sidecar's hierarchy
 ``PROJECT_ID/SERVICE/REGION/REVISION/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID/<part>``, where
 the timestamp is ``%Y/%m/%d/%H-%M`` in UTC (gchux/cloud-run-tcpdump ``scripts/init``).
+On GKE (``PCAP_EXEC_ENV=gke``) the first levels are
+``PROJECT_ID/CLUSTER/NAMESPACE/POD`` instead: the cluster from the metadata server's
+``instance/attributes/cluster-name``, the namespace and pod from the downward API's
+``POD_NAMESPACE`` and ``POD_NAME`` (examples/gke-pod.yaml).
 """
 
 from __future__ import annotations
@@ -34,6 +38,23 @@ UNKNOWN_PROJECT = "unknown-project"
 UNKNOWN_SERVICE = "pcaptool"
 UNKNOWN_REGION = "unknown-region"
 UNKNOWN_REVISION = "unknown-revision"
+UNKNOWN_CLUSTER = "unknown-cluster"
+UNKNOWN_NAMESPACE = "default"
+EXEC_ENVS = ("run", "gae", "gke")
+TRUE_WORDS = {"1", "t", "T", "TRUE", "true", "True"}  # Go's strconv.ParseBool, as PCAP_GAE
+
+
+def exec_env(env: dict[str, str] | None = None) -> str:
+    """PCAP_EXEC_ENV (run, gae or gke); unset, PCAP_GAE=true means gae, else run."""
+    env = os.environ if env is None else env
+    value = env.get("PCAP_EXEC_ENV", "").strip().lower()
+    if not value:
+        return "gae" if env.get("PCAP_GAE", "") in TRUE_WORDS else "run"
+    if value not in EXEC_ENVS:
+        from pcaptool.errors import UsageError
+
+        raise UsageError(f"PCAP_EXEC_ENV={value!r}: use run, gae or gke")
+    return value
 
 
 def metadata_host(env: dict[str, str] | None = None) -> str:
@@ -94,6 +115,10 @@ class InstanceInfo:
     instance_id: str
     startup_ns: int  # integer nanoseconds since the epoch, UTC
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    exec_env: str = "run"
+    cluster: str = UNKNOWN_CLUSTER  # the levels of exec_env "gke"
+    namespace: str = UNKNOWN_NAMESPACE
+    pod: str = ""
 
     @property
     def startup_timestamp(self) -> str:
@@ -102,8 +127,11 @@ class InstanceInfo:
 
     @property
     def prefix(self) -> str:
-        """PROJECT_ID/SERVICE/REGION/REVISION/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID."""
+        """PROJECT_ID/SERVICE/REGION/REVISION/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID, or on
+        GKE PROJECT_ID/CLUSTER/NAMESPACE/POD/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID."""
         levels = [self.project_id, self.service, self.region, self.revision]
+        if self.exec_env == "gke":
+            levels = [self.project_id, self.cluster, self.namespace, self.pod]
         head = "/".join(_segment(v) for v in levels)
         return f"{head}/{self.startup_timestamp}/{_segment(self.instance_id)}"
 
@@ -128,15 +156,19 @@ def discover(
     Project: metadata ``project/project-id``, then ``PROJECT_ID``, ``GOOGLE_CLOUD_PROJECT``,
     ``GCLOUD_PROJECT``. Region: metadata ``instance/region`` (last path level), then
     ``REGION``, ``GOOGLE_CLOUD_REGION``, ``CLOUDSDK_COMPUTE_REGION``. Instance id: metadata
-    ``instance/id``, then the host name. Service: ``K_SERVICE``, ``GAE_SERVICE``. Revision:
+    ``instance/id``, then the host name (``PCAP_INSTANCE_ID`` overrides both). Service: ``K_SERVICE``, ``GAE_SERVICE``. Revision:
     ``K_REVISION``, ``GAE_VERSION``. Startup time: ``INSTANCE_STARTUP_TIMESTAMP`` (already
     formatted ``YYYY/MM/DD/HH-MM``, so several processes of one instance can share it) or now.
+    GKE (see exec_env): cluster from metadata ``instance/attributes/cluster-name``, then
+    ``CLUSTER_NAME``; namespace ``POD_NAMESPACE``; pod ``POD_NAME``, then the host name.
     """
     env = os.environ if env is None else env
+    where = exec_env(env)
     client = client or MetadataClient(metadata_host(env))
-    md_project, md_region, md_instance = _ask_all(
-        client, ("project/project-id", "instance/region", "instance/id")
-    )
+    paths = ("project/project-id", "instance/region", "instance/id")
+    if where == "gke":
+        paths += ("instance/attributes/cluster-name",)
+    md_project, md_region, md_instance, *md_gke = _ask_all(client, paths)
     if md_region:
         md_region = md_region.rsplit("/", 1)[-1]
 
@@ -155,6 +187,7 @@ def discover(
         ("default", UNKNOWN_REGION),
     )
     instance, instance_src = _first(
+        ("PCAP_INSTANCE_ID", env.get("PCAP_INSTANCE_ID", "").strip()),
         ("metadata", md_instance),
         ("hostname", socket.gethostname()),
         ("default", "unknown-instance"),
@@ -171,7 +204,11 @@ def discover(
     )
     if startup_ns is None:
         startup_ns = _startup_from_env(env.get("INSTANCE_STARTUP_TIMESTAMP"))
+    gke = _gke_levels(env, md_gke[0] if md_gke else None) if where == "gke" else {}
+    sources = gke.pop("sources", {})
     return InstanceInfo(
+        exec_env=where,
+        **gke,
         project_id=project,
         service=service,
         region=region,
@@ -184,8 +221,32 @@ def discover(
             "instance_id": instance_src,
             "service": service_src,
             "revision": revision_src,
+            **sources,
         },
     )
+
+
+def _gke_levels(env, md_cluster: str | None) -> dict:
+    """cluster, namespace and pod of a GKE pod, with where each came from."""
+    cluster, cluster_src = _first(
+        ("metadata", md_cluster),
+        ("CLUSTER_NAME", env.get("CLUSTER_NAME")),
+        ("default", UNKNOWN_CLUSTER),
+    )
+    namespace, namespace_src = _first(
+        ("POD_NAMESPACE", env.get("POD_NAMESPACE")), ("default", UNKNOWN_NAMESPACE)
+    )
+    pod, pod_src = _first(
+        ("POD_NAME", env.get("POD_NAME")),
+        ("hostname", socket.gethostname()),
+        ("default", "unknown-pod"),
+    )
+    return {
+        "cluster": cluster,
+        "namespace": namespace,
+        "pod": pod,
+        "sources": {"cluster": cluster_src, "namespace": namespace_src, "pod": pod_src},
+    }
 
 
 def _ask_all(client: MetadataClient, paths: tuple[str, ...]) -> list[str | None]:

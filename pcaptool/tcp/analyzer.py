@@ -53,6 +53,8 @@ class HttpAnalyzer:
             self.tracker.abandon(flow.id)
             self.records.error(rec, ("internal", f"{type(exc).__name__}; analysis stops"))
             out = ()
+        if self.records.ended:
+            self._pending.extend(self._ended())
         if out:
             self._pending.extend(out)
         return note(rec)
@@ -72,7 +74,8 @@ class HttpAnalyzer:
 
     def sweep(self, ts_ns: int) -> list[dict]:
         """Connection records of connections idle as of `ts_ns` (parallel workers' tick)."""
-        return self.tracker.tick(ts_ns)
+        conns = self.tracker.tick(ts_ns)
+        return self._ended() + conns
 
     def finish(self, last_ts: int | None = None) -> list[dict]:
         """End of input (as of `last_ts`, by default the last TCP packet's time): every
@@ -80,7 +83,15 @@ class HttpAnalyzer:
         if last_ts:
             self.last_ts = last_ts
         out = self.take_records()
-        out += self.tracker.finish(self.last_ts or None)
+        conns = self.tracker.finish(self.last_ts or None)
+        return out + self._ended() + conns
+
+    def _ended(self) -> list[dict]:
+        """Records without a packet (HTTP/2 streams flushed at the end), with a message."""
+        out = self.records.ended
+        self.records.ended = []
+        for r in out:
+            r["message"] = f"end of input {note(r) or ''}".rstrip()
         return out
 
     def limits_warning(self) -> dict | None:

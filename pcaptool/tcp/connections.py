@@ -205,7 +205,9 @@ class ConnectionTracker:
             if not isinstance(tcp, dict):
                 tcp = rec["tcp"] = {}
             tcp["gap"] = {"bytes": gap, "reason": conn.streams[i].gap_reason}
-        app.data(conn, i, data, gap, ts, num, rec)
+        app = conn.app
+        if app is not OTHER:  # an analyzer may give up (conn.app = OTHER) while it is fed
+            app.data(conn, i, data, gap, ts, num, rec)
 
     def _finish_dir(self, conn: Conn, i: int, ts: int, rec, num) -> None:
         hs = conn.streams[i]

@@ -127,7 +127,7 @@ def _walked(linktype: int, data: bytes) -> tuple[object, bool]:
     return key, proto == PROTO_TCP and "seq" in rec.get("tcp", ())
 
 
-def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
+def _worker(conn, name: str, analyzer_kw: dict | None, reduce=None) -> None:
     """Translate batches of packets; answer each batch with (lines, ends, keyed): the
     NDJSON lines of every message joined, where each message's lines end, and for the
     messages that produced connection records, each record's (sort key, length)."""
@@ -137,7 +137,10 @@ def _worker(conn, name: str, analyzer_kw: dict | None) -> None:
     an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
     tr = Translator(name, an)
     translate = tr.translate
-    from pcaptool.record.ndjson import encode
+    from pcaptool.record.ndjson import encode as encode_whole
+
+    def encode(rec: dict) -> bytes:  # at the --verbosity asked (record/verbosity.py)
+        return encode_whole(rec if reduce is None else reduce(rec))
 
     while True:
         batch = conn.recv()
@@ -298,7 +301,7 @@ class _Duplex:
 
 
 class _Pool:
-    def __init__(self, workers: int, name: str, analyzer_kw: dict | None, output: _Output) -> None:
+    def __init__(self, workers, name, analyzer_kw: dict | None, output: _Output, reduce=None):
         ctx = multiprocessing.get_context("fork")
         self.conns = []
         self.procs = []
@@ -313,7 +316,7 @@ class _Pool:
                     fcntl.fcntl(c.fileno(), F_SETPIPE_SZ, 1 << 20)
             child = _Duplex(in_r, out_w)
             parent = _Duplex(out_r, in_w)
-            p = ctx.Process(target=_worker, args=(child, name, analyzer_kw), daemon=True)
+            p = ctx.Process(target=_worker, args=(child, name, analyzer_kw, reduce), daemon=True)
             p.start()
             in_r.close()
             out_w.close()
@@ -354,10 +357,11 @@ def translate_parallel(
     ordered: bool,
     analyzer_kw: dict | None,
     flush: Callable[[], object] = lambda: None,
+    reduce: Callable[[dict], dict] | None = None,
 ) -> None:
     """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
     output = _Output(write, flush, workers, ordered)
-    pool = _Pool(workers, name, analyzer_kw, output)
+    pool = _Pool(workers, name, analyzer_kw, output, reduce)
     # The reading thread is busy in Python; the threads that receive results must not
     # wait the default 5 ms for the GIL at each chunk, or the workers stall on their sends.
     interval = sys.getswitchinterval()
