@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from netns import Lab, stats_line, wait_for
@@ -45,11 +46,22 @@ def server(tmp_path):
         stderr=subprocess.PIPE,
     )
     try:
-        time.sleep(0.5)  # let it start; the port must still be refused
+        # let it start (its SIGTERM handler installed); the port must still be refused
+        assert wait_for(lambda: _catches_sigterm(proc.pid), timeout=30)
         yield port, ready, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """The process has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def test_port_follows_the_ready_file(server):

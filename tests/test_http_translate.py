@@ -190,6 +190,11 @@ def test_retransmission_out_of_order_and_gap(tmp_path):
         "bytes": 2 * len(req),
         "retransmissions": 0,
         "gaps": 0,
+        # the TCP analysis (issue 15): the client ACKs the server's retransmission again
+        "duplicate_acks": 1,
+        "retransmitted_bytes": 0,
+        "retransmitted_segments": 0,
+        "zero_window_time": 0,
     }
     assert conn["service"] == "http" and conn["http_requests"] == 2
     # the record is written with the FIN that completes the close: the last ACK comes after

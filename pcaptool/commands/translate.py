@@ -339,6 +339,7 @@ def _translate_all(
             if workers > 1:
                 from pcaptool.translate.parallel import translate_parallel
 
+                out.flush()  # the workers write to out.out directly
                 write = getattr(out, "write_lines", out.out.write)
                 translate_parallel(
                     reader,
@@ -357,8 +358,11 @@ def _translate_all(
 
                 analyzer = HttpAnalyzer(**analyzer_kw)
             translator = Translator(name, analyzer)
-            for rec in translator.records(_live(reader, source, backlog, out.flush)):
-                out.write(rec)
+            try:
+                for rec in translator.records(_live(reader, source, backlog, out.flush)):
+                    out.write(rec)
+            finally:  # what is gathered goes out whatever stops the loop
+                out.flush()
             warning = analyzer.limits_warning() if analyzer is not None else None
             if warning is not None:
                 from pcaptool.log import log

@@ -11,129 +11,49 @@ from __future__ import annotations
 
 import struct
 
+from pcaptool.http.budget import Budget
+from pcaptool.http.h2frames import (  # noqa: F401 (re-exported: the frame vocabulary's old home)
+    ACK,
+    CONT,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    ERROR_CODES,
+    FRAME_HEADER,
+    FRAME_TYPES,
+    GOAWAY,
+    HEADERS,
+    MAX_BUFFERED_FRAME,
+    MAX_FRAMES_PER_RECORD,
+    MAX_HEADER_BLOCK,
+    MAX_STREAMS,
+    MAX_TABLE_SIZE,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTING_NAMES,
+    SETTINGS,
+    WINDOW_UPDATE,
+    Direction,
+    ascii_int,
+    error_name,
+    goaway_fields,
+    ping_fields,
+    priority_fields,
+    window_update_fields,
+)
+from pcaptool.http.h2headers import HeaderBlocks
 from pcaptool.http.h2stream import Stream
-from pcaptool.http.hpack_tolerant import TolerantDecoder
 from pcaptool.http.sniff import DEFAULT_MAX_FRAME, find_h2_frame, looks_like_frames
 
-__all__ = ["H2Connection", "Stream", "looks_like_frames", "PREFACE"]
-from pcaptool.http.budget import Budget
-
-FRAME_HEADER = struct.Struct(">HBBBI")  # 24-bit length as 16+8 bits, type, flags, stream id
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-FRAME_TYPES = (
-    "DATA",
-    "HEADERS",
-    "PRIORITY",
-    "RST_STREAM",
-    "SETTINGS",
-    "PUSH_PROMISE",
-    "PING",
-    "GOAWAY",
-    "WINDOW_UPDATE",
-    "CONTINUATION",
-)
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONT = (
-    range(10)
-)
-END_STREAM = 0x1
-ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-
-# RFC 9113 section 7
-ERROR_CODES = {
-    0x0: "NO_ERROR",
-    0x1: "PROTOCOL_ERROR",
-    0x2: "INTERNAL_ERROR",
-    0x3: "FLOW_CONTROL_ERROR",
-    0x4: "SETTINGS_TIMEOUT",
-    0x5: "STREAM_CLOSED",
-    0x6: "FRAME_SIZE_ERROR",
-    0x7: "REFUSED_STREAM",
-    0x8: "CANCEL",
-    0x9: "COMPRESSION_ERROR",
-    0xA: "CONNECT_ERROR",
-    0xB: "ENHANCE_YOUR_CALM",
-    0xC: "INADEQUATE_SECURITY",
-    0xD: "HTTP_1_1_REQUIRED",
-}
-SETTING_NAMES = {
-    0x1: "HEADER_TABLE_SIZE",
-    0x2: "ENABLE_PUSH",
-    0x3: "MAX_CONCURRENT_STREAMS",
-    0x4: "INITIAL_WINDOW_SIZE",
-    0x5: "MAX_FRAME_SIZE",
-    0x6: "MAX_HEADER_LIST_SIZE",
-    0x8: "ENABLE_CONNECT_PROTOCOL",
-    0x9: "NO_RFC7540_PRIORITIES",
-}
-# non-DATA frames larger than this are reported, not kept: a header block fragment over
-# MAX_HEADER_BLOCK is refused anyway, and other frames are a few bytes (SETTINGS, PING, …)
-MAX_BUFFERED_FRAME = 64 * 1024 + 300
-MAX_STREAMS = (
-    256  # open streams kept per connection (SETTINGS_MAX_CONCURRENT_STREAMS is usually 100-250)
-)
-MAX_FRAMES_PER_RECORD = 64
-# A header block (HEADERS/PUSH_PROMISE and its CONTINUATIONs) past this is given up, and
-# the direction with it (its HPACK table is then unknown): a CONTINUATION flood costs
-# 64 KiB, not memory that grows with it (CVE-2024-27316 class; servers use 64 KiB too).
-MAX_HEADER_BLOCK = 64 * 1024
-# The dynamic table size we honour, whatever SETTINGS_HEADER_TABLE_SIZE a peer announces
-# (RFC 7541 section 4.2 lets the encoder use up to it): 64 KiB, 16 times the default.
-MAX_TABLE_SIZE = 64 * 1024
+__all__ = ["H2Connection", "Stream", "looks_like_frames", "PREFACE", "error_name"]
 
 
-def ascii_int(text: str | None) -> int | None:
-    """A number of ASCII digits only (`int()` takes `²²²` or raises on it), else None."""
-    if text and text.isascii() and text.isdigit():
-        return int(text)
-    return None
-
-
-def error_name(code: int) -> str:
-    return ERROR_CODES.get(code, f"0x{code:x}")
-
-
-class Direction:
-    """Frame decoding state of one direction."""
-
-    __slots__ = (
-        "buf",
-        "decoder",
-        "preface",
-        "skip",
-        "skip_frame",
-        "block",
-        "block_size",
-        "block_frame",
-        "resync",
-        "broken",
-        "skipped",
-        "max_frame",
-        "table_size",
-        "started",
-    )
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.decoder: TolerantDecoder | None = None
-        self.preface = False  # True while the client preface is still expected
-        self.skip = 0  # DATA payload bytes still to pass over
-        self.skip_frame: dict | None = None
-        self.block: list[bytes] = []  # header block fragments awaiting CONTINUATION
-        self.block_size = 0
-        self.block_frame: dict | None = None
-        self.resync = False  # after a gap: looking for the next plausible frame header
-        self.broken = False  # a bound was hit (memory cap, header block): analysis stops
-        self.skipped = 0  # bytes passed over while re-synchronising
-        self.max_frame = DEFAULT_MAX_FRAME  # the peer's SETTINGS_MAX_FRAME_SIZE
-        self.table_size = 4096
-        self.started = False
-
-
-class H2Connection:
+class H2Connection(HeaderBlocks):
     """Both directions of one HTTP/2 connection. `feed(d, data, ts)` returns the frames
     and the request/response messages that data completed; `gap(d, size, ts)` says bytes
     of direction `d` were lost; `finish(ts)` flushes the streams still open.
@@ -413,168 +333,44 @@ class H2Connection:
             if flags & END_STREAM:
                 self._end_stream(d, sid, ts, msgs)
         elif ftype in (HEADERS, PUSH_PROMISE):
-            p = start
-            pad = 0
-            if flags & PADDED and end > p:
-                pad = data[p]
-                p += 1
-            if ftype == PUSH_PROMISE:
-                if end - p >= 4:
-                    f["promised_stream_id"] = int.from_bytes(data[p : p + 4]) & 0x7FFFFFFF
-                p += 4
-            elif flags & PRIORITY_FLAG:
-                p += 5
-            frag = data[p : max(p, end - pad)]
-            if len(frag) > MAX_HEADER_BLOCK:
-                self._block_too_large(st, sid, len(frag))
-            elif flags & END_HEADERS:
-                self._headers(d, st, ftype, flags, sid, frag, f, ts, msgs)
-            else:
-                st.block = [frag]
-                st.block_size = len(frag)
-                st.block_frame = {"ftype": ftype, "flags": flags, "sid": sid, "f": f}
+            self._header_frame(d, st, ftype, flags, sid, data, start, end, f, ts, msgs)
         elif ftype == CONT:
-            bf = st.block_frame
-            if bf is None or bf["sid"] != sid:
-                self.errors.append(("unexpected_continuation", f"stream {sid}"))
-                return
-            st.block.append(data[start:end])
-            st.block_size += end - start + 9  # frame headers count: empty ones add up too
-            if st.block_size > MAX_HEADER_BLOCK:
-                self._block_too_large(st, sid, st.block_size)
-            elif flags & END_HEADERS:
-                frag = b"".join(st.block)
-                st.block = []
-                st.block_frame = None
-                # the decoded headers go on the CONTINUATION that completed the block
-                self._headers(d, st, bf["ftype"], bf["flags"], sid, frag, f, ts, msgs)
+            self._continuation(d, st, flags, sid, data, start, end, f, ts, msgs)
         elif ftype == RST_STREAM:
             if end - start >= 4:
                 f["error"] = error_name(int.from_bytes(data[start : start + 4]))
                 self._reset(d, sid, f["error"], ts, msgs)
         elif ftype == SETTINGS:
-            if flags & ACK:
-                return
-            settings = {}
-            for p in range(start, end - 5, 6):
-                ident, value = struct.unpack_from(">HI", data, p)
-                settings[SETTING_NAMES.get(ident, str(ident))] = value
-                if ident == 1:
-                    # the peer's decoder table size bounds what this direction's encoder may
-                    # use, i.e. what the *other* direction's decoder must accept
-                    if value > MAX_TABLE_SIZE:
-                        self.errors.append(
-                            ("table_size_capped", f"HEADER_TABLE_SIZE {value} > {MAX_TABLE_SIZE}")
-                        )
-                        value = MAX_TABLE_SIZE
-                    other = self.dirs[1 - d]
-                    other.table_size = value
-                    if other.decoder is not None:
-                        other.decoder.max_allowed = min(value, 1 << 16)
-                elif ident == 5:
-                    st.max_frame = max(value, DEFAULT_MAX_FRAME)
-            f["settings"] = settings
+            if not flags & ACK:
+                self._settings(d, st, data, start, end, f)
         elif ftype == PING:
-            f["opaque"] = data[start:end].hex()
+            ping_fields(data, start, end, f)
         elif ftype == GOAWAY:
             if end - start >= 8:
-                last, code = struct.unpack_from(">II", data, start)
-                f["last_stream_id"] = last & 0x7FFFFFFF
-                f["error"] = error_name(code)
-                if end - start > 8:
-                    f["debug"] = data[start + 8 : min(end, start + 136)].decode("utf-8", "replace")
+                goaway_fields(data, start, end, f)
                 self.goaway = f["error"]
         elif ftype == WINDOW_UPDATE:
-            if end - start >= 4:
-                f["increment"] = int.from_bytes(data[start : start + 4]) & 0x7FFFFFFF
-        elif ftype == PRIORITY and end - start >= 5:
-            dep = int.from_bytes(data[start : start + 4])
-            f["dependency"] = dep & 0x7FFFFFFF
-            f["exclusive"] = bool(dep >> 31)
-            f["weight"] = data[start + 4] + 1
+            window_update_fields(data, start, end, f)
+        elif ftype == PRIORITY:
+            priority_fields(data, start, end, f)
 
-    def _block_too_large(self, st: Direction, sid: int, size: int) -> None:
-        self.errors.append(
-            ("header_block_too_large", f"stream {sid}: over {MAX_HEADER_BLOCK} bytes ({size})")
-        )
-        st.block = []
-        st.block_size = 0
-        st.block_frame = None
-        st.broken = True
-
-    def _decode(self, st: Direction, sid: int, block: bytes, f: dict) -> list:
-        dec = st.decoder
-        if dec is None:
-            dec = st.decoder = TolerantDecoder(not self.mid, st.table_size)
-        res = dec.decode(block)
-        if res.error is not None:
-            f["error"] = f"hpack: {res.error}"
-            self.errors.append(("hpack_error", f"stream {sid}: {res.error}"))
-        if res.unknown:
-            f["hpack_unknown"] = res.unknown
-            if dec.complete and res.error is None:
-                f["error"] = "hpack: unknown table index"
-                self.errors.append(
-                    ("hpack_error", f"stream {sid}: {res.unknown} references to unknown entries")
-                )
-        return res.fields
-
-    def _headers(self, d, st, ftype, flags, sid, block: bytes, f: dict, ts, msgs) -> None:
-        pairs = self._decode(st, sid, block, f)
-        headers: dict[str, str] = {}
-        hl = []
-        unknown = 0
-        for name, value in pairs:
-            k = name.decode("utf-8", "replace")
-            v = value.decode("utf-8", "replace")
-            hl.append([k, v])
-            if k == "<unknown>" or v == "<unknown>":
-                unknown += 1
-            old = headers.get(k)
-            headers[k] = v if old is None else old + ", " + v
-        f["headers"] = hl
-        if ftype == PUSH_PROMISE:
-            promised = f.get("promised_stream_id")
-            if promised:
-                s = self._stream(promised, ts)
-                s.req = headers
-                kept = _decoded_size(pairs)
-                s.held += kept
-                self.kept += kept
-            return
-        if self.client < 0:
-            if ":method" in headers:
-                self.client = d
-            elif ":status" in headers:
-                self.client = 1 - d
-        s = self._stream(sid, ts)
-        s.unknown += unknown
-        size = len(block)
-        kept = _decoded_size(pairs)  # HPACK inflates: charge what is kept, not what came
-        s.held += kept
-        self.kept += kept
-        if d == self.client:
-            if s.req is None:
-                s.req = headers
-                s.first_ts = ts
-                s.req_size += size
-                msgs.append((s, s.request_dict()))
-            else:  # request trailers
-                s.req_size += size
-        elif s.resp is None or ":status" in headers:
-            informational = headers.get(":status", "").startswith("1")
-            if s.resp is None or not informational:
-                s.resp = headers
-            s.resp_size += size
-            if not informational and not flags & END_STREAM:
-                msgs.append((s, s.headers_dict(ts)))
-        else:
-            s.trailers = headers
-            s.resp_size += size
-        if flags & END_STREAM:
-            self._end_stream(d, sid, ts, msgs)
-
-
-def _decoded_size(pairs) -> int:
-    """What a decoded header list costs: name, value and ~100 bytes of Python each."""
-    return sum(len(n) + len(v) + 100 for n, v in pairs)
+    def _settings(self, d: int, st: Direction, data: bytes, start: int, end: int, f) -> None:
+        settings = {}
+        for p in range(start, end - 5, 6):
+            ident, value = struct.unpack_from(">HI", data, p)
+            settings[SETTING_NAMES.get(ident, str(ident))] = value
+            if ident == 1:
+                # the peer's decoder table size bounds what this direction's encoder may
+                # use, i.e. what the *other* direction's decoder must accept
+                if value > MAX_TABLE_SIZE:
+                    self.errors.append(
+                        ("table_size_capped", f"HEADER_TABLE_SIZE {value} > {MAX_TABLE_SIZE}")
+                    )
+                    value = MAX_TABLE_SIZE
+                other = self.dirs[1 - d]
+                other.table_size = value
+                if other.decoder is not None:
+                    other.decoder.max_allowed = min(value, 1 << 16)
+            elif ident == 5:
+                st.max_frame = max(value, DEFAULT_MAX_FRAME)
+        f["settings"] = settings

@@ -12,6 +12,7 @@ _OPTIONS = orjson.OPT_APPEND_NEWLINE
 # that would be is cut (`record_bound`) and says what went in `cut`.
 MAX_RECORD_BYTES = 64 * 1024
 _MESSAGE_CUT = 1024
+_CHUNK = 64 * 1024  # NdjsonWriter's writes
 
 
 def dumps(rec: dict) -> bytes:
@@ -81,16 +82,32 @@ _CUTS = (_cut_frame_headers, _cut_more, _cut_headers, _cut_layers)
 
 
 class NdjsonWriter:
-    """Writes records to a binary stream; `flush()` when the producer is about to wait."""
+    """Writes records to a binary stream; `flush()` when the producer is about to wait.
+
+    Lines are gathered here and written 64 KiB at a time: with PYTHONUNBUFFERED set (as
+    container images often do) `sys.stdout.buffer` is the raw file, and a write per
+    record would be a system call per packet."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
-        self._write = out.write
+        self._lines: list[bytes] = []
+        self._size = 0
 
     def write(self, rec: dict) -> None:
-        self._write(encode(rec))
+        line = encode(rec)
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= _CHUNK:
+            self._drain()
+
+    def _drain(self) -> None:
+        lines = self._lines
+        if lines:
+            self._lines, self._size = [], 0
+            self.out.write(lines[0] if len(lines) == 1 else b"".join(lines))
 
     def flush(self) -> None:
+        self._drain()
         self.out.flush()
 
 

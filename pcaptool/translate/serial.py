@@ -240,7 +240,9 @@ class Translator:
             yield self.translate(num, pkt, names(pkt.iface))
             last = pkt.ts_ns
             if analyzer is not None:
-                yield from self.with_outcomes(analyzer.take_records())
+                done = analyzer.take_records()
+                if done:
+                    yield from self.with_outcomes(done)
             if self._pending:
                 yield from self._pending
                 self._pending = []
