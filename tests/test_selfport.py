@@ -61,12 +61,14 @@ def _listener() -> socket.socket:
 
 def test_connections_leave_from_the_range_and_skip_ports_in_use():
     srv = _listener()
-    lo = 61090
+    lo = 62090  # outside the sidecar's default range: no upload of another test there
     held = []
     try:
         for port in range(lo, lo + 3):  # three of four ports taken: the fourth is used
             s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # even after TIME_WAIT
             s.bind(("0.0.0.0", port))
+            s.listen()
             held.append(s)
         conn = selfport.create_connection(srv.getsockname(), 2, (lo, lo + 3))
         assert conn.getsockname()[1] == lo + 3
