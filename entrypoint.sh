@@ -157,6 +157,9 @@ read_settings() {
   [[ "${PCAP_JSON_BACKLOG}" =~ ^[1-9][0-9]*[KMG]?$ ]] ||
     bad "PCAP_JSON_BACKLOG='${PCAP_JSON_BACKLOG}' must be a size such as 32M, 512K or 1G"
   PCAP_FILTER="${PCAP_FILTER:-}"
+  # pcaptool's own connections (uploads, metadata) bind these local ports; capture always
+  # leaves them out (docs/sidecar.md). capture --print-filter validates the value.
+  export PCAP_SELF_PORTS="${PCAP_SELF_PORTS:-61000-61099}"
   [[ "${PCAP_FILTER}" != "DISABLED" ]] || PCAP_FILTER=""
 
   # The hierarchy's INSTANCE_STARTUP_TIMESTAMP, fixed once (as the reference does at

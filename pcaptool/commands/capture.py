@@ -178,6 +178,15 @@ def capture(
             help="IPv6 addresses/networks left out.",
         ),
     ] = None,
+    self_ports: Annotated[
+        str | None,
+        typer.Option(
+            "--self-ports",
+            envvar="PCAP_SELF_PORTS",
+            rich_help_panel=_FILTER,
+            help="Local TCP ports pcaptool's own uploads use (LO-HI): always left out.",
+        ),
+    ] = None,
     resolve_every: Annotated[
         float,
         typer.Option(
@@ -255,6 +264,7 @@ def capture(
             exclude_ports=exclude_ports,
             exclude_ipv4=exclude_ipv4,
             exclude_ipv6=exclude_ipv6,
+            self_ports=self_ports,
         )
     )
     if builder.raw_filter:
@@ -275,6 +285,16 @@ def capture(
                 ignored=[k for k, v in ignored.items() if v],
             )
     expression = builder.build()
+    from pcaptool.sidecar.selfport import ephemeral_overlap
+
+    if builder.self_ports and (kernel := ephemeral_overlap(builder.self_ports)):
+        log(
+            "WARNING",
+            "PCAP_SELF_PORTS overlaps the kernel's ephemeral port range: application "
+            "connections from those ports are left out too",
+            self_ports="{}-{}".format(*builder.self_ports),
+            ip_local_port_range="{}-{}".format(*kernel),
+        )
     bpf.compile_check(expression, snaplen=max(snaplen, 1))
     if print_filter:
         print(expression)

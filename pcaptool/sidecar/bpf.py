@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pcaptool.errors import PcapToolError, UsageError
+from pcaptool.sidecar import selfport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -342,6 +343,7 @@ class FilterSettings:
     exclude_ports: str | None = None
     exclude_ipv4: str | None = None
     exclude_ipv6: str | None = None
+    self_ports: str | None = None  # PCAP_SELF_PORTS: pcaptool's own connections (selfport)
 
 
 class FilterBuilder:
@@ -369,6 +371,7 @@ class FilterBuilder:
         self.x_addrs, self.x_nets = xa4 + xa6, xn4 + xn6
         self.x_hosts = parse_hosts("--exclude-hosts", s.exclude_hosts)
         self.x_ports = parse_ports("--exclude-ports", s.exclude_ports)
+        self.self_ports = selfport.parse(s.self_ports)
         self.resolved: dict[str, frozenset[IPAddress]] = {}
         self.expression: str | None = None
 
@@ -408,6 +411,8 @@ class FilterBuilder:
             address_clause(x_addrs, self.x_nets, "--exclude-ipv4/--exclude-ipv6/--exclude-hosts"),
             ports_clause(self.x_ports, "--exclude-ports"),
         ]
+        if self.self_ports:  # pcaptool's own uploads, whatever the user's filter is
+            excluded.append("tcp portrange {}-{}".format(*self.self_ports))
         for clause in excluded:
             if clause:
                 expr = f"{expr} and not ({clause})" if expr else f"not ({clause})"

@@ -26,6 +26,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from pcaptool.sidecar import selfport
+
 DEFAULT_METADATA_HOST = "metadata.google.internal"
 METADATA_HEADERS = {"Metadata-Flavor": "Google"}
 DEFAULT_TIMEOUT = 1.0  # seconds per lookup; the metadata server answers in milliseconds
@@ -76,7 +78,10 @@ class MetadataClient:
         url = f"http://{self.host}/computeMetadata/v1/{path}"
         request = urllib.request.Request(url, headers=METADATA_HEADERS)
         # An explicit empty proxy map: the metadata server is link-local, never proxied.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # Connections leave from PCAP_SELF_PORTS (when set): the capture never sees them.
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), selfport.HTTPHandler(selfport.configured())
+        )
         try:
             with opener.open(request, timeout=self.timeout) as resp:
                 # Something that answers without the flavor header is not a metadata server

@@ -103,8 +103,13 @@ def make_client(project: str | None = None):
     """
     from google.cloud import storage
 
+    from pcaptool.sidecar import selfport
+
     endpoint = emulator_endpoint()
+    ports = selfport.configured()
     try:
+        if ports is not None:
+            return _self_port_client(storage, endpoint, project, ports)
         if endpoint:
             from google.auth.credentials import AnonymousCredentials
 
@@ -120,6 +125,32 @@ def make_client(project: str | None = None):
             "Cloud, run `gcloud auth application-default login`, set "
             "GOOGLE_APPLICATION_CREDENTIALS, or upload with --dest DIR to a directory"
         ) from None
+
+
+def _self_port_client(storage, endpoint: str | None, project: str | None, ports):
+    """A Client whose every connection (API, token refresh, ADC's metadata probe) leaves
+    from the reserved PCAP_SELF_PORTS range, which the capture filter excludes."""
+    import google.auth
+    import requests
+    from google.auth.transport.requests import AuthorizedSession, Request
+
+    from pcaptool.sidecar import selfport
+
+    auth_request = Request(selfport.mount(requests.Session(), ports))
+    if endpoint:
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()
+        project = project or os.environ.get("GOOGLE_CLOUD_PROJECT") or EMULATOR_PROJECT
+        options = {"api_endpoint": endpoint}
+    else:
+        credentials, found = google.auth.default(scopes=storage.Client.SCOPE, request=auth_request)
+        project = project or found
+        options = None
+    session = selfport.mount(AuthorizedSession(credentials, auth_request=auth_request), ports)
+    return storage.Client(
+        project=project, credentials=credentials, _http=session, client_options=options
+    )
 
 
 def _first_line(exc: BaseException) -> str:
