@@ -36,9 +36,9 @@ _click = typer.core._click  # typer >= 0.26 ships its own copy of click
 
 def _quiet_exit() -> None:
     """The reader went away: point stdout at /dev/null so no later flush complains, exit 0."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    from pcaptool.stdio import silence_stdout
+
+    silence_stdout()
     raise SystemExit(0)
 
 
