@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +20,20 @@ Verbose = Annotated[
 
 # tcpdump's rule, and the reference sidecar's documented PCAP_SNAPSHOT_LENGTH=0 default
 WHOLE_PACKET = 262144
+
+
+# `query` and `report`: where gs:// parts are cached, and DuckDB's memory limit
+CacheDir = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", metavar="DIR", help="Where gs:// parts are cached."),
+]
+DuckMemory = Annotated[
+    str,
+    typer.Option(
+        "--memory", metavar="SIZE", help="DuckDB's memory limit; past it, it spills to disk."
+    ),
+]
+DUCK_MEMORY = "256MB"
 
 
 def snaplen_or_whole(snaplen: int) -> int:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pcaptool.commands._options import Quiet, Verbose, set_verbosity
+from pcaptool.commands._options import (
+    DUCK_MEMORY,
+    CacheDir,
+    DuckMemory,
+    Quiet,
+    Verbose,
+    set_verbosity,
+)
 from pcaptool.errors import UsageError
 
 
@@ -34,16 +40,8 @@ def query(
         str | None,
         typer.Option("-F", "--format", metavar="FORMAT", help="table, csv, ndjson or parquet."),
     ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", metavar="DIR", help="Where gs:// parts are cached."),
-    ] = None,
-    memory: Annotated[
-        str,
-        typer.Option(
-            "--memory", metavar="SIZE", help="DuckDB's memory limit; past it, it spills to disk."
-        ),
-    ] = "256MB",
+    cache_dir: CacheDir = None,
+    memory: DuckMemory = DUCK_MEMORY,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:

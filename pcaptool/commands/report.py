@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from pcaptool.commands._options import Quiet, Verbose, set_verbosity
+from pcaptool.commands._options import (
+    DUCK_MEMORY,
+    CacheDir,
+    DuckMemory,
+    Quiet,
+    Verbose,
+    set_verbosity,
+)
 from pcaptool.errors import PcapToolError, UsageError
 
 
@@ -26,16 +33,8 @@ def report(
         typer.Option("-o", "--output", metavar="FILE", help="Write the HTML page to FILE."),
     ] = None,
     title: Annotated[str, typer.Option("--title", help="The page's title.")] = "pcaptool report",
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", metavar="DIR", help="Where gs:// parts are cached."),
-    ] = None,
-    memory: Annotated[
-        str,
-        typer.Option(
-            "--memory", metavar="SIZE", help="DuckDB's memory limit; past it, it spills to disk."
-        ),
-    ] = "256MB",
+    cache_dir: CacheDir = None,
+    memory: DuckMemory = DUCK_MEMORY,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
