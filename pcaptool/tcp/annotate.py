@@ -105,7 +105,12 @@ def on_tcp(
         ws,
         sack,
     )
-    return "" if a is None else annotate(rec, seg, a)
+    if a is None:
+        return ""
+    if "flags" not in a and "mid_data_reset" not in a:  # values only: nothing to tag
+        seg["analysis"] = a
+        return ""
+    return annotate(rec, seg, a)
 
 
 def _wire_seglen(ip: dict, seg: dict, captured: int) -> int:

@@ -5,9 +5,14 @@ acknowledgment numbers, flag bits, raw window, payload length, the window-scale 
 options) in capture order and returns the analysis of that segment, or None when Wireshark
 would show none. The rules follow the sequence analysis of Wireshark 4.0
 (`tcp_analyze_sequence_number` in epan/dissectors/packet-tcp.c, single pass, default
-preferences): the same state per direction, the same order of the tests, the same 32-bit
-sequence arithmetic, and the same quirks, so that `tshark -T fields -e tcp.analysis.…`
-is the oracle. docs/expert.md lists every rule and every known disagreement.
+preferences): the same state per direction (pcaptool/tcp/expertstate.py), the same order of
+the tests, the same 32-bit sequence arithmetic, and the same quirks, so that
+`tshark -T fields -e tcp.analysis.…` is the oracle. docs/expert.md lists every rule and
+every known disagreement.
+
+Most segments of a healthy connection are in order, carry an ACK and no SYN/FIN/RST, and
+no window is zero: `_steady_ack` and `_steady_data` handle those with only the tests that can hold for them (the
+same results; `tests/test_expert_paths.py` checks them against the general path).
 
 Memory is bounded: at most `max_segments` unacknowledged segments are remembered per
 direction (Wireshark's TCP_MAX_UNACKED_SEGMENTS), at most `max_conns` connections, and at
@@ -17,149 +22,36 @@ forgotten first; a later packet of one starts afresh, as at the start of a captu
 
 from __future__ import annotations
 
-from pcaptool.tcp.expertflags import (  # the flag bits live there, once
-    ACK,
-    ACK_LOST_PACKET,
-    ANY_RETRANSMISSION,
-    DUPLICATE_ACK,
-    FAST_RETRANSMISSION,
-    FIN,
-    KEEP_ALIVE,
-    KEEP_ALIVE_ACK,
-    LOST_PACKET,
-    OUT_OF_ORDER,
-    PSH,
-    RETRANSMISSION,
-    REUSED_PORTS,
-    RST,
-    SFR,
-    SPURIOUS_RETRANSMISSION,
-    SYN,
-    WINDOW_FULL,
-    WINDOW_UPDATE,
-    ZERO_WINDOW,
-    ZERO_WINDOW_PROBE,
-    ZERO_WINDOW_PROBE_ACK,
-)
+from pcaptool.tcp.expertflags import ACK, ANY_RETRANSMISSION, FIN, REUSED_PORTS, RST, SFR, SYN
+from pcaptool.tcp.expertrules import NEG, WINDOW_FULL, acked, analyze, in_flight, sack_bytes
+from pcaptool.tcp.expertstate import Conn, M, Side
 from pcaptool.tcp.outcome import control, count
 
-M = 0xFFFFFFFF
-NEG = 0x80000000  # (x - y) & M >= NEG  <=>  (int32)(x - y) < 0
-FAST_RT_NS = 20_000_000  # a retransmission within 20 ms of the 2nd duplicate ACK is fast
-OOO_NS = 3_000_000  # out-of-order window while the initial RTT is unknown
+__all__ = ["Conn", "Side", "TcpExpert"]
 
-
-class Side:
-    """The analysis state of one direction (Wireshark's tcp_flow_t and its seq info)."""
-
-    __slots__ = (
-        "base_set",
-        "base_seq",
-        "nextseq",
-        "nextseq_frame",
-        "nextseq_ts",
-        "maxseqtobeacked",
-        "lastack",
-        "lastack_ts",
-        "lastnondupack",
-        "dupacknum",
-        "window",
-        "win_scale",
-        "first_ack",
-        "valid_bif",
-        "lastflags",
-        "segs",
-        "sack",
-        "push_bytes",
-        "push_last",
-        # for the connection record (pcaptool/tcp/outcome.py)
-        "bytes",
-        "rt_segs",
-        "rt_bytes",
-        "dupacks",
-        "zw_start",
-        "zw_time",
-    )
-
-    def __init__(self) -> None:
-        self.base_set = False
-        self.base_seq = 0
-        self.nextseq = 0  # 0: not known yet (as in Wireshark)
-        self.nextseq_frame = 0
-        self.nextseq_ts = 0
-        self.maxseqtobeacked = 0
-        self.lastack = 0
-        self.lastack_ts = 0
-        self.lastnondupack = 0
-        self.dupacknum = 0
-        self.window = M  # G_MAXUINT32 until this side sends, as in Wireshark
-        self.win_scale = -1  # -1 unknown, -2 not used, else the shift
-        self.first_ack = False
-        self.valid_bif = True
-        self.lastflags = 0
-        self.segs: list[list[int]] = []  # unacked [seq, nextseq, frame, ts], oldest first
-        self.sack = 0  # bytes in the SACK blocks of this direction's last segment
-        self.push_bytes = 0
-        self.push_last = False
-        self.bytes = 0
-        self.rt_segs = 0
-        self.rt_bytes = 0
-        self.dupacks = 0
-        self.zw_start = 0  # when this side advertised a zero window (0: it does not)
-        self.zw_time = 0
-
-
-class Conn:
-    """Both directions of one TCP conversation."""
-
-    __slots__ = (
-        "sides",
-        "mru_syn",
-        "first_rtt",
-        "nsegs",
-        "data",
-        "fins",
-        "syns",
-        "syn_first",
-        "syn_last",
-        "syn_side",
-        "synack",
-        "rst_side",
-        "rst_bytes",
-        "fin_side",
-        "last_ts",
-        "icmp",
-    )
-
-    def __init__(self) -> None:
-        self.sides = (Side(), Side())
-        self.mru_syn = 0
-        self.first_rtt = 0
-        self.nsegs = 0
-        self.data = False  # payload seen in either direction
-        self.fins = 0  # bit 1 << side: that side sent a FIN
-        self.syns = 0  # SYNs without ACK sent (1 + retries)
-        self.syn_first = self.syn_last = 0
-        self.syn_side = -1  # the side that sent the SYN (the originator)
-        self.synack = False
-        self.rst_side = -1  # the side whose RST came first
-        self.rst_bytes = 0  # payload bytes both ways before it
-        self.fin_side = -1  # the side whose FIN came first
-        self.last_ts = 0
-        self.icmp: list[dict] = []  # ICMP errors quoting this connection (at most 8)
+SFR_ACK = SFR | ACK
+WRAP = M + 1  # 2^32
 
 
 class TcpExpert:
-    """Per-input analysis state: conversations by directional 4-tuple."""
+    """Per-input analysis state: conversations by directional 4-tuple.
+
+    `shortcut=False` sends every segment the general way (tests compare the two)."""
 
     def __init__(
-        self, max_conns: int = 100_000, max_segments: int = 10_000, budget: int = 2_000_000
+        self,
+        max_conns: int = 100_000,
+        max_segments: int = 10_000,
+        budget: int = 2_000_000,
+        shortcut: bool = True,
     ) -> None:
         self.max_conns = max_conns
         self.max_segments = max_segments
         self.budget = budget
+        self.shortcut = shortcut
         self.segments = 0  # unacked segments remembered over all connections
-        self.conns: dict[tuple, tuple[Conn, int]] = {}
+        # directional 4-tuple -> (connection, side index, that side, the other side)
+        self.conns: dict[tuple, tuple[Conn, int, Side, Side]] = {}
 
     def segment(
         self,
@@ -180,38 +72,68 @@ class TcpExpert:
         """The analysis of packet `num` (tshark's tcp.analysis fields), or None."""
         key = (src, sport, dst, dport)
         hit = self.conns.get(key)
+        if hit is not None and flags & SFR_ACK == ACK and wscale is None and self.shortcut:
+            conn, _, fwd, rev = hit
+            # in order (no loss, keep-alive or retransmission), no window is zero (no
+            # zero-window probe), and not a repeated ACK (window update, duplicate ACK)
+            if (
+                seq == fwd.nextseq != 0
+                and window
+                and rev.window
+                and rev.base_set
+                and (seglen or ack != fwd.lastack)
+            ):
+                # nor an ACKed unseen segment, nor data acknowledged already (spurious);
+                # the usual numbers are tested first, without 32-bit arithmetic
+                top, peer_ack = rev.maxseqtobeacked, rev.lastack
+                steady = ack == top or not top or (top - ack) & M < NEG
+                if steady and seglen and peer_ack and peer_ack != seq:
+                    past = (seq + seglen - peer_ack) & M
+                    steady = past != 0 and past < NEG
+                if steady and seglen:
+                    return _steady_data(
+                        self, conn, fwd, rev, num, ts, seq, ack, flags, seglen, window, sack
+                    )
+                if steady:
+                    return _steady_ack(self, conn, fwd, rev, num, ts, seq, ack, window, sack)
+        return self._general(hit, key, num, ts, seq, ack, flags, window, seglen, wscale, sack)
+
+    def _general(
+        self,
+        hit: tuple[Conn, int, Side, Side] | None,
+        key: tuple,
+        num: int,
+        ts: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        seglen: int,
+        wscale: int | None,
+        sack: list | None,
+    ) -> dict | None:
+        """Any segment: the connection (a new one on reused ports), then every test."""
         ta = 0
+        made = False  # whether Wireshark creates its per-packet record before the analysis
         if hit is None:
             conn, i = self._new(key), 0
         else:
-            conn, i = hit
-            fwd = conn.sides[i]
-            if flags & (SYN | ACK) == SYN and fwd.base_set and seq != fwd.base_seq:
+            conn, i, fwd, _ = hit
+            syn = flags & (SYN | ACK)
+            if syn == SYN and fwd.base_set and seq != fwd.base_seq:
                 self._forget(key)  # a new connection on the same ports
                 conn, i = self._new(key), 0
                 ta = REUSED_PORTS
-            elif flags & (SYN | ACK) == SYN | ACK and fwd.base_set and seq != fwd.base_seq:
+            elif syn == SYN and fwd.base_set:  # the ISN again: expect what follows it
+                fwd.nextseq = fwd.maxseqtobeacked  # (Wireshark issue 17616)
+                made = True
+            elif syn == SYN | ACK and fwd.base_set and seq != fwd.base_seq:
                 fwd.base_seq = seq
                 ta = REUSED_PORTS
         fwd, rev = conn.sides[i], conn.sides[1 - i]
-        out = _analyze(self, conn, fwd, rev, num, ts, seq, ack, seglen, flags, window, ta)
-        # after the sequence analysis, as the dissector does it: handshake, options
-        if flags & SYN:
-            if not flags & ACK:
-                conn.mru_syn = ts
-            fwd.first_ack = True
-        elif flags & ACK:
-            if conn.mru_syn and not conn.first_rtt:
-                conn.first_rtt = ts - conn.mru_syn or 0
-            fwd.first_ack = False
-        if wscale is not None:
-            fwd.win_scale = min(wscale, 14)
-        if flags & SYN:
-            if fwd.win_scale == -1:
-                fwd.win_scale = rev.win_scale = -2
-            elif flags & ACK and rev.win_scale == -2:
-                fwd.win_scale = -2
-        fwd.sack = _sack_bytes(sack) if sack else 0
+        out = analyze(self, conn, fwd, rev, num, ts, seq, ack, seglen, flags, window, ta, made)
+        _handshake(conn, fwd, rev, ts, flags, wscale)
+        fwd.sack = sack_bytes(sack) if sack else 0
         if out is not None and conn.first_rtt:
             out["initial_rtt"] = conn.first_rtt
         conn.last_ts = ts
@@ -233,7 +155,8 @@ class TcpExpert:
 
     def find(self, src, sport: int, dst, dport: int) -> tuple[Conn, int] | None:
         """The connection and the side index of (src, sport) -> (dst, dport), if known."""
-        return self.conns.get((src, sport, dst, dport))
+        hit = self.conns.get((src, sport, dst, dport))
+        return None if hit is None else hit[:2]
 
     # -- the connection table -------------------------------------------------------------
 
@@ -242,8 +165,9 @@ class TcpExpert:
         if len(conns) >= 2 * self.max_conns or self.segments > self.budget:
             self._shed()
         conn = Conn()
-        conns[key] = (conn, 0)
-        conns[(key[2], key[3], key[0], key[1])] = (conn, 1)
+        a, b = conn.sides
+        conns[key] = (conn, 0, a, b)
+        conns[(key[2], key[3], key[0], key[1])] = (conn, 1, b, a)
         return conn
 
     def _forget(self, key: tuple) -> None:
@@ -261,15 +185,7 @@ class TcpExpert:
                 self._forget(key)
 
 
-def _sack_bytes(sack: list) -> int:
-    """Bytes in the SACK blocks Wireshark keeps for bytes in flight: the first three."""
-    total = 0
-    for left, right in sack[:3]:
-        total += (right - left) & M
-    return total
-
-
-def _analyze(
+def _steady_ack(
     ex: TcpExpert,
     conn: Conn,
     fwd: Side,
@@ -278,220 +194,122 @@ def _analyze(
     ts: int,
     seq: int,
     ack: int,
-    seglen: int,
-    flags: int,
     window: int,
-    ta: int,
+    sack: list | None,
 ) -> dict | None:
-    """Wireshark's tcp_analyze_sequence_number for one segment; the flag bits and values."""
-    made = ta != 0  # whether Wireshark would have created its per-packet record
-    if not fwd.base_set:
-        fwd.base_seq = seq if flags & SYN else (seq - 1) & M
-        fwd.base_set = True
-    if not rev.base_set and flags & ACK:
-        rev.base_seq = (ack - 1) & M
-        rev.base_set = True
-    if flags & ACK:
-        rev.valid_bif = True
-    nextseq0 = fwd.nextseq
-    ta = _fwd_flags(fwd, rev, seq, ack, seglen, flags, window, ta)
-    if ta:
-        made = True
-    if ack != fwd.lastack:
-        fwd.lastnondupack = num
-        fwd.dupacknum = 0
-    out: dict = {}
-    # ACKed unseen segment: beyond the highest contiguous sequence seen the other way
-    if rev.maxseqtobeacked and (rev.maxseqtobeacked - ack) & M >= NEG and flags & ACK:
-        made = True
-        if rev.maxseqtobeacked < rev.nextseq:  # a plain comparison, as in Wireshark 4.0
-            rev.maxseqtobeacked = rev.nextseq  # so this is said once
-            ta |= ACK_LOST_PACKET
-        else:  # the other side only sends ACKs: once until its ACK number changes
-            if rev.dupacknum == 0:
-                ta |= ACK_LOST_PACKET
-            rev.dupacknum = -1
-    if seglen > 0 or flags & (SYN | FIN):
-        rt = _retransmission(conn, fwd, rev, ts, seq, seglen, flags, ta, nextseq0)
-        if rt:
-            ta |= rt
-            made = True
-            if rt == RETRANSMISSION:
-                ref_ts, ref_frame = fwd.nextseq_ts, fwd.nextseq_frame
-                if fwd.segs:
-                    ref_frame, ref_ts = fwd.segs[0][2], fwd.segs[0][3]
-                if ts != ref_ts:
-                    out["rto"] = ts - ref_ts
-                    out["rto_frame"] = ref_frame
-    nextseq = (seq + seglen) & M
-    if seglen or flags & (SYN | FIN):
-        if flags & (SYN | FIN):
-            nextseq = (nextseq + 1) & M
-        if len(fwd.segs) < ex.max_segments:
-            fwd.segs.append([seq, nextseq, num, ts])
-            conn.nsegs += 1
-            ex.segments += 1
-    if not ta & ZERO_WINDOW_PROBE:
-        if not fwd.nextseq or (fwd.nextseq - nextseq) & M >= NEG:
-            fwd.nextseq, fwd.nextseq_frame, fwd.nextseq_ts = nextseq, num, ts
-        if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
-            fwd.maxseqtobeacked = fwd.nextseq
+    """`_general` for a steady ACK without data (`TcpExpert.segment`): its ACK number is
+    new, no flag can hold, and nothing of the handshake or the outcome changes."""
+    rev.valid_bif = True
+    fwd.lastnondupack = num
+    fwd.dupacknum = 0
+    if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+        fwd.maxseqtobeacked = fwd.nextseq
     fwd.window = window
     fwd.lastack = ack
     fwd.lastack_ts = ts
-    if ta & DUPLICATE_ACK:
-        out["duplicate_ack_num"] = fwd.dupacknum
-        out["duplicate_ack_frame"] = fwd.lastnondupack
-    fwd.lastflags = ta
-    if rev.segs and _acked(ex, conn, rev, ack, ts, out):
-        made = True
-    if seglen and fwd.segs and fwd.valid_bif and _in_flight(fwd, rev, seglen, flags, out):
-        made = True
-    if not made:
+    fwd.lastflags = 0
+    fwd.first_ack = False
+    fwd.sack = sack_bytes(sack) if sack else 0
+    if fwd.zw_start:  # the zero window this side advertised is open again
+        fwd.zw_time += ts - fwd.zw_start
+        fwd.zw_start = 0
+    conn.last_ts = ts
+    if conn.mru_syn and not conn.first_rtt:  # the ACK that ends the handshake
+        conn.first_rtt = ts - conn.mru_syn
+    hit = acked(ex, conn, rev, ack) if rev.segs else None
+    if hit is None:
         return None
-    if ta:
-        out["flags"] = ta
+    out = {"acks_frame": hit[2]}
+    if ts != hit[3]:
+        out["ack_rtt"] = ts - hit[3]
+    if conn.first_rtt:
+        out["initial_rtt"] = conn.first_rtt
     return out
 
 
-def _fwd_flags(
-    fwd: Side, rev: Side, seq: int, ack: int, seglen: int, flags: int, window: int, ta: int
-) -> int:
-    """The tests on this direction's own state, up to Wireshark's `finished_fwd`."""
-    nextseq = fwd.nextseq
-    if seglen == 1 and seq == nextseq and rev.window == 0:
-        return ta | ZERO_WINDOW_PROBE
-    plain = not flags & SFR
-    if window == 0 and plain:
-        ta |= ZERO_WINDOW
-    if nextseq and (nextseq - seq) & M >= NEG and not flags & RST:
-        ta |= LOST_PACKET
-        fwd.valid_bif = False
-    if seglen <= 1 and seq == (nextseq - 1) & M and plain:
-        ta |= KEEP_ALIVE
-    if not plain:  # the tests below are never true for SYN, FIN or RST segments
-        return ta
-    same = seglen == 0 and seq == nextseq and ack == fwd.lastack
-    if same and window and window != fwd.window:
-        ta |= WINDOW_UPDATE
-    if seglen > 0 and rev.win_scale != -1:
-        shift = 0 if rev.first_ack or rev.win_scale == -2 else rev.win_scale
-        if (seq + seglen) & M == (rev.lastack + (rev.window << shift)) & M:
-            ta |= WINDOW_FULL
-    if same and window and window == fwd.window and rev.lastflags & KEEP_ALIVE:
-        return ta | KEEP_ALIVE_ACK
-    if same and window == 0 and fwd.window == 0 and rev.lastflags & ZERO_WINDOW_PROBE:
-        return ta | ZERO_WINDOW_PROBE_ACK
-    if same and window and window == fwd.window:
-        fwd.dupacknum += 1
-        ta |= DUPLICATE_ACK
-    return ta
-
-
-def _retransmission(
+def _steady_data(
+    ex: TcpExpert,
     conn: Conn,
     fwd: Side,
     rev: Side,
+    num: int,
     ts: int,
     seq: int,
-    seglen: int,
+    ack: int,
     flags: int,
-    ta: int,
-    nextseq: int,
-) -> int:
-    """Retransmission, fast or spurious retransmission, or out-of-order: the bit, or 0."""
-    if ta & KEEP_ALIVE:
-        return 0
-    behind = nextseq != 0 and (seq - nextseq) & M >= NEG
-    if seglen > 1 and (nextseq - 1) & M == seq:
-        behind = False
-    if seglen > 0 and rev.lastack:
-        end = (seq + seglen) & M
-        if end == rev.lastack or (end - rev.lastack) & M >= NEG:
-            return SPURIOUS_RETRANSMISSION
-    t = ts - rev.lastack_ts
-    if behind and rev.dupacknum >= 2 and rev.lastack == seq and 0 <= t < FAST_RT_NS:
-        return FAST_RETRANSMISSION
-    t = ts - fwd.nextseq_ts
-    thres = conn.first_rtt or OOO_NS
-    end = (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & M
-    if behind and 0 <= t < thres and nextseq != end:
-        return OUT_OF_ORDER
-    return RETRANSMISSION if behind else 0
-
-
-def _acked(ex: TcpExpert, conn: Conn, rev: Side, ack: int, ts: int, out: dict) -> bool:
-    """Drop the other direction's segments this ACK covers; note the one it ACKs exactly."""
-    segs = rev.segs
-    if len(segs) == 1:  # the common case, without the list walk
-        s = segs[0]
-        if ack == s[1]:
-            out["acks_frame"] = s[2]
-            if ts != s[3]:
-                out["ack_rtt"] = ts - s[3]
-        elif (ack - s[1]) & M >= NEG:  # before the segment's end: kept
-            if (s[0] - ack) & M >= NEG:
-                s[0] = ack  # partly acknowledged: keep the rest
-            return False
-        rev.segs = []
-        conn.nsegs -= 1
-        ex.segments -= 1
-        return ack == s[1]
-    hit = False
-    keep = []
-    for s in reversed(segs):  # Wireshark walks its list newest first
-        if ack == s[1]:
-            hit = True
-            out["acks_frame"] = s[2]
-            rtt = ts - s[3]
-            if rtt:
-                out["ack_rtt"] = rtt
-            else:
-                out.pop("ack_rtt", None)
-        elif (ack - s[0]) & M and (s[0] - ack) & M >= NEG and (s[1] - ack) & M < NEG:
-            s[0] = ack  # partly acknowledged: keep the rest
-            keep.append(s)
-            continue
-        elif (ack - s[1]) & M >= NEG:  # after this ACK: keep
-            keep.append(s)
-            continue
-    dropped = len(segs) - len(keep)
-    if dropped:
-        keep.reverse()
-        rev.segs = keep
-        conn.nsegs -= dropped
-        ex.segments -= dropped
-    return hit
-
-
-def _in_flight(fwd: Side, rev: Side, seglen: int, flags: int, out: dict) -> bool:
-    """Bytes in flight after this segment (Wireshark's payload-based method)."""
-    base = fwd.base_seq
+    seglen: int,
+    window: int,
+    sack: list | None,
+) -> dict | None:
+    """`_general` for a steady segment with data (`TcpExpert.segment`): of the flags only
+    window full can hold, and nothing of the handshake or the outcome changes."""
+    rev.valid_bif = True
+    ta = 0
+    nextseq = seq + seglen
+    if nextseq > M:
+        nextseq -= WRAP
+    if rev.win_scale != -1:
+        shift = 0 if rev.first_ack or rev.win_scale == -2 else rev.win_scale
+        edge = rev.lastack + (rev.window << shift)  # the peer's window's edge
+        if nextseq == (edge & M if edge > M else edge):
+            ta = WINDOW_FULL
     segs = fwd.segs
-    s = segs[0]
-    first, last = (s[0] - base) & M, (s[1] - base) & M
-    for s in segs:
-        lo, hi = (s[0] - base) & M, (s[1] - base) & M
-        if lo < first:
-            first = lo
-        if hi > last:
-            last = hi
-    in_flight = (last - first - rev.sack) & M
-    if 0 < in_flight < 2_000_000_000:
-        if flags & (SYN | FIN):
-            in_flight -= 1
-        out["bytes_in_flight"] = in_flight
-        shown = True
-    else:
-        shown = False  # tshark shows the PSH count only with bytes in flight
-    if flags & PSH:
-        fwd.push_bytes = seglen if fwd.push_last else fwd.push_bytes + seglen
-        fwd.push_last = True
-    elif fwd.push_last:
-        fwd.push_bytes = seglen
-        fwd.push_last = False
-    else:
-        fwd.push_bytes += seglen
-    if shown:
-        out["push_bytes_sent"] = fwd.push_bytes
-    return True
+    if len(segs) < ex.max_segments:
+        segs.append((seq, nextseq, num, ts))
+        conn.nsegs += 1
+        ex.segments += 1
+    fwd.nextseq, fwd.nextseq_frame, fwd.nextseq_ts = nextseq, num, ts
+    if ack != fwd.lastack:
+        fwd.lastnondupack = num
+        fwd.dupacknum = 0
+    if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+        fwd.maxseqtobeacked = nextseq
+    fwd.window = window
+    fwd.lastack = ack
+    fwd.lastack_ts = ts
+    fwd.lastflags = ta
+    fwd.first_ack = False
+    fwd.sack = sack_bytes(sack) if sack else 0
+    if fwd.zw_start:
+        fwd.zw_time += ts - fwd.zw_start
+        fwd.zw_start = 0
+    fwd.bytes += seglen
+    conn.data = True
+    conn.last_ts = ts
+    if conn.mru_syn and not conn.first_rtt:
+        conn.first_rtt = ts - conn.mru_syn
+    hit = acked(ex, conn, rev, ack) if rev.segs else None
+    if hit is None and not (segs and fwd.valid_bif) and not ta:
+        return None
+    out: dict = {}
+    if hit is not None:
+        out["acks_frame"] = hit[2]
+        if ts != hit[3]:
+            out["ack_rtt"] = ts - hit[3]
+    if segs and fwd.valid_bif:
+        in_flight(fwd, rev, seglen, flags, out)
+    if ta:
+        out["flags"] = ta
+    if conn.first_rtt:
+        out["initial_rtt"] = conn.first_rtt
+    return out
+
+
+def _handshake(conn: Conn, fwd: Side, rev: Side, ts: int, flags: int, wscale: int | None) -> None:
+    """After the sequence analysis, as the dissector does it: the initial RTT, the window
+    scale (Wireshark's -1 unknown, -2 not used by this connection)."""
+    if flags & SYN:
+        if not flags & ACK:
+            conn.mru_syn = ts
+        fwd.first_ack = True
+    elif flags & ACK:
+        if conn.mru_syn and not conn.first_rtt:
+            conn.first_rtt = ts - conn.mru_syn
+        fwd.first_ack = False
+    if wscale is not None:
+        fwd.win_scale = min(wscale, 14)
+    if flags & SYN:
+        if fwd.win_scale == -1:
+            fwd.win_scale = rev.win_scale = -2
+        elif flags & ACK and rev.win_scale == -2:
+            fwd.win_scale = -2
