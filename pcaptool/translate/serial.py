@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
-from pcaptool.decode import ETHERTYPE, Truncated
+from pcaptool.decode import ETHERTYPE, IP_FRAGMENT, Truncated
 from pcaptool.decode.dnstxn import DnsTransactions
 from pcaptool.decode.ip import PROTO_NAMES
+from pcaptool.decode.ipfrag import Reassembler
 from pcaptool.decode.table import endpoints, walk
 from pcaptool.record.envelope import (
     RUN_ID_ENV,
@@ -74,6 +75,7 @@ class Translator:
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
         self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
         self.dns = DnsTransactions()
+        self.fragments = Reassembler()  # IP fragments (docs/schema.md `ip.fragment`)
         self._pending: list[dict] = []  # records of their own: UDP connections, DNS timeouts
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
@@ -112,6 +114,10 @@ class Translator:
         buf = pkt.data
         try:
             layer, table, key, off, end = walk(buf, pkt.linktype, rec)
+            if table is IP_FRAGMENT:  # held; the packet that completes it gets the payload
+                pkt, (layer, table, key, off, end) = self.fragments.add(
+                    num, pkt, rec, key, off, end
+                )
         except Truncated as exc:
             ends = endpoints(rec)
             if ends is not None:
@@ -138,7 +144,7 @@ class Translator:
                 msg += f" ethertype 0x{key:04x}"
         elif layer == "ip":
             v = ip["version"]
-            if ip.get("frag_offset"):
+            if ip.get("frag_offset") or "fragment" in ip:
                 msg = f"IPv{v} {src} > {dst} fragment offset={ip['frag_offset']} proto={proto}"
             else:
                 name = PROTO_NAMES.get(proto, "?")
