@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from packets import OUT_A, OUT_B, A, B, eth, gre, ip4, vxlan
 from tcpconv import Capture, Conn
 
-from conftest import REPO
+from conftest import REPO, run_pcaptool
 from pcaptool.capfile.reader import LINKTYPE_ETHERNET, Packet
 from pcaptool.decode import IP_FRAGMENT
 from pcaptool.decode.ipfrag import MAX_PAYLOAD, TIMEOUT_NS, Reassembler
@@ -159,6 +159,33 @@ def test_tcp_segment_in_fragments_is_analysed_as_tshark_does(tmp_path):
     done = recs[n + 1]
     assert done["http"]["method"] == "GET" and done["ip"]["fragment"]["frames"] == [n, n + 2, n + 1]
     assert expert_compare(path) == []  # tcp.analysis equal, frame by frame
+
+
+def test_workers_send_a_datagram_s_fragments_to_its_connection_s_worker(tmp_path):
+    """--workers N --ordered equals one process when the connections carry fragments."""
+    cap = Capture()
+    conns = [
+        Conn(cap, client=(f"10.0.0.{k + 1}", 40000 + k), server=("10.0.0.9", 80)) for k in range(6)
+    ]
+    for c in conns:
+        c.handshake()
+    for k, c in enumerate(conns):
+        n = c.client(b"GET /f HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"p" * (600 + k) + b"\r\n\r\n")
+        ts, frame, _ = cap.packets[n - 1]
+        pieces = [(0, 256, True), (256, 256, True), (512, 5000, False)]
+        cap.packets[n - 1 :] = [
+            (ts + i, f, len(f)) for i, f in enumerate(fragment_frame(frame, pieces))
+        ]
+        cap.ts += 10
+        c.server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    for c in conns:
+        c.close()
+    path = cap.write(tmp_path / "w.pcap")
+    one = run_pcaptool("translate", "--flows", str(path))
+    assert one.returncode == 0 and one.stdout.count(b'"method":"GET"') >= 6
+    for workers in ("2", "3"):
+        par = run_pcaptool("translate", "--flows", "--workers", workers, "--ordered", str(path))
+        assert par.stdout.splitlines() == one.stdout.splitlines()
 
 
 def _tunnel_cases():
