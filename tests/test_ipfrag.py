@@ -362,3 +362,20 @@ def test_random_fragments_never_crash(pieces):
         rec = tr.translate(i + 1, Packet(i, len(f), len(f), f, 0, 1))
         assert rec["message"]
     list(tr.records([]))
+
+
+@needs_tshark
+@pytest.mark.parametrize("atomic", [False, True], ids=["snap-length-cut", "ipv6-atomic"])
+def test_fragments_tshark_does_not_reassemble(tmp_path, atomic):
+    """A first fragment the snap length cut is decoded as far as it goes, not held; an IPv6
+    atomic fragment (offset 0, M clear) is decoded as it stands."""
+    cap = Capture()
+    if atomic:
+        for f in frag6(udp(53, 40000, dns_response(3)), 17, [(0, 4000, False)]):
+            cap.add(eth(f, 0x86DD))
+    else:
+        cap.snaplen = 300
+        for f in frag4(udp(53, 40000, dns_response()), 17, [(0, 512, True), (512, 900, False)]):
+            cap.add(eth(f))
+    recs = agree(cap.write(tmp_path / "n.pcap"))
+    assert "fragment" not in recs[0]["ip"] and "udp" in recs[0]
