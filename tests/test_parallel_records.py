@@ -108,3 +108,38 @@ def test_corpus_workers_equal_one_process(corpus, name):
     assert two == one
     assert own(two) == own(one)
     assert sorted(lines("--flows", "--workers", "2", path)) == sorted(one)
+
+
+def test_dns_timeout_option_and_setting(tmp_path):
+    """--dns-timeout (PCAP_DNS_TIMEOUT) decides which answers match and when a query
+    times out, the same with workers."""
+    cap = Capture()
+    c, s = "10.0.0.1", "10.0.0.53"
+    cap.add(udp_frame(c, s, 4000, 53, dns(1, "slow.example")), 0)
+    cap.add(udp_frame(s, c, 53, 4000, dns(1, "slow.example", True)), 3 * S)  # after 3 s
+    cap.add(udp_frame(c, s, 4001, 53, dns(2, "never.example")), 10 * MS)
+    cap.add(udp_frame(c, "10.0.0.2", 9, 9, b"later"), 20 * S)
+    path = str(cap.write(tmp_path / "slow.pcap"))
+
+    def answered_and_timeouts(*args: str, env=None):
+        r = run_pcaptool("translate", *args, path, env=env)
+        assert r.returncode == 0, r.stderr
+        recs = [orjson.loads(x) for x in r.stdout.splitlines()]
+        answered = [r["pcap"]["num"] for r in recs if "latency" in r.get("dns", {})]
+        late = [r for r in recs if r.get("dns", {}).get("outcome") == "timeout"]
+        return answered, [(t["dns"]["query"]["num"], t["timestamp"]["seconds"]) for t in late]
+
+    t0 = Capture().ts // S
+    assert answered_and_timeouts() == ([2], [(3, t0 + 8)])
+    assert answered_and_timeouts("--dns-timeout", "2.5") == ([], [(1, t0 + 2), (3, t0 + 5)])
+    assert answered_and_timeouts("--dns-timeout", "2.5", "--workers", "2", "--ordered") == (
+        [],
+        [(1, t0 + 2), (3, t0 + 5)],
+    )
+    from conftest import pcaptool_env
+
+    env = pcaptool_env()
+    env["PCAP_DNS_TIMEOUT"] = "30"
+    assert answered_and_timeouts(env=env) == ([2], [(3, t0 + 23)])
+    r = run_pcaptool("translate", "--dns-timeout", "0", path)
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1
