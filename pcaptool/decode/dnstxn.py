@@ -28,9 +28,13 @@ class DnsTransactions:
         self.asked: dict[tuple, list] = {}
         self.late: list[dict] = []  # timeouts of queries whose response came too late
 
-    def message(self, rec: dict, src: str, sport: int, dst: str, dport: int, ts: int) -> str:
-        """Match a decoded DNS message (`rec["dns"]`); return text for its `message`."""
-        d = rec["dns"]
+    def message(
+        self, rec: dict, src: str, sport: int, dst: str, dport: int, ts: int, d: dict | None = None
+    ) -> str:
+        """Match a decoded DNS message (`d`, by default `rec["dns"]`; over TCP one of the
+        messages the packet completed); return text for the record's `message`."""
+        if d is None:
+            d = rec["dns"]
         qs = d.get("questions")
         q = qs[0] if qs else None
         qname = q["name"].lower() if q else ""
@@ -104,7 +108,8 @@ def query_num(rec: dict) -> int:
 
 def _summary(rec: dict, d: dict) -> dict:
     keep = {"id": d["id"], "qr": "query", "questions": d.get("questions", [])}
-    return {"flow": rec.get("flow"), "dns": keep, "file": rec["pcap"]["file"]}
+    proto = "TCP" if "tcp" in rec else "UDP"
+    return {"flow": rec.get("flow"), "dns": keep, "file": rec["pcap"]["file"], "proto": proto}
 
 
 def _timeout(v: list, timeout: int, key: tuple, end_ts: int | None = None) -> dict:
@@ -129,5 +134,5 @@ def _timeout(v: list, timeout: int, key: tuple, end_ts: int | None = None) -> di
     flow = summary.get("flow")
     if flow:
         rec["flow"] = flow
-        rec["logging.googleapis.com/labels"] = {"flow": flow["id"], "proto": "UDP"}
+        rec["logging.googleapis.com/labels"] = {"flow": flow["id"], "proto": summary["proto"]}
     return rec

@@ -75,6 +75,9 @@ class Translator:
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
         self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
         self.dns = DnsTransactions(dns_timeout_ns)
+        streams = getattr(analyzer, "dns_streams", None)  # DNS over TCP, from the stream
+        if streams is not None:
+            streams.sink = self.dns.message
         self._pending: list[dict] = []  # records of their own: UDP connections, DNS timeouts
         self._next_expiry = 0  # capture time of the next second: UDP flows, DNS queries
 
@@ -188,7 +191,7 @@ class Translator:
             note = self.analyzer.on_tcp(
                 rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
             )
-        what = "DNS" if layer == "dns" and "dns" in rec else "TLS" if layer == "tls" else "TCP"
+        what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
             f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
             f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
@@ -196,7 +199,7 @@ class Translator:
         if note:
             msg += " " + note
         elif what == "DNS":
-            msg += " " + _dns_message(rec["dns"])
+            msg += " " + _dns_message(rec["dns"]) + _dns_more(rec["dns"])
         elif what == "TLS":
             msg += " " + _tls_message(rec["tls"])
         return msg + " " + tags if tags else msg
@@ -364,6 +367,12 @@ def _dns_message(d: dict) -> str:
         return f"query {qtext}"
     answers = ", ".join(a["data"] for a in d["answers"][:4])
     return f"response {d['rcode']} {qtext}" + (f" -> {answers}" if answers else "")
+
+
+def _dns_more(d: dict) -> str:
+    """Over TCP: the latency of a matched response, and the other messages completed."""
+    text = f" {d['latency'] / 1e6:.3f}ms" if "latency" in d else ""
+    return text + (f" (+{len(d['more'])} more)" if "more" in d else "")
 
 
 def _tls_message(t: dict) -> str:
