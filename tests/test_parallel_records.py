@@ -143,3 +143,13 @@ def test_dns_timeout_option_and_setting(tmp_path):
     assert answered_and_timeouts(env=env) == ([2], [(3, t0 + 23)])
     r = run_pcaptool("translate", "--dns-timeout", "0", path)
     assert r.returncode == 2 and r.stderr.count(b"\n") == 1
+
+
+def test_sidecar_checks_its_dns_timeout_setting(tmp_path):
+    from test_entrypoint import run_entrypoint, sidecar_env
+
+    r = run_entrypoint(sidecar_env(tmp_path, PCAP_IFACE="lo", PCAP_DNS_TIMEOUT="soon"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "pcaptool-sidecar: error: PCAP_DNS_TIMEOUT='soon' must be a whole number from 1 to 3600"
+    ]
