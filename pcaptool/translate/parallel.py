@@ -27,9 +27,7 @@ import multiprocessing
 import struct
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
-from operator import itemgetter
 
 from pcaptool.capfile.reader import LINKTYPE_ETHERNET, CaptureReader, Packet
 from pcaptool.decode import Truncated
@@ -45,6 +43,7 @@ from pcaptool.decode.table import (
     walk,
 )
 from pcaptool.errors import CaptureFormatError
+from pcaptool.translate.output import PACKET, Output
 
 U16 = struct.Struct("!H")
 PORTS = struct.Struct("!HH")
@@ -54,8 +53,6 @@ DNS_PORT = 53  # DNS queries shard by addresses only: a retry's new port links t
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux; spelled out for clarity)
 BATCH = 512
 MAX_OUTSTANDING = 6  # batches in flight per worker before the reader waits
-_first = itemgetter(0)
-PACKET = (0, 0)  # the sort key of a packet's own record among records of their own
 SWEEP, EXPIRE = 1, 2  # what a tick asks: sweep idle TCP connections; expire UDP and DNS
 
 
@@ -235,102 +232,6 @@ def _warn_limits(an) -> None:
         log(**warning)
 
 
-class _Output:
-    """Where worker results go: written by the threads that receive them, under one lock,
-    so a live capture's records appear without waiting for the next packet."""
-
-    def __init__(self, write, flush, workers: int, ordered: bool) -> None:
-        self.write = write
-        self.flush = flush
-        self.ordered = ordered
-        self.cond = threading.Condition()
-        self.outstanding = [0] * workers
-        self.ready: list[deque] = [deque() for _ in range(workers)]
-        self.log: deque = deque()  # ordered: which workers hold each next message's lines
-        self.error: BaseException | None = None
-
-    def result(self, w: int, got) -> None:
-        with self.cond:
-            self.outstanding[w] -= 1
-            try:
-                if self.error is None:
-                    if self.ordered:
-                        self._ready(w, got)
-                        self._emit()
-                    else:
-                        self.write(got[0])
-                    self.flush()
-            except BaseException as exc:  # a closed stdout (`| head`): the main thread ends
-                self.error = exc
-            self.cond.notify_all()
-
-    def failed(self, exc: BaseException) -> None:
-        with self.cond:
-            if self.error is None:
-                self.error = exc
-            self.cond.notify_all()
-
-    def wait(self, w: int | None, most: int) -> None:
-        """Wait until worker w (every worker if None) has at most `most` batches in flight."""
-        with self.cond:
-            while True:
-                if self.error is not None:
-                    raise self.error
-                pending = self.outstanding if w is None else [self.outstanding[w]]
-                if max(pending) <= most:
-                    return
-                self.cond.wait()
-
-    def _ready(self, w: int, got) -> None:
-        blob, ends, keyed = got
-        view = memoryview(blob)
-        r = self.ready[w]
-        start = 0
-        for idx, end in enumerate(ends):
-            ks = keyed.get(idx)
-            if ks is None:
-                r.append(view[start:end])
-            else:
-                items = []
-                p = start
-                for key, n in ks:
-                    items.append((key, view[p : p + n]))
-                    p += n
-                r.append(items)
-            start = end
-
-    def _emit(self) -> None:
-        log, ready, write = self.log, self.ready, self.write
-        while log:
-            e = log[0]
-            if e.__class__ is int:
-                r = ready[e]
-                if not r:
-                    return
-                res = r.popleft()
-                log.popleft()
-                if res.__class__ is list:
-                    for _, line in res:
-                        write(line)
-                else:
-                    write(res)
-            else:
-                for w in e:
-                    if not ready[w]:
-                        return
-                log.popleft()
-                items = []
-                for w in e:
-                    res = ready[w].popleft()
-                    if res.__class__ is list:
-                        items += res
-                    elif len(res):
-                        items.append((PACKET, res))
-                items.sort(key=_first)
-                for _, line in items:
-                    write(line)
-
-
 class _Duplex:
     """A reading and a writing pipe end used as one connection."""
 
@@ -345,7 +246,7 @@ class _Duplex:
 
 
 class _Pool:
-    def __init__(self, workers, name, analyzer_kw: dict | None, output: _Output, reduce, dns_ns):
+    def __init__(self, workers, name, analyzer_kw: dict | None, output: Output, reduce, dns_ns):
         ctx = multiprocessing.get_context("fork")
         self.conns = []
         self.procs = []
@@ -384,7 +285,7 @@ class _Pool:
             t.join(timeout=10)
 
 
-def _pump(conn, w: int, output: _Output) -> None:
+def _pump(conn, w: int, output: Output) -> None:
     """Receive one worker's result batches and hand them to the output."""
     while True:
         try:
@@ -407,7 +308,7 @@ def translate_parallel(
     dns_timeout_ns: int = DNS_TIMEOUT_NS,
 ) -> None:
     """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
-    output = _Output(write, flush, workers, ordered)
+    output = Output(write, flush, workers, ordered)
     pool = _Pool(workers, name, analyzer_kw, output, reduce, dns_timeout_ns)
     # The reading thread is busy in Python; the threads that receive results must not
     # wait the default 5 ms for the GIL at each chunk, or the workers stall on their sends.
@@ -420,14 +321,40 @@ def translate_parallel(
         pool.close()
 
 
-def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, ticks: bool) -> None:
+class _Ticks:
+    """What the other workers do at a packet, because the single process does it there:
+    sweep idle TCP connections (a TCP packet starts a second of capture time, with the
+    TCP analysis), expire UDP flows and DNS queries (any packet starts a second)."""
+
+    __slots__ = ("sweeps", "tcp_sec", "next_expiry", "last_tcp_ts", "last_ts")
+
+    def __init__(self, sweeps: bool) -> None:
+        self.sweeps = sweeps
+        self.tcp_sec = -1
+        self.next_expiry = 0
+        self.last_tcp_ts = 0
+        self.last_ts: int | None = None
+
+    def at(self, ts: int, is_tcp: bool) -> int:
+        """SWEEP | EXPIRE, either or neither, for a packet at capture time `ts`."""
+        self.last_ts = ts
+        what = 0
+        if ts >= self.next_expiry:
+            self.next_expiry = (ts // 1_000_000_000 + 1) * 1_000_000_000
+            what = EXPIRE
+        if is_tcp and self.sweeps:
+            self.last_tcp_ts = ts
+            if ts // 1_000_000_000 > self.tcp_sec:
+                self.tcp_sec = ts // 1_000_000_000
+                what |= SWEEP
+        return what
+
+
+def _run(pool: _Pool, output: Output, reader, workers: int, ordered: bool, ticks: bool) -> None:
     batches: list[list] = [[] for _ in range(workers)]
     log = output.log
     conns = pool.conns
-    gsec = -1  # the capture second of the last TCP sweep (with the TCP analysis)
-    next_expiry = 0  # the next second of capture time: UDP flows and DNS queries expire
-    last_tcp_ts = 0
-    last_ts = None
+    clock = _Ticks(ticks)
 
     def send(w: int) -> None:
         with output.cond:
@@ -452,17 +379,8 @@ def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, tick
         for num, pkt in enumerate(reader, 1):
             key, is_tcp = flow_of(pkt.linktype, pkt.data)
             w = hash(key) % workers if key is not None else 0
-            # the other workers do at this packet what the single process does at it
-            last_ts = ts = pkt.ts_ns
-            what = 0
-            if ts >= next_expiry:
-                next_expiry = (ts // 1_000_000_000 + 1) * 1_000_000_000
-                what = EXPIRE
-            if is_tcp and ticks:
-                last_tcp_ts = ts
-                if ts // 1_000_000_000 > gsec:
-                    gsec = ts // 1_000_000_000
-                    what |= SWEEP
+            ts = pkt.ts_ns
+            what = clock.at(ts, is_tcp)
             if what:
                 tick = (num, ts, what)
                 for v in range(workers):
@@ -492,7 +410,7 @@ def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, tick
                 send(w)
     except CaptureFormatError as exc:
         broken = exc  # write every record before the break, then report it
-    fin = ("finish", last_tcp_ts, last_ts)
+    fin = ("finish", clock.last_tcp_ts, clock.last_ts)
     for v in range(workers):
         batches[v].append(fin)
     if ordered:
