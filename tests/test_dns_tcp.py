@@ -9,6 +9,8 @@ import subprocess
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tcpconv import Capture, Conn
 from test_outcome import dns
 
@@ -154,3 +156,93 @@ def test_tshark_agrees_on_corpus_dns_over_tcp(corpus, name):
         theirs[num] = [(i, r, t, s, rc if r else None) for i, r, t, s, rc in theirs[num]]
     mine = ours(records(path), tcp_only=True)
     assert theirs and mine == theirs
+
+
+def translate_in_process(cap: Capture) -> list[dict]:
+    from pcaptool.capfile.reader import Packet
+    from pcaptool.tcp.analyzer import HttpAnalyzer
+    from pcaptool.translate.serial import Translator
+
+    pkts = [Packet(ts, len(f), n, f, 0, 1) for ts, f, n in cap.packets]
+    return list(Translator("h.pcap", HttpAnalyzer()).records(pkts))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    count=st.integers(1, 6),
+    cuts=st.lists(st.integers(1, 400), max_size=12),
+    names=st.lists(
+        st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=60),
+        min_size=6,
+        max_size=6,
+    ),
+    answered=st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_any_segmentation_reads_every_message_once(count, cuts, answered, names):
+    """However the two streams are cut into segments, every message is read once, in
+    order, each answer matched to its query, and the unanswered ones time out."""
+    ids = list(range(1, count + 1))
+    asks = framed(*[dns(i, f"{names[i - 1]}.example") for i in ids])
+    tells = framed(*[dns(i, f"{names[i - 1]}.example", True) for i in ids if answered[i - 1]])
+    cap = Capture()
+    c = Conn(cap, client=("10.0.0.1", 40100), server=("10.0.0.53", 53))
+    c.handshake()
+    for data, send in ((asks, c.client), (tells, c.server)):
+        pos = 0
+        for cut in [*cuts, len(data)]:
+            if pos < len(data):
+                send(data[pos : pos + cut], dt=MS)
+                pos += cut
+    c.close()
+    recs = translate_in_process(cap)
+    msgs = [
+        m for r in recs if "pcap" in r and "dns" in r for m in [r["dns"], *r["dns"].get("more", [])]
+    ]
+    assert not [r for r in recs if "error" in r]
+    starts = [m for m in msgs if m.get("incomplete")]  # a segment that starts a message
+    assert all(m["id"] in ids for m in starts)
+    msgs = [m for m in msgs if not m.get("incomplete")]
+    queries = [m["id"] for m in msgs if m["qr"] == "query"]
+    responses = [m for m in msgs if m["qr"] == "response"]
+    assert queries == ids
+    assert [m["id"] for m in responses] == [i for i in ids if answered[i - 1]]
+    assert all(m["latency"] > 0 and m["query"]["id"] == m["id"] for m in responses)
+    late = [r["dns"]["id"] for r in recs if r.get("dns", {}).get("outcome") == "timeout"]
+    assert late == [i for i in ids if not answered[i - 1]]
+
+
+def txt_response(qid: int, name: str, inner: bytes) -> bytes:
+    """A response to an A query whose one (TXT) answer holds `inner` bytes."""
+    import struct
+
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+    q += struct.pack("!HH", 1, 1)  # the question of dns(qid, name): A, IN
+    rr = b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, len(inner) + 1) + bytes([len(inner)])
+    return struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + q + rr + inner
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        framed(dns(99, "fake.example")),  # parses as a whole message of its own
+        framed(b"\x00\x4d\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff"),  # does not parse
+    ],
+)
+def test_a_segment_that_only_looks_like_a_message_start(tmp_path, inner):
+    """A segment inside a message whose bytes look like a length and header: it is no
+    DNS message of its own, and the stream still reads it."""
+    cap = Capture()
+    c = Conn(cap, client=("10.0.0.1", 40200), server=("10.0.0.53", 53))
+    c.handshake()
+    q = c.client(framed(dns(5, "t.example")))
+    whole = framed(txt_response(5, "t.example", inner + b"tail"))
+    at = whole.index(inner)
+    c.server(whole[:at], dt=MS)
+    mid = c.server(whole[at : at + len(inner)], dt=MS)
+    last = c.server(whole[at + len(inner) :], dt=MS)
+    c.close()
+    pk = by_num(translate_in_process(cap))
+    assert "dns" not in pk[mid] and "error" not in pk[mid]
+    assert pk[mid]["message"].split()[1] == "TCP"
+    r = pk[last]["dns"]
+    assert r["id"] == 5 and r["reassembled"] and r["query"]["num"] == q

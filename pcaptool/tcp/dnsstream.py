@@ -10,7 +10,8 @@ segment's first bytes), the others in `dns.more`; a message that spanned segment
 DNS transactions, pcaptool/decode/dnstxn.py), so a response over TCP carries its query,
 latency and rcode, and an unanswered query times out, as over UDP.
 
-After bytes are lost (a gap) the direction waits for a segment that starts like a
+A segment whose first bytes the per-packet decoder read as a message but that the stream
+places inside one loses that `dns`. After bytes are lost (a gap) the direction waits for a segment that starts like a
 message (a plausible length and header) and reads on from there. A message that does not
 parse is left out.
 """
@@ -91,8 +92,12 @@ class DnsStream:
                 found.append(d)
             pos += 2 + size
         del buf[:pos]
-        if found and "pcap" in rec:  # a packet's record (not the end of the input)
+        if "pcap" not in rec:  # no packet's record: the end of the input
+            return
+        if found:
             self._write(conn, i, found, ts, rec)
+        elif "dns" in rec and (held or not rec["dns"].get("incomplete")):
+            del rec["dns"]  # the segment only looked like a message start: it is inside one
 
     def _write(self, conn: Conn, i: int, found: list[dict], ts: int, rec: dict) -> None:
         self.messages += len(found)
