@@ -49,10 +49,14 @@ def test_documented_examples_run(doc: Path, tmp_path, monkeypatch, capsys) -> No
         assert "www.example.com" in out and "example.com" in out
 
 
-def test_translate_equals_the_cli_records() -> None:
+def test_translate_equals_the_cli_records(monkeypatch) -> None:
     import json
 
     from conftest import run_pcaptool
+
+    # the run id both read (conftest gives every pcaptool it starts this one); set here so
+    # an id an earlier in-process command left in os.environ does not decide the result
+    monkeypatch.setenv("PCAP_RUN_ID", "test-run")
 
     cli = [
         json.loads(x)

@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from pcaptool.commands._options import (
+    DNS_TIMEOUT,
     Count,
+    DnsTimeout,
     Fields,
     Quiet,
     ReadFiles,
@@ -127,6 +129,7 @@ def translate(
             help="Seconds of capture time after which an idle TCP connection is evicted.",
         ),
     ] = 300.0,
+    dns_timeout: DnsTimeout = DNS_TIMEOUT,
     tcp_flow_memory: Annotated[
         int,
         typer.Option(
@@ -238,6 +241,7 @@ def translate(
             expression,
             count,
             parse_size(backlog),
+            int(dns_timeout * 1_000_000_000),
         )
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
@@ -315,6 +319,7 @@ def _translate_all(
     expression: str | None = None,
     count: int = 0,
     backlog: int = 0,
+    dns_timeout_ns: int = 5_000_000_000,
 ) -> bool:
     from pcaptool.capfile.reader import CaptureReader, open_input
     from pcaptool.capfile.readfilter import FilteredReader
@@ -350,6 +355,7 @@ def _translate_all(
                     analyzer_kw,
                     out.flush,
                     getattr(out, "reduce", None),
+                    dns_timeout_ns,
                 )
                 continue
             analyzer = None
@@ -357,7 +363,7 @@ def _translate_all(
                 from pcaptool.tcp.analyzer import HttpAnalyzer
 
                 analyzer = HttpAnalyzer(**analyzer_kw)
-            translator = Translator(name, analyzer)
+            translator = Translator(name, analyzer, dns_timeout_ns=dns_timeout_ns)
             try:
                 for rec in translator.records(_live(reader, source, backlog, out.flush)):
                     out.write(rec)

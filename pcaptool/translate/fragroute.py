@@ -8,6 +8,7 @@ import struct
 
 PROTO_TCP, PROTO_UDP = 6, 17
 PORTS = struct.Struct("!HH")
+DNS_PORT = 53
 
 
 class Fragment(tuple):
@@ -24,6 +25,8 @@ def fragment_key(data: bytes, dgram: tuple, offset: int, p: int, proto: int | No
         sport, dport = PORTS.unpack_from(data, p)
         a, b = (src, sport), (dst, dport)
         flow = (proto, a, b) if a < b else (proto, b, a)
+        if sport == DNS_PORT or dport == DNS_PORT:  # as parallel.flow_of keys DNS
+            flow = ("dns", src, dst) if src < dst else ("dns", dst, src)
     return Fragment((dgram, flow or ((src, dst) if src < dst else (dst, src)), flow)), False
 
 
