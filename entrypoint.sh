@@ -183,7 +183,7 @@ read_settings() {
 # the cron expression/zone. Each prints its own one-line error.
 validate_with_pcaptool() {
   local out
-  if ! out="$("${PCAPTOOL_CMD[@]}" capture --print-filter -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" 2>&1)"; then
+  if ! out="$("${PCAPTOOL_CMD[@]}" capture --print-filter -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" --health-port "${PCAP_HC_PORT}" 2>&1)"; then
     bad "capture settings: ${out##*error: }"
   else
     FILTER_SHOWN="${out}"
@@ -445,7 +445,7 @@ run_pipeline() {
   fi
 
   local -a capture_args=(capture -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" -w -
-    --duration "${duration}" --ready-file "${ready_file}")
+    --duration "${duration}" --ready-file "${ready_file}" --health-port "${PCAP_HC_PORT}")
   [[ -z "${PCAP_FILTER}" ]] || capture_args+=(--filter "${PCAP_FILTER}")
   if [[ ${#capture_out[@]} -ge 2 ]]; then
     mkfifo "${RUN_DIR}/capture.fifo"

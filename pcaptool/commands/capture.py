@@ -187,6 +187,17 @@ def capture(
             help="Local TCP ports pcaptool's own uploads use (LO-HI): always left out.",
         ),
     ] = None,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port",
+            min=1,
+            max=65535,
+            rich_help_panel=_FILTER,
+            help="The sidecar's health port (PCAP_HC_PORT): traffic whose local end it is "
+            "(the probes) is left out.",
+        ),
+    ] = None,
     resolve_every: Annotated[
         float,
         typer.Option(
@@ -265,6 +276,7 @@ def capture(
             exclude_ipv4=exclude_ipv4,
             exclude_ipv6=exclude_ipv6,
             self_ports=self_ports,
+            health_port=health_port,
         )
     )
     if builder.raw_filter:
