@@ -469,7 +469,7 @@ run_pipeline() {
   ((stop_requested == 0)) || stop_capture
 
   local name status failed=0
-  for name in capture tee pcap json poi upload; do
+  for name in capture tee pcap json upload poi; do # the stream never holds up the uploads
     [[ -n "${pids[${name}]:-}" ]] || continue
     [[ "${name}" != upload ]] || exec 4>&- # the branches are done: upload's input ends
     wait_for_exit "${pids[${name}]}"

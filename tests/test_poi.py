@@ -294,3 +294,30 @@ def test_a_receiver_that_never_listens_does_not_slow_the_input(tmp_path, kind):
     assert sum(r["packets"] for r in dropped(lines)) == total
     assert any("cannot connect" in x["message"] for x in lines)
     assert written < 5, f"writing 10 MB of input took {written:.1f} s"
+
+
+@needs_tshark
+def test_a_slow_receiver_never_holds_up_the_end_of_the_stream(tmp_path):
+    # The whole 6 MB fits the backlog; at ~400 KB/s it would take 15 s to send. After the
+    # end of input the stream gets 5 s (poi.DRAIN), then drops the rest, on a record.
+    rx = Receiver(tmp_path, chunk=4096, delay=0.01)
+    total = 6000
+    proc = stream(rx.port, "--backlog", "32M")
+    proc.stdin.write(capture_bytes(tmp_path, total, size=1000))
+    proc.stdin.close()
+    t0 = time.monotonic()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err.decode()
+    took = time.monotonic() - t0
+    rx.wait()
+    rx.close()
+    [conn] = rx.files
+    got = numbers(conn)
+    assert tshark_count(conn) == len(got) > 0  # whole records to the end
+    assert got == list(range(len(got)))
+    lines = logs(err)
+    runs = dropped(lines)
+    assert {r["reason"] for r in runs} == {"stopping"}, runs
+    assert sum(r["packets"] for r in runs) == total - len(got) > 0
+    assert runs[0]["first"] == len(got) + 1 and runs[-1]["last"] == total
+    assert took < 12, f"the stream took {took:.1f} s to end"

@@ -105,7 +105,11 @@ def stream(
         send_timeout=send_timeout,
     )
     try:
-        streamer.run(_packets(sources, size if live else 0, streamer.flush))
+        if live:
+            backlog_ = _live_backlog(streamer.flush, size)
+            streamer.run(backlog_, ended=lambda: backlog_.ended)
+        else:
+            streamer.run(_packets(sources, streamer.flush))
     finally:  # a broken input (one-line error) still ends the stream cleanly
         streamer.close()
 
@@ -117,22 +121,25 @@ def _stdin_is_pipe() -> bool:
         return False
 
 
-def _packets(sources: list[str], backlog: int, on_idle) -> Iterator:
-    """The packets of every source in turn; stdin through a bounded backlog when live."""
+def _live_backlog(on_idle, size: int):
+    """Stdin (a pipe) read at once into a bounded backlog (sidecar/shed.py)."""
     from pcaptool.capfile.reader import CaptureReader, open_input
     from pcaptool.sidecar.shed import Backlog, enlarge_pipe, quick_switching
+
+    enlarge_pipe(0)
+    quick_switching()
+    return Backlog(CaptureReader(open_input("-"), "<stdin>"), size, on_idle=on_idle)
+
+
+def _packets(sources: list[str], on_idle) -> Iterator:
+    """The packets of every source in turn (files, or stdin that is not a pipe)."""
+    from pcaptool.capfile.reader import CaptureReader, open_input
 
     for source in sources:
         stream = open_input(source)
         name = "<stdin>" if source == "-" else source
         try:
-            reader = CaptureReader(stream, name, before_read=on_idle)
-            if backlog > 0:
-                enlarge_pipe(0)
-                quick_switching()
-                yield from Backlog(reader, backlog, on_idle=on_idle)
-            else:
-                yield from reader
+            yield from CaptureReader(stream, name, before_read=on_idle)
         finally:
             if source != "-":
                 stream.close()

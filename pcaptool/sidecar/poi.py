@@ -11,7 +11,9 @@ global header followed by whole records; only a connection that breaks can end i
 record, and the next one starts afresh with a header. Dropped packets are reported in
 runs: one WARNING log line per run with how many, their bytes, the packet numbers they span
 (1-based, in the input) and why (`behind`: the receiver reads slower than the capture;
-`unconnected`: no receiver; `linktype`: another link type than the stream's).
+`unconnected`: no receiver; `broken`: in flight when a connection broke; `linktype`:
+another link type than the stream's; `stopping`: left when the input ended and DRAIN
+seconds passed).
 
 The connection leaves from `PCAP_SELF_PORTS` (sidecar/selfport.py), which the capture
 filter excludes: the stream is never captured into itself.
@@ -35,6 +37,7 @@ SNAPLEN = 262144
 FLUSH_BYTES = 256 << 10  # records gathered before a send (and always when input pauses)
 REPORT_EVERY = 10.0  # a long run of drops is reported at least this often (s)
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+DRAIN = 5.0  # after the end of input: seconds left to send the backlog
 RECORD_HEAD = 16  # a pcap record's header
 
 Target = tuple[str, int]
@@ -75,6 +78,7 @@ WHY = {
     "unconnected": "no receiver connected",
     "linktype": "link type differs from the stream's",
     "broken": "the connection broke before they were sent whole",
+    "stopping": "the input ended and the receiver could not take them in time",
 }
 
 
@@ -108,6 +112,7 @@ class Streamer:
         self.buf = bytearray()
         self.ends: list[tuple[int, int]] = []  # (end offset in buf, packet number)
         self.drops: Drops | None = None
+        self.drain_until: float | None = None
         self.sent = self.dropped = self.connections = 0
         self.name = f"{target[0]}:{target[1]}"
 
@@ -148,31 +153,52 @@ class Streamer:
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
     def _send(self) -> None:
-        """Send what is gathered; on failure the packets not wholly sent are dropped."""
+        """Send what is gathered; the packets not wholly sent are dropped: `broken` when the
+        connection fails, `stopping` when the drain time after the end of input is over
+        (the record in flight is finished first, so the stream still ends on a record)."""
         if not self.ends or self.sock is None:
             return
-        view, done = memoryview(self.buf), 0
+        view, done, limit = memoryview(self.buf), 0, len(self.buf)
         try:
-            while done < len(view):
-                done += self.sock.send(view[done:])
+            while done < limit:
+                done, limit = self._send_some(view, done, limit)
         except OSError as exc:
             view.release()
-            whole = sum(1 for end, _ in self.ends if end <= done)
-            self.sent += whole
-            lost = self.ends[whole:]
-            start = self.ends[whole - 1][0] if whole else 0
-            nbytes = len(self.buf) - start - RECORD_HEAD * len(lost)
             self._close()
-            self.buf.clear()
-            self.ends.clear()
-            self._drop("broken", lost[0][1], lost[-1][1], len(lost), nbytes)
+            self._settle(done, "broken")
             self._fail(f"connection to {self.name} lost ({exc})")
             return
         view.release()
-        self.sent += len(self.ends)
+        self._settle(done, "stopping")
+        self._report()
+
+    def _send_some(self, view: memoryview, done: int, limit: int) -> tuple[int, int]:
+        draining = self.drain_until is not None and limit == len(view)
+        if draining:
+            left = self.drain_until - self.clock()  # type: ignore[operator]
+            if left <= 0:  # stop at the end of the record in flight
+                limit = min(b for b in (0, *(end for end, _ in self.ends)) if b >= done)
+                self.sock.settimeout(self.send_timeout)  # type: ignore[union-attr]
+                return done, limit
+            self.sock.settimeout(min(left, self.send_timeout))  # type: ignore[union-attr]
+        try:
+            return done + self.sock.send(view[done:limit]), limit  # type: ignore[union-attr]
+        except TimeoutError:
+            if draining and self.clock() >= self.drain_until:  # type: ignore[operator]
+                return done, limit  # the drain time is over, not the receiver's patience
+            raise
+
+    def _settle(self, done: int, reason: str) -> None:
+        """Count the packets sent whole (the first `done` bytes); drop the rest."""
+        whole = sum(1 for end, _ in self.ends if end <= done)
+        self.sent += whole
+        rest = self.ends[whole:]
+        if rest:
+            start = self.ends[whole - 1][0] if whole else 0
+            nbytes = len(self.buf) - start - RECORD_HEAD * len(rest)
+            self._drop(reason, rest[0][1], rest[-1][1], len(rest), nbytes)
         self.buf.clear()
         self.ends.clear()
-        self._report()
 
     def _close(self) -> None:
         if self.sock is not None:
@@ -229,14 +255,24 @@ class Streamer:
         if len(self.buf) >= FLUSH_BYTES:
             self._send()
 
-    def run(self, items: Iterable[Packet | Shed]) -> None:
+    def run(self, items: Iterable[Packet | Shed], ended: Callable[[], bool] | None = None) -> None:
+        """Stream `items`; once `ended()` (the input is over, a backlog is left), what
+        cannot be sent within DRAIN seconds is dropped (`stopping`): a slow receiver never
+        holds up the sidecar's shutdown."""
         number = 0
         for item in items:
+            if ended is not None and self.drain_until is None and ended():
+                self.drain_until = self.clock() + DRAIN
+            stopping = self.drain_until is not None and self.clock() > self.drain_until
             if type(item) is Shed:
-                self._drop("behind", item.first, item.last, item.count, item.bytes)
+                reason = "stopping" if stopping else "behind"
+                self._drop(reason, item.first, item.last, item.count, item.bytes)
                 number = item.last
                 continue
             number += 1
+            if stopping:
+                self._drop("stopping", number, number, 1, len(item.data))  # type: ignore[union-attr]
+                continue
             self.add(number, item)  # type: ignore[arg-type]
         self.flush()
 
@@ -247,6 +283,8 @@ class Streamer:
             self._report()
 
     def close(self) -> None:
+        if self.drain_until is None and not self.block:
+            self.drain_until = self.clock() + DRAIN
         self._send()
         self._report()
         if self.sock is not None:
