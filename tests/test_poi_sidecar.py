@@ -100,3 +100,14 @@ def test_the_stream_holds_the_packets_of_the_parts(tmp_path):
     logs = sidecar.stderr_json()
     summary = next(x["poi"] for x in logs if "streamed" in x.get("poi", {}))
     assert summary["streamed"] == len(in_parts) and summary["dropped"] == 0, summary
+
+
+def test_a_bad_target_is_one_line_and_exit_2(tmp_path):
+    from test_entrypoint import run_entrypoint
+
+    env = sidecar_env(tmp_path, PCAP_IFACE="lo", PCAP_POI_TARGET="no-port", GCS_MOUNT=str(tmp_path))
+    r = run_entrypoint(env | {"PCAP_POI_BACKLOG": "lots"})
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2 and "PCAP_POI_TARGET='no-port'" in lines[0], r.stderr
+    assert "PCAP_POI_BACKLOG='lots'" in lines[1]
