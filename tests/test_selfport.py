@@ -191,11 +191,7 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
             wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture ready")
             sent = veth.send_udp(1100, seconds=22)  # ~11 rotations of steady traffic
             # Health probes across the veth, as Cloud Run's: the sidecar's own, left out.
-            probe = (
-                "import socket\nfor _ in range(20): "
-                f"socket.create_connection(({veth.addr(0, 1)!r}, {hc_port}), 5).close()"
-            )
-            assert veth.exec(veth.peer, sys.executable, "-c", probe).returncode == 0
+            _probe(veth, hc_port, 20)
             time.sleep(1)
             rc, _ = sidecar.stop()
             dump.terminate()  # before the test's own downloads cross the veth
@@ -214,16 +210,7 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
         assert rc == 0, err[-4000:]
 
     assert len(parts) >= 10, parts
-    sizes, udp_total = [], 0
-    for i, name in enumerate(parts):
-        f = tmp_path / f"part{i}.pcap"
-        f.write_bytes(blobs[name])
-        rows = _fields(f)
-        ports = (str(gcs_port), str(hc_port))
-        own = [r for r in rows if r[1] and (set(ports) & set(r[1:3]) or _in_self(r[1], r[2]))]
-        assert not own, f"{name}: {len(own)} packets of pcaptool's own connections"
-        udp_total += sum(1 for r in rows if r[3] == "9999")
-        sizes.append(len(blobs[name]))
+    sizes, udp_total = _check_parts(tmp_path, parts, blobs, (str(gcs_port), str(hc_port)))
     assert udp_total == sent, f"{udp_total} of {sent} application datagrams in the parts"
     oracle_rows = _fields(oracle)
     uploads = [r for r in oracle_rows if _in_self(r[1], r[2])]
@@ -235,6 +222,29 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
     middle = sizes[1:-1]  # the first and last parts are partial
     print(f"part sizes (bytes): {sizes}", file=sys.stderr)
     assert max(middle) <= 1.5 * min(middle), f"part sizes grow: {sizes}"
+
+
+def _probe(veth: Lab, port: int, count: int) -> None:
+    """Health probes from the peer namespace across the veth, as Cloud Run's."""
+    code = (
+        f"import socket\nfor _ in range({count}): "
+        f"socket.create_connection(({veth.addr(0, 1)!r}, {port}), 5).close()"
+    )
+    assert veth.exec(veth.peer, sys.executable, "-c", code).returncode == 0
+
+
+def _check_parts(tmp: Path, parts: list[str], blobs: dict, own_ports: tuple[str, ...]):
+    """No packet of pcaptool's own connections in any part; (sizes, application UDP)."""
+    sizes, udp_total = [], 0
+    for i, name in enumerate(parts):
+        f = tmp / f"part{i}.pcap"
+        f.write_bytes(blobs[name])
+        rows = _fields(f)
+        own = [r for r in rows if r[1] and (set(own_ports) & set(r[1:3]) or _in_self(r[1], r[2]))]
+        assert not own, f"{name}: {len(own)} packets of pcaptool's own connections"
+        udp_total += sum(1 for r in rows if r[3] == "9999")
+        sizes.append(len(blobs[name]))
+    return sizes, udp_total
 
 
 def _in_self(src: str, dst: str) -> bool:

@@ -12,57 +12,64 @@ import typer
 from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import UsageError
 
+Files = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="FILES",
+        show_default=False,
+        help="Captures to send (pcap/pcapng, .gz too; default: stdin, `-`).",
+    ),
+]
+To = Annotated[
+    str,
+    typer.Option(
+        "--to",
+        envvar="PCAP_POI_TARGET",
+        metavar="HOST:PORT",
+        show_default=False,
+        help="The receiver (Arkime's PCAP-over-IP reader, `nc -l PORT`); [v6addr]:PORT.",
+    ),
+]
+BacklogSize = Annotated[
+    str,
+    typer.Option(
+        "--backlog",
+        envvar="PCAP_POI_BACKLOG",
+        metavar="SIZE",
+        help="Live input (a pipe): packets held while the receiver is slow (K, M, G); "
+        "beyond it whole packets are dropped and counted. 0: no backlog (the sender "
+        "waits for the receiver and may slow the stage before).",
+    ),
+]
+SelfPorts = Annotated[
+    str | None,
+    typer.Option(
+        "--self-ports",
+        envvar="PCAP_SELF_PORTS",
+        metavar="LO-HI",
+        show_default=False,
+        help="Connect from a local port of this range (the sidecar's capture excludes it).",
+    ),
+]
+ConnectTimeout = Annotated[
+    float, typer.Option("--connect-timeout", help="Seconds a connection attempt may take.")
+]
+SendTimeout = Annotated[
+    float,
+    typer.Option(
+        "--send-timeout",
+        help="A receiver that takes nothing for this long (s) is dropped and reconnected.",
+    ),
+]
+
 
 def stream(
-    files: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="FILES",
-            show_default=False,
-            help="Captures to send (pcap/pcapng, .gz too; default: stdin, `-`).",
-        ),
-    ] = None,
-    to: Annotated[
-        str,
-        typer.Option(
-            "--to",
-            envvar="PCAP_POI_TARGET",
-            metavar="HOST:PORT",
-            show_default=False,
-            help="The receiver (Arkime's PCAP-over-IP reader, `nc -l PORT`); [v6addr]:PORT.",
-        ),
-    ] = "",
-    backlog: Annotated[
-        str,
-        typer.Option(
-            "--backlog",
-            envvar="PCAP_POI_BACKLOG",
-            metavar="SIZE",
-            help="Live input (a pipe): packets held while the receiver is slow (K, M, G); "
-            "beyond it whole packets are dropped and counted. 0: no backlog (the sender "
-            "waits for the receiver and may slow the stage before).",
-        ),
-    ] = "16M",
-    self_ports: Annotated[
-        str | None,
-        typer.Option(
-            "--self-ports",
-            envvar="PCAP_SELF_PORTS",
-            metavar="LO-HI",
-            show_default=False,
-            help="Connect from a local port of this range (the sidecar's capture excludes it).",
-        ),
-    ] = None,
-    connect_timeout: Annotated[
-        float, typer.Option("--connect-timeout", help="Seconds a connection attempt may take.")
-    ] = 5.0,
-    send_timeout: Annotated[
-        float,
-        typer.Option(
-            "--send-timeout",
-            help="A receiver that takes nothing for this long (s) is dropped and reconnected.",
-        ),
-    ] = 30.0,
+    files: Files = None,
+    to: To = "",
+    backlog: BacklogSize = "16M",
+    self_ports: SelfPorts = None,
+    connect_timeout: ConnectTimeout = 5.0,
+    send_timeout: SendTimeout = 30.0,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
