@@ -127,19 +127,22 @@ class Proxy:
         head = b""
         while b"\r\n\r\n" not in head and (chunk := conn.recv(65536)):
             head += chunk
+        if b"\r\n\r\n" not in head:  # closed before a request
+            conn.close()
+            return
         target = head.split(b" ", 2)[1].split(b"/")[2].decode()  # http://HOST:PORT/...
         host, port = target.rsplit(":", 1)
         up = socket.create_connection((host, int(port)))
         up.sendall(head)  # absolute-form requests: fake-gcs-server (Go) takes them as they are
 
         def pump(a: socket.socket, b: socket.socket) -> None:
-            while data := a.recv(65536):
-                b.sendall(data)
-            b.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):  # a side that resets ends the pipe
+                while data := a.recv(65536):
+                    b.sendall(data)
+                b.shutdown(socket.SHUT_WR)
 
         threading.Thread(target=pump, args=(up, conn), daemon=True).start()
-        with contextlib.suppress(OSError):
-            pump(conn, up)
+        pump(conn, up)
 
 
 def test_uploads_through_a_proxy_leave_from_the_range(tmp_path):
