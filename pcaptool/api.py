@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pcaptool.capfile.reader import CaptureReader, Packet, open_input
+from pcaptool.http.records import DEFAULT_REDACT
 
 Source = str | os.PathLike | BinaryIO
 
-REDACTED_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
+REDACTED_HEADERS = frozenset(DEFAULT_REDACT)
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,21 @@ class TranslateOptions:
     flow_timeout: float = 300.0  # seconds of capture time before an idle connection goes
     tcp_flow_memory: int = 1 << 20  # out-of-order bytes held per direction
     tcp_memory: int = 64 << 20  # out-of-order bytes held across all connections
+    run_id: str | None = None  # pcap.id and the label run (default: PCAP_RUN_ID, or none)
+
+    def __post_init__(self) -> None:
+        if self.flows and not self.http:
+            raise ValueError("flows=True needs the TCP analysis (http=True)")
+
+    def translator(self, input_name: str = "-"):
+        """A `Translator` for one input, with the analyzer these options ask for."""
+        from pcaptool.translate.serial import Translator
+
+        return Translator(input_name, self.analyzer(), run_id=self.run_id)
 
     def analyzer(self):
         """The TCP/HTTP analyzer these options ask for, or None (`http=False`)."""
         if not self.http:
-            if self.flows:
-                raise ValueError("flows=True needs the TCP analysis (http=True)")
             return None
         from pcaptool.tcp.analyzer import HttpAnalyzer
         from pcaptool.tcp.reassembly import Limits
@@ -78,16 +88,14 @@ def records(
     """The records of `pcaptool translate` (docs/schema.md) for the capture at `source`,
     one dict per packet (and connection records with `flows=True`). Options are a
     `TranslateOptions` or its fields as keywords: `records("x.pcap", http=False)`."""
-    from pcaptool.translate.serial import Translator
-
     opts = options if options is not None else TranslateOptions(**kw)
     if options is not None and kw:
         raise TypeError("give options or keywords, not both")
     if isinstance(source, CaptureReader):
-        yield from Translator(source.name, opts.analyzer()).records(source)
+        yield from opts.translator(source.name).records(source)
         return
     with open_capture(source) as reader:
-        yield from Translator(reader.name, opts.analyzer()).records(reader)
+        yield from opts.translator(reader.name).records(reader)
 
 
 def _name(source: Source) -> str:
