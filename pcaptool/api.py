@@ -30,6 +30,9 @@ class TranslateOptions:
     tcp_flow_memory: int = 1 << 20  # out-of-order bytes held per direction
     tcp_memory: int = 64 << 20  # out-of-order bytes held across all connections
     run_id: str | None = None  # pcap.id and the label run (default: PCAP_RUN_ID, or none)
+    # names of the interfaces the input was captured on, in its interface order, where
+    # this system has them: pcap.iface gets their index and addresses (--iface)
+    ifaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.flows and not self.http:
@@ -37,9 +40,11 @@ class TranslateOptions:
 
     def translator(self, input_name: str = "-"):
         """A `Translator` for one input, with the analyzer these options ask for."""
+        from pcaptool.translate.iface import live_interfaces
         from pcaptool.translate.serial import Translator
 
-        return Translator(input_name, self.analyzer(), run_id=self.run_id)
+        ifaces = live_interfaces(list(self.ifaces)) if self.ifaces else None
+        return Translator(input_name, self.analyzer(), run_id=self.run_id, ifaces=ifaces)
 
     def analyzer(self):
         """The TCP/HTTP analyzer these options ask for, or None (`http=False`)."""

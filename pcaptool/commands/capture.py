@@ -217,6 +217,15 @@ PrintFilter = Annotated[
     bool, typer.Option("--print-filter", help="Print the filter expression and exit.")
 ]
 
+ListInterfaces = Annotated[
+    bool,
+    typer.Option(
+        "--list-interfaces",
+        "-D",
+        help="Print the interfaces --iface selects, one a line, and exit (as tcpdump -D).",
+    ),
+]
+
 Compat = Annotated[
     bool,
     typer.Option(
@@ -272,6 +281,7 @@ def capture(
     self_ports: SelfPorts = None,
     resolve_every: ResolveEvery = 0,
     print_filter: PrintFilter = False,
+    list_interfaces: ListInterfaces = False,
     compat: Compat = False,
     engine: Engine = "auto",
     ready_file: ReadyFile = "/tmp/pcaptool/ready",
@@ -297,12 +307,13 @@ def capture(
     from pcaptool.sidecar import bpf
     from pcaptool.sidecar.capture import CaptureOptions, select_interfaces
 
+    if list_interfaces:  # what the sidecar's translate names the capture's interfaces by
+        print("\n".join(select_interfaces("any" if compat else iface, loopback)))
+        return
+
     given = locals()  # the filter options are named as FilterSettings' fields
     settings = bpf.FilterSettings(**{f.name: given[f.name] for f in fields(bpf.FilterSettings)})
-    builder = bpf.FilterBuilder(settings)
-    _warn_settings(builder, settings)
-    expression = builder.build()
-    bpf.compile_check(expression, snaplen=max(snaplen, 1))
+    builder, expression = _filter(settings, snaplen)
     if print_filter:
         print(expression)
         return
@@ -323,6 +334,17 @@ def capture(
     from pcaptool.log import log
 
     log("INFO", "capture finished", **result.as_log_fields())
+
+
+def _filter(settings, snaplen: int):
+    """The filter builder and the expression it builds, checked by libpcap."""
+    from pcaptool.sidecar import bpf
+
+    builder = bpf.FilterBuilder(settings)
+    _warn_settings(builder, settings)
+    expression = builder.build()
+    bpf.compile_check(expression, snaplen=max(snaplen, 1))
+    return builder, expression
 
 
 def _warn_settings(builder, settings) -> None:

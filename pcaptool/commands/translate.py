@@ -150,6 +150,19 @@ RunId = Annotated[
         show_default=False,
     ),
 ]
+Iface = Annotated[
+    str | None,
+    typer.Option(
+        "--iface",
+        "-i",
+        envvar="PCAPTOOL_CAPTURE_IFACES",
+        metavar="NAMES",
+        help="The interfaces the input was captured on here (eth0 or eth0,eth1, in the "
+        "capture's order), for captures that do not name them (pcap): pcap.iface gets "
+        "the name, this system's interface index and addresses.",
+        show_default=False,
+    ),
+]
 
 
 def _detail(value: str) -> str:
@@ -194,6 +207,7 @@ def translate(
     tcp_memory: TcpMemory = 64 << 20,
     backlog: BacklogSize = "0",
     run_id: RunId = None,
+    iface: Iface = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     detail: Detail = "DEBUG",
@@ -221,14 +235,11 @@ def translate(
     set_verbosity(quiet, verbose)
     run_id = _set_run_id(run_id)
     sources, expression = split_files_and_filter(inputs, read, bpf)
-    sources = sources or ["-"]
-    if sources == ["-"] and sys.stdin.isatty():
-        raise UsageError(
-            "no input: name a capture file or pipe one in (e.g. pcaptool capture | pcaptool translate)"
-        )
+    sources = _sources(sources)
     if flows and not http:
         raise UsageError("--flows needs the TCP analysis: drop --no-http")
     from pcaptool.api import TranslateOptions
+    from pcaptool.translate.iface import parse_names
 
     options = TranslateOptions(
         http=http,
@@ -240,6 +251,7 @@ def translate(
         tcp_flow_memory=tcp_flow_memory,
         tcp_memory=tcp_memory,
         run_id=run_id,
+        ifaces=tuple(parse_names(iface)),
     )
     out = _writer(pretty, where, fields, expression, detail)
     from pcaptool.sidecar.shed import parse_size
@@ -252,6 +264,16 @@ def translate(
         failed = run.all(sources, out)
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
+
+
+def _sources(sources: list[str]) -> list[str]:
+    """The inputs named, else stdin, unless stdin is a terminal."""
+    sources = sources or ["-"]
+    if sources == ["-"] and sys.stdin.isatty():
+        raise UsageError(
+            "no input: name a capture file or pipe one in (e.g. pcaptool capture | pcaptool translate)"
+        )
+    return sources
 
 
 def _metadata_project(http: bool) -> str | None:
