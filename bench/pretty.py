@@ -86,7 +86,7 @@ def main() -> None:
             "format: pcaptool": f"{py} -c '{FORMAT}' {ndjson}",
             "format: jq -C .": f"jq -C . < {ndjson}",
             "end to end: translate --pretty (pty)": f"{translate} --pretty",
-            "end to end: translate | jq -C .": f"{translate} | jq -C .",
+            "end to end: translate | jq -C . (pty)": f"{translate} | jq -C .",
         }
         times: dict[str, list[float]] = {k: [] for k in cases}
         for _ in range(args.rounds):
@@ -98,7 +98,9 @@ def main() -> None:
     print(
         f"ratio jq/pcaptool, formatting: {best['format: jq -C .'] / best['format: pcaptool']:.2f}x"
     )
-    e2e = best["end to end: translate | jq -C ."] / best["end to end: translate --pretty (pty)"]
+    e2e = (
+        best["end to end: translate | jq -C . (pty)"] / best["end to end: translate --pretty (pty)"]
+    )
     print(f"ratio jq/pcaptool, end to end: {e2e:.2f}x")
 
 
