@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import PCAPTOOL, pcaptool_env
@@ -72,6 +72,9 @@ records = st.dictionaries(tricky, values, max_size=6)
 
 @settings(max_examples=400, deadline=None)
 @given(records)
+@example({": ": None})  # `": ` at a key's opening quote
+@example({"": ": "})  # and at a value's
+@example({"a\\": ['"', "\\", ""]})  # a backslash before a closing quote; elements
 def test_paint_colours_every_token_as_jq(rec) -> None:
     text = orjson.dumps(rec, option=orjson.OPT_INDENT_2)
     painted = paint(text)
@@ -81,17 +84,13 @@ def test_paint_colours_every_token_as_jq(rec) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(records, min_size=1, max_size=5))
-def test_a_batch_is_painted_as_its_records_one_by_one(recs) -> None:
-    batched, single = io.BytesIO(), io.BytesIO()
-    w = PrettyWriter(batched, colour=True)
+def test_records_joined_are_painted_as_one_by_one(recs) -> None:
+    out = io.BytesIO()
+    w = PrettyWriter(out, colour=True)
     for rec in recs:
         w.write(rec)
-    w.flush()
-    for rec in recs:
-        one = PrettyWriter(single, colour=True)
-        one.write(rec)
-        one.flush()
-    assert batched.getvalue() == single.getvalue() == b"".join(expected(r) + b"\n" for r in recs)
+    joined = paint(b"\n".join(orjson.dumps(r, option=orjson.OPT_INDENT_2) for r in recs))
+    assert out.getvalue() == joined + b"\n" == b"".join(expected(r) + b"\n" for r in recs)
 
 
 def _on_a_pty(args: list[str], env: dict[str, str]) -> bytes:

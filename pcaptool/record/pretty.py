@@ -36,14 +36,14 @@ _KEY, _STR, _NUM, _NULL, _BRACKET = (
 _RESET = b"\x1b[0m"
 _MASKS = ((b"\\\\", b"\x01"), (b'\\"', b"\x02"))  # \\ first: `\\"` ends a string
 _MARK = b"\x03"
-_OPEN = b"\x04"  # a string's opening quote at a line's start, until the end
+_OPEN = b"\x04"  # a string's opening quote, held aside until the end
 # a string that is a whole line is an array's element (rare); any other is a key
 _ELEMENT_AT_MARK = re.compile(rb'\x03"(?=[^"\n]*",?(?:\n|$))')
 _AT_MARK = [(_MARK + b'"', _KEY + _OPEN), (_MARK + b"n", _NULL + b"n")] + [
     (_MARK + c, _BRACKET + c) for c in (b"{", b"}", b"[", b"]")
 ]
 _AFTER_KEY = [
-    (b'": "', b'"' + _RESET + b": " + _STR + b'"'),
+    (b'": "', b'"' + _RESET + b": " + _STR + _OPEN),
     (b'": n', b'"' + _RESET + b": " + _NULL + b"n"),
     (b'": {', b'"' + _RESET + b": " + _BRACKET + b"{"),
     (b'": [', b'"' + _RESET + b": " + _BRACKET + b"["),
@@ -88,40 +88,21 @@ def want_colour(out: BinaryIO) -> bool:
 
 
 class PrettyWriter:
-    """Writes each record indented; same interface as NdjsonWriter (write, flush, out).
-
-    In colour, records are painted a batch at a time (each pass costs a call per batch,
-    not per record); `flush()` paints and writes what is held, as the translator calls it
-    whenever its input would block."""
-
-    BATCH = 256 << 10  # bytes of indented JSON held before they are painted
+    """Writes each record indented; same interface as NdjsonWriter (write, flush, out)."""
 
     def __init__(self, out: BinaryIO | None = None, colour: bool | None = None) -> None:
         self.out = out if out is not None else sys.stdout.buffer
         self.colour = want_colour(self.out) if colour is None else colour
         self._write = self.out.write
-        self._held: list[bytes] = []
-        self._size = 0
 
     def write(self, rec: dict) -> None:
-        if not self.colour:
+        if self.colour:  # painted a record at a time: a batch costs no less (bench/pretty.py)
+            self._write(paint(orjson.dumps(rec, option=orjson.OPT_INDENT_2)) + b"\n")
+        else:
             self._write(orjson.dumps(rec, option=_OPTIONS))
-            return
-        text = orjson.dumps(rec, option=orjson.OPT_INDENT_2)
-        self._held.append(text)
-        self._size += len(text)
-        if self._size >= self.BATCH:
-            self._paint()
-
-    def _paint(self) -> None:
-        if self._held:
-            text = paint(b"\n".join(self._held))
-            self._held, self._size = [], 0
-            self._write(text + b"\n")
 
     def write_line(self, line: bytes) -> None:
         self.write(orjson.loads(line))
 
     def flush(self) -> None:
-        self._paint()
         self.out.flush()
