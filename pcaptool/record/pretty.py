@@ -38,7 +38,7 @@ _MASKS = ((b"\\\\", b"\x01"), (b'\\"', b"\x02"))  # \\ first: `\\"` ends a strin
 _MARK = b"\x03"
 _OPEN = b"\x04"  # a string's opening quote, held aside until the end
 # a string that is a whole line is an array's element (rare); any other is a key
-_ELEMENT_AT_MARK = re.compile(rb'\x03"(?=[^"\n]*",?(?:\n|$))')
+_ELEMENT_AT_MARK = re.compile(rb'\x03"(?=[^"\n]*",?(?:\x1b\[0m\n|$))')
 _AT_MARK = [(_MARK + b'"', _KEY + _OPEN), (_MARK + b"n", _NULL + b"n")] + [
     (_MARK + c, _BRACKET + c) for c in (b"{", b"}", b"[", b"]")
 ]
@@ -58,7 +58,9 @@ def paint(text: bytes) -> bytes:
     if masked:
         for escape, mask in _MASKS:
             text = text.replace(escape, mask)
-    text = text.replace(b"\n", b"\n" + _MARK)
+    # a reset where each line's token ends (moved before its comma below), a mark where
+    # the next one starts
+    text = text.replace(b"\n", _RESET + b"\n" + _MARK)
     depth = 1
     while b"\n" + _MARK + b"  " * (depth + 1) in text:
         depth += 1
@@ -70,7 +72,7 @@ def paint(text: bytes) -> bytes:
     text = text.replace(_MARK, _NUM)  # what is left: numbers, true and false
     for sep, coloured in _AFTER_KEY:
         text = text.replace(sep, coloured)
-    text = text.replace(b"\n", _RESET + b"\n").replace(b"," + _RESET, _RESET + b",")
+    text = text.replace(b"," + _RESET, _RESET + b",")
     text = text.replace(_OPEN, b'"')
     if masked:
         for escape, mask in reversed(_MASKS):
