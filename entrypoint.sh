@@ -97,6 +97,8 @@ read_settings() {
   parse_bool PCAP_JSON_LOG false
   parse_bool PCAP_FLOWS false # translate reads it: connection records too (docs/expert.md)
   export PCAP_FLOWS
+  parse_uint PCAP_DNS_TIMEOUT 5 1 3600 # translate reads it: --dns-timeout
+  export PCAP_DNS_TIMEOUT
   parse_bool PCAP_ORDERED false
   parse_bool PCAP_USE_CRON false
   parse_bool PCAP_COMPAT false
@@ -188,6 +190,12 @@ validate_with_pcaptool() {
   else
     FILTER_SHOWN="${out}"
   fi
+  # The interfaces capture resolves PCAP_IFACE to: translate names them in pcap.iface (a
+  # pcap stream names none) with their index and addresses.
+  local -a ifaces=()
+  mapfile -t ifaces < <("${PCAPTOOL_CMD[@]}" capture --list-interfaces -i "${PCAP_IFACE}" 2>/dev/null)
+  PCAPTOOL_CAPTURE_IFACES="$(IFS=,; echo "${ifaces[*]}")"
+  export PCAPTOOL_CAPTURE_IFACES
   if [[ "${PCAP_USE_CRON}" == true && -n "${PCAP_CRON_EXP}" ]]; then
     if ! out="$("${PCAPTOOL_CMD[@]}" schedule --check --cron "${PCAP_CRON_EXP}" --tz "${PCAP_TIMEZONE}" 2>&1)"; then
       bad "schedule settings: ${out##*error: }"
