@@ -13,7 +13,6 @@ LIMIT = 80
 KNOWN = {
     "commands/upload.py:upload": 184,
     "commands/rotate.py:rotate": 110,
-    "commands/schedule.py:schedule": 96,
     "commands/compress.py:compress": 90,
     "tcp/expert.py:_analyze": 83,
 }
