@@ -49,20 +49,18 @@ def test_documented_examples_run(doc: Path, tmp_path, monkeypatch, capsys) -> No
         assert "www.example.com" in out and "example.com" in out
 
 
-def test_translate_equals_the_cli_records(monkeypatch) -> None:
+def test_translate_equals_the_cli_records() -> None:
     import json
 
     from conftest import run_pcaptool
 
-    # the run id both read (conftest gives every pcaptool it starts this one); set here so
-    # an id an earlier in-process command left in os.environ does not decide the result
-    monkeypatch.setenv("PCAP_RUN_ID", "test-run")
-
     cli = [
         json.loads(x)
-        for x in run_pcaptool("translate", str(GOLDEN / "dns_tls.pcap")).stdout.splitlines()
+        for x in run_pcaptool(
+            "translate", "--run-id", "r1", str(GOLDEN / "dns_tls.pcap")
+        ).stdout.splitlines()
     ]
-    assert list(pcaptool.records(GOLDEN / "dns_tls.pcap")) == cli
+    assert list(pcaptool.records(GOLDEN / "dns_tls.pcap", run_id="r1")) == cli
 
 
 def test_file_objects_options_and_errors() -> None:

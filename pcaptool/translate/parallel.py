@@ -28,10 +28,10 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from pcaptool.capfile.reader import LINKTYPE_ETHERNET, CaptureReader, Packet
 from pcaptool.decode import Truncated
-from pcaptool.decode.dnstxn import DNS_TIMEOUT_NS
 from pcaptool.decode.link import ETH_IPV4, ETH_IPV6, FIXED_OFFSETS, VLAN_TPIDS
 from pcaptool.decode.table import (
     PROTO_TCP,
@@ -45,6 +45,9 @@ from pcaptool.decode.table import (
 from pcaptool.errors import CaptureFormatError
 from pcaptool.translate.fragroute import Fragment, FragmentRouter, fragment_key
 from pcaptool.translate.output import PACKET, Output
+
+if TYPE_CHECKING:
+    from pcaptool.api import TranslateOptions
 
 U16 = struct.Struct("!H")
 PORTS = struct.Struct("!HH")
@@ -144,15 +147,12 @@ def _walked(linktype: int, data: bytes) -> tuple[object, bool]:
     return key, proto == PROTO_TCP and "seq" in rec.get("tcp", ())
 
 
-def _worker(conn, name: str, analyzer_kw: dict | None, reduce=None, dns_ns=DNS_TIMEOUT_NS):
+def _worker(conn, name: str, options: TranslateOptions, reduce=None) -> None:
     """Translate batches of packets; answer each batch with (lines, ends, keyed): the
     NDJSON lines of every message joined, where each message's lines end, and for the
-    messages that produced records of their own, each record's (sort key, length)."""
-    from pcaptool.tcp.analyzer import HttpAnalyzer
-    from pcaptool.translate.serial import Translator
-
-    an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
-    tr = Translator(name, an, dns_timeout_ns=dns_ns)
+    messages that produced connection records, each record's (sort key, length)."""
+    tr = options.translator(name)
+    an = tr.analyzer
     translate = tr.translate
     from pcaptool.record.ndjson import encode as encode_whole
 
@@ -252,7 +252,7 @@ class _Duplex:
 
 
 class _Pool:
-    def __init__(self, workers, name, analyzer_kw: dict | None, output: Output, reduce, dns_ns):
+    def __init__(self, workers, name, options: TranslateOptions, output: Output, reduce=None):
         ctx = multiprocessing.get_context("fork")
         self.conns = []
         self.procs = []
@@ -267,9 +267,7 @@ class _Pool:
                     fcntl.fcntl(c.fileno(), F_SETPIPE_SZ, 1 << 20)
             child = _Duplex(in_r, out_w)
             parent = _Duplex(out_r, in_w)
-            p = ctx.Process(
-                target=_worker, args=(child, name, analyzer_kw, reduce, dns_ns), daemon=True
-            )
+            p = ctx.Process(target=_worker, args=(child, name, options, reduce), daemon=True)
             p.start()
             in_r.close()
             out_w.close()
@@ -308,20 +306,19 @@ def translate_parallel(
     write: Callable[[bytes], object],
     workers: int,
     ordered: bool,
-    analyzer_kw: dict | None,
+    options: TranslateOptions,
     flush: Callable[[], object] = lambda: None,
     reduce: Callable[[dict], dict] | None = None,
-    dns_timeout_ns: int = DNS_TIMEOUT_NS,
 ) -> None:
     """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
     output = Output(write, flush, workers, ordered)
-    pool = _Pool(workers, name, analyzer_kw, output, reduce, dns_timeout_ns)
+    pool = _Pool(workers, name, options, output, reduce)
     # The reading thread is busy in Python; the threads that receive results must not
     # wait the default 5 ms for the GIL at each chunk, or the workers stall on their sends.
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.0002)
     try:
-        _run(pool, output, reader, workers, ordered, analyzer_kw is not None)
+        _run(pool, output, reader, workers, ordered, options.http)
     finally:
         sys.setswitchinterval(interval)
         pool.close()

@@ -65,10 +65,13 @@ class Translator:
         expert: bool = True,
         run_id: str | None = None,
         dns_timeout_ns: int = DNS_TIMEOUT_NS,
+        ifaces: list | None = None,
     ) -> None:
         # the run id: given, or PCAP_RUN_ID (set by `pcaptool translate`, seen by its workers)
         self.run_id = run_id or os.environ.get(RUN_ID_ENV) or None
         self.input_name = input_name
+        # the interfaces the input was captured on, as this system knows them (--iface)
+        self.ifaces = ifaces or []
         self.analyzer = analyzer
         self.flows = FlowTable()
         self.clock = Clock()
@@ -87,6 +90,12 @@ class Translator:
         """The record of packet `num` (1-based in its input)."""
         if pkt.ts_ns >= self._next_expiry:
             self.expire(pkt.ts_ns)
+        iface = {"index": pkt.iface, "name": iface_name}
+        if pkt.iface < len(self.ifaces):
+            live = self.ifaces[pkt.iface]
+            if iface_name in (None, live.name):
+                iface_name = iface["name"] = live.name
+                iface.update(live.fields())
         rec = packet_record(
             self.clock,
             pkt.ts_ns,
@@ -94,7 +103,7 @@ class Translator:
                 "num": num,
                 "date": "",
                 "file": self.input_name,
-                "iface": {"index": pkt.iface, "name": iface_name},
+                "iface": iface,
                 "linktype": LINKTYPE_NAMES.get(pkt.linktype, str(pkt.linktype)),
                 "len": pkt.wirelen,
                 "caplen": pkt.caplen,
