@@ -97,6 +97,8 @@ read_settings() {
   parse_bool PCAP_JSON_LOG false
   parse_bool PCAP_FLOWS false # translate reads it: connection records too (docs/expert.md)
   export PCAP_FLOWS
+  parse_bool PCAP_TCP_ANALYSIS true # translate reads it: tcp.analysis (docs/expert.md)
+  export PCAP_TCP_ANALYSIS
   parse_uint PCAP_DNS_TIMEOUT 5 1 3600 # translate reads it: --dns-timeout
   export PCAP_DNS_TIMEOUT
   parse_bool PCAP_ORDERED false

@@ -23,6 +23,7 @@ class TranslateOptions:
 
     http: bool = True  # TCP reassembly with HTTP/1.x, HTTP/2 and trace analysis
     flows: bool = False  # also one connection record per TCP connection (needs http)
+    analysis: bool = True  # TCP expert analysis: tcp.analysis, outcomes (docs/expert.md)
     project: str | None = None  # for logging.googleapis.com/trace
     body_sample: int = 128  # bytes of each HTTP/1.x body kept in http.body_sample
     redact_headers: frozenset[str] = field(default=REDACTED_HEADERS)
@@ -48,6 +49,7 @@ class TranslateOptions:
         return Translator(
             input_name,
             self.analyzer(),
+            expert=self.analysis,
             run_id=self.run_id,
             ifaces=ifaces,
             dns_timeout_ns=int(self.dns_timeout * 1_000_000_000),

@@ -123,3 +123,15 @@ def split_files_and_filter(
             raise UsageError("give the read filter once: -f EXPR or trailing words, not both")
         return list(read), (" ".join(words) if words else flt)
     return words, flt
+
+
+# `translate`: the TCP expert analysis (docs/expert.md), on by default
+Analysis = Annotated[
+    bool,
+    typer.Option(
+        "--analysis/--no-analysis",
+        envvar="PCAP_TCP_ANALYSIS",
+        help="TCP expert analysis: tcp.analysis, its Info tags and severity, connection "
+        "outcomes (docs/expert.md). --no-analysis saves its CPU.",
+    ),
+]

@@ -11,6 +11,7 @@ import typer
 
 from pcaptool.commands._options import (
     DNS_TIMEOUT,
+    Analysis,
     Count,
     DnsTimeout,
     Fields,
@@ -198,6 +199,7 @@ def translate(
     fields: Fields = None,
     pretty: Pretty = False,
     http: Http = True,
+    analysis: Analysis = True,
     flows: Flows = False,
     project: Project = None,
     redact_header: RedactHeader = None,
@@ -246,6 +248,7 @@ def translate(
 
     options = TranslateOptions(
         http=http,
+        analysis=analysis,
         flows=flows,
         project=project or _metadata_project(http),
         body_sample=body_sample,
