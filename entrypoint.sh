@@ -27,6 +27,23 @@ else
 fi
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
 
+# Bash cannot trap a signal that was ignored when it started, and a parent that is a
+# non-interactive shell starts `cmd &` with SIGINT (and SIGQUIT) ignored: the stop traps
+# below would be silently void and a SIGINT to the group would stop nothing. So start
+# again with SIGINT and SIGTERM at their defaults (same pid, same arguments).
+stop_signals_ignored() {
+  local key value
+  while read -r key value; do
+    [[ "${key}" == SigIgn: ]] || continue
+    (((16#${value} >> (2 - 1) & 1) || (16#${value} >> (15 - 1) & 1))) # SIGINT, SIGTERM
+    return
+  done </proc/$$/status
+  return 1
+}
+if [[ -r /proc/$$/status ]] && stop_signals_ignored; then
+  exec env --default-signal=INT,TERM bash "${SELF}" "$@"
+fi
+
 # ------------------------------------------------------------------ logging
 
 json_str() { # a JSON string literal of $1
