@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 from netns import Lab
-from test_entrypoint import Sidecar, count_packets, free_port, sidecar_env, wait_for
+from test_entrypoint import (
+    Sidecar,
+    count_packets,
+    free_port,
+    port_open,
+    sidecar_env,
+    wait_for,
+)
 
 from conftest import needs_root
 
@@ -29,14 +36,13 @@ def leftovers(tmp_dir: Path) -> list[str]:
 
 
 def start(tmp_path: Path, veth: Lab, ignored: tuple[int, ...] = (), **settings: str) -> Sidecar:
-    env = sidecar_env(
-        tmp_path,
-        PCAP_IFACE=veth.host_if,
-        GCS_MOUNT=str(tmp_path / "pcap"),
-        PCAP_L4_PROTOS="udp",
-        PCAP_HC_PORT=str(free_port()),
-        **settings,
-    )
+    defaults = {
+        "PCAP_IFACE": veth.host_if,
+        "GCS_MOUNT": str(tmp_path / "pcap"),
+        "PCAP_L4_PROTOS": "udp",
+        "PCAP_HC_PORT": str(free_port()),
+    }
+    env = sidecar_env(tmp_path, **(defaults | settings))
     sidecar = Sidecar(env, tmp_path, ignored)
     wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
     return sidecar
@@ -194,3 +200,70 @@ def test_a_killed_uploader_is_restarted_and_sweeps_what_was_left(tmp_path):
     assert leftovers(tmp_path / "pcap-tmp") == []
     errors = [e for e in sidecar.stderr_json() if e.get("severity") == "ERROR"]
     assert [e["message"].split(":")[0] for e in errors] == ["upload was killed (exit status 137)"]
+
+
+FAILING_UPLOAD = """#!/bin/bash
+# pcaptool, except that the pipeline's uploader fails (exit 1) once $TRIGGER exists
+if [[ "$1" == upload && " $* " != *" --check "* && " $* " != *" --sweep "* ]]; then
+  "$PYTHON" -m pcaptool "$@" <&0 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [[ -e "$TRIGGER" ]]; then
+      kill -KILL "$pid"
+      echo "pcaptool upload: error: the test's fault" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  wait "$pid"
+  exit
+fi
+exec "$PYTHON" -m pcaptool "$@"
+"""
+
+
+@needs_root
+def test_a_failed_upload_closes_the_health_port_and_ends_the_sidecar(tmp_path):
+    """upload exits 1 mid-run: the port closes at once, capture stops, the parts finish
+    and stay on disk (every packet is uploaded or in a finished part), exit status 1."""
+    import sys
+
+    wrapper = tmp_path / "pcaptool.sh"
+    wrapper.write_text(FAILING_UPLOAD)
+    wrapper.chmod(0o755)
+    trigger = tmp_path / "fail-now"
+    port = free_port()
+    with Lab(root=True) as veth:
+        sidecar = start(
+            tmp_path,
+            veth,
+            PCAPTOOL=str(wrapper),
+            PYTHON=sys.executable,
+            TRIGGER=str(trigger),
+            PCAP_ROTATE_SECS="1",
+            PCAP_HC_PORT=str(port),
+        )
+        try:
+            wait_for(lambda: port_open(port), 10, "the health port")
+            sent = veth.send_udp(100, seconds=2.0)
+            time.sleep(0.5)
+            trigger.touch()
+            t0 = time.monotonic()
+            wait_for(lambda: not port_open(port), 5, "the health port to close")
+            closed_after = time.monotonic() - t0
+            rc = sidecar.proc.wait(timeout=60)
+        finally:
+            sidecar.kill()
+    err = sidecar.err.read_text()
+    assert rc == 1, err[-2000:]
+    assert closed_after < 2.0
+    failed = [e for e in sidecar.stderr_json() if e["message"].startswith("upload failed")]
+    assert len(failed) == 1 and failed[0]["severity"] == "ERROR", err[-2000:]
+    # Uploaded, or kept in a finished part (a part the killed upload had copied but not
+    # yet deleted is in both: counted once).
+    parts = {p.name: p for p in (tmp_path / "pcap-tmp").rglob("*.pcap.gz")}
+    parts |= {p.name: p for p in (tmp_path / "pcap").rglob("*.pcap.gz")}
+    got = sum(count_packets(gzip.decompress(p.read_bytes()), tmp_path) for p in parts.values())
+    assert got == sent, sorted(parts)
+    unfinished = [p for p in leftovers(tmp_path / "pcap-tmp") if not p.endswith(".gz")]
+    assert unfinished == []
