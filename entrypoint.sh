@@ -528,6 +528,8 @@ set_destination() { # where parts wait (PARTS_TMP) and where upload sends them
   fi
   mkdir -p "${PARTS_TMP}"
   export PARTS_TMP
+  # Everything waiting in PARTS_TMP counts against PCAP_SPOOL_BYTES (memory on Cloud Run).
+  UPLOAD_ARGS+=(--spool-dir "${PARTS_TMP}")
 }
 
 # The health port and the runner (the pipeline, or the scheduler of scheduled runs), each
