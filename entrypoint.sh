@@ -323,23 +323,31 @@ branch_pcap() {
   BRANCH_STATUS=("${PIPESTATUS[@]}")
 }
 
+# translate under `pcaptool relay`: a translate that dies (a crash, an OOM kill) is
+# restarted with backoff, gets the stream's header and goes on at the next packet; each
+# gap is an ERROR (log line and record). The relay reads the FIFO at once (its backlog:
+# PCAP_JSON_BACKLOG), so the pcap branch never waits for JSON.
+translate_stage() {
+  "${PCAPTOOL_CMD[@]}" relay --name translate -- "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo"
+}
+
+json_rotate_stage() {
+  "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" \
+    --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}"
+}
+
 branch_json() {
   if [[ "${PCAP_JSON}" == true && "${PCAP_JSON_LOG}" == true ]]; then
     # Lines to stdout (Cloud Logging) and to NDJSON parts; `tee -p` keeps feeding the
     # parts if stdout goes away. (This runs in its own subshell: fd 3 is its stdout.)
     exec 3>&1
-    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
-      tee -p /dev/fd/3 |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
-      compress_stage >&4
+    translate_stage | tee -p /dev/fd/3 | json_rotate_stage | compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   elif [[ "${PCAP_JSON}" == true ]]; then
-    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
-      compress_stage >&4
+    translate_stage | json_rotate_stage | compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   else
-    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" 4>&-
+    translate_stage 4>&-
     BRANCH_STATUS=("$?")
   fi
 }

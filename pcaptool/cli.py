@@ -22,6 +22,7 @@ from pcaptool.commands import (
     healthcheck,
     merge,
     query,
+    relay,
     report,
     rotate,
     schedule,
@@ -153,6 +154,7 @@ app.command("merge")(merge.merge)
 app.command("query")(query.query)
 app.command("report")(report.report)
 app.command("schema")(schema.schema)
+app.command("relay")(relay.relay)
 app.add_typer(healthcheck.app, name="healthcheck")
 
 

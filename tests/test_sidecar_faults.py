@@ -267,3 +267,59 @@ def test_a_failed_upload_closes_the_health_port_and_ends_the_sidecar(tmp_path):
     assert got == sent, sorted(parts)
     unfinished = [p for p in leftovers(tmp_path / "pcap-tmp") if not p.endswith(".gz")]
     assert unfinished == []
+
+
+def json_records(dest: Path) -> list[dict]:
+    import json
+
+    return [
+        json.loads(line)
+        for part in sorted(dest.rglob("*.json.gz"))
+        for line in gzip.decompress(part.read_bytes()).splitlines()
+    ]
+
+
+@needs_root
+def test_a_killed_translate_is_restarted_and_the_records_resume(tmp_path):
+    """kill -9 translate mid-run: the relay restarts it (header given again, next packet
+    boundary), the gap is an ERROR; JSON records resume, the pcap parts keep every packet,
+    records + shed/gap counts = packets captured, exit 0."""
+    with Lab(root=True) as veth:
+        sidecar = start(tmp_path, veth, PCAP_JSON="true", PCAP_ROTATE_SECS="2")
+        try:
+            sent = veth.send_udp(100, seconds=1.0)
+            time.sleep(1.0)
+            pids = subprocess.run(
+                ["pgrep", "-s", str(sidecar.proc.pid), "-f", r"^\S+ -m pcaptool translate -$"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            assert len(pids) == 1, pids
+            os.kill(int(pids[0]), signal.SIGKILL)
+            wait_for(
+                lambda: "translate was killed by SIGKILL" in sidecar.err.read_text(),
+                20,
+                "the relay",
+            )
+            time.sleep(3.0)  # restarted after 1 s (a python start under load)
+            sent += veth.send_udp(100, port=9998, seconds=1.0)
+            time.sleep(1.5)
+            rc, _ = sidecar.stop()
+        finally:
+            sidecar.kill()
+    err = sidecar.err.read_text()
+    assert rc == 0, err[-3000:]
+    got, names = destination_packets(tmp_path / "pcap", tmp_path)
+    assert got == sent, names
+    records = json_records(tmp_path / "pcap")
+    per_packet = [r for r in records if "pcap" in r]
+    shed = sum(r["shed"]["packets"] for r in records if "shed" in r)
+    logs = sidecar.stderr_json()
+    captured = next(e["packets_written"] for e in logs if e["message"] == "capture finished")
+    assert captured == sent
+    assert len(per_packet) + shed == captured
+    after = [r for r in per_packet if r.get("udp", {}).get("dport") == 9998]
+    assert len(after) == 100, "the restarted translate translated what came after"
+    restart = [e for e in logs if "restarting it in 1 s" in e["message"]]
+    assert len(restart) == 1 and restart[0]["severity"] == "ERROR"
+    assert leftovers(tmp_path / "pcap-tmp") == []
