@@ -6,7 +6,8 @@
 #            └─ translate ─┬─ rotate --format ndjson ── compress ─┘         (PCAP_JSON: .json)
 #                          └─ stdout, for Cloud Logging                     (PCAP_JSON_LOG)
 #
-# with `pcaptool healthcheck serve` on PCAP_HC_PORT beside it, and the whole pipeline
+# (translate under `pcaptool relay`, which restarts it when it dies), with `pcaptool
+# healthcheck serve` on PCAP_HC_PORT beside it, and the whole pipeline
 # under `pcaptool schedule` when PCAP_USE_CRON=true. SIGTERM stops capture first; the
 # other stages see end of input, finish their last part and exit; then this script exits
 # 0 (1 if a stage failed, naming it). Without PCAP_GCS_BUCKET parts go to GCS_MOUNT.
