@@ -44,7 +44,9 @@ def start(tmp_path: Path, veth: Lab, ignored: tuple[int, ...] = (), **settings: 
     }
     env = sidecar_env(tmp_path, **(defaults | settings))
     sidecar = Sidecar(env, tmp_path, ignored)
-    wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture to be ready")
+    # Up to ready the sidecar starts a dozen Python processes (checks, then every stage):
+    # on a loaded 2-core machine that alone has taken over 30 s.
+    wait_for(lambda: (tmp_path / "ready").exists(), 60, "capture to be ready")
     return sidecar
 
 
