@@ -79,3 +79,26 @@ def test_a_consumer_that_fails_at_the_end_fails_the_relay_and_counts_the_gap():
         "#1-#5 5 packet(s) not translated: consumer exited with status 3"
     )
     assert "restarting" not in r.stderr.decode()
+
+
+def test_packets_beyond_the_backlog_are_counted_in_order_not_handed_over():
+    """A consumer that reads nothing for 3 s and a 64 KiB queue: what does not fit is one
+    ERROR gap record (never a broken stream), and records plus shed/gap counts = packets."""
+    n = 4000
+    slow = f"sleep 3; exec {' '.join(PCAPTOOL)} translate -"
+    r = subprocess.run(
+        [*PCAPTOOL, "relay", "--backlog", "64K", "--", "sh", "-c", slow],
+        input=pcap_bytes(n),
+        capture_output=True,
+        env=pcaptool_env(),
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr.decode()
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    per_packet = [r for r in records if "pcap" in r]
+    gaps = [r for r in records if "fell behind" in r.get("message", "")]
+    assert gaps and all(g["severity"] == "ERROR" for g in gaps)
+    shed = sum(r["shed"]["packets"] for r in records if "shed" in r)
+    assert len(per_packet) + shed == n and len(per_packet) > 0
+    # the numbers are the input's: translate numbered what it got from 1, in order
+    assert [r["pcap"]["num"] for r in per_packet] == list(range(1, len(per_packet) + 1))

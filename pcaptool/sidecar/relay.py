@@ -105,7 +105,7 @@ class Relay:
 
     def _frame(self, framer: Framer, chunk: bytes) -> None:
         start = end = None
-        packets, starts = 0, False
+        packets, starts, framing = 0, False, False
         header = self._header
         for kind, s, e, _info in framer.feed(chunk):
             if start is None:
@@ -114,16 +114,18 @@ class Relay:
             if kind == PACKET:
                 packets += 1
             elif kind == HEADER:
-                self._header = (bytes(framer.buf[s:e]),)
+                self._header, framing = (bytes(framer.buf[s:e]),), True
             elif kind == INTERFACE:
-                self._header = (*self._header, bytes(framer.buf[s:e]))
+                self._header, framing = (*self._header, bytes(framer.buf[s:e])), True
         if start is None:
             return
         blob = Blob(bytes(framer.buf[start:end]), self.read + 1, packets, header, starts)
         self.read += packets
         with self._cond:
             queue = self._queue
-            if self._held and self._held + len(blob.data) > self.max_bytes and packets:
+            # Headers and interface blocks are never skipped: the child needs them.
+            full = self._held and self._held + len(blob.data) > self.max_bytes
+            if full and packets and not framing:
                 last = blob.first + packets - 1
                 if queue and type(queue[-1]) is Skipped:
                     queue[-1].last = last
