@@ -27,6 +27,7 @@ from pcaptool.commands import (
     rotate,
     schedule,
     schema,
+    stream,
     translate,
     upload,
 )
@@ -155,6 +156,7 @@ app.command("query")(query.query)
 app.command("report")(report.report)
 app.command("schema")(schema.schema)
 app.command("relay")(relay.relay)
+app.command("stream")(stream.stream)
 app.add_typer(healthcheck.app, name="healthcheck")
 
 
