@@ -78,7 +78,7 @@ def dns_udp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     udp, ip = rec.get("udp", {}), rec.get("ip", {})
     mdns = MDNS_PORT in (udp.get("sport"), udp.get("dport"))
     if end - off < udp.get("len", 0) and "MF" in ip.get("flags", ()):
-        # The first fragment of a datagram: the rest is in later packets (not reassembled).
+        # A first fragment the snap length cut (not reassembled): the rest is in later packets.
         message(bytes(buf[off:end]), rec, cut=True, what="incomplete", mdns=mdns)
     else:
         cut = rec.get("pcap", {}).get("truncated", False)

@@ -130,7 +130,11 @@ def walk(buf: bytes, linktype: int, rec: dict) -> tuple[str, Table | None, objec
     row = LINKTYPE.get(linktype)
     if row is None:
         raise Truncated("l2", f"link type {linktype} is not decoded")
-    off, end = 0, len(buf)
+    return walk_on(buf, row, 0, len(buf), rec)
+
+
+def walk_on(buf: bytes, row: Row, off: int, end: int, rec: dict):
+    """`walk` from the layer `row` reads at `buf[off:end]` (a reassembled IP payload)."""
     for _ in range(MAX_LAYERS):
         layer, decode = row
         step = decode(buf, off, end, rec)

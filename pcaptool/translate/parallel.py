@@ -43,6 +43,7 @@ from pcaptool.decode.table import (
     walk,
 )
 from pcaptool.errors import CaptureFormatError
+from pcaptool.translate.fragroute import Fragment, FragmentRouter, fragment_key
 from pcaptool.translate.output import PACKET, Output
 
 if TYPE_CHECKING:
@@ -85,10 +86,13 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
             proto = data[off + 9]
             src = data[off + 12 : off + 16]
             dst = data[off + 16 : off + 20]
-            frag = U16.unpack_from(data, off + 6)[0] & 0x1FFF
+            frag = U16.unpack_from(data, off + 6)[0] & 0x3FFF
             p = off + ihl
-            if frag or (proto != PROTO_TCP and proto != PROTO_UDP):
-                if not frag and proto in TUNNEL_PROTOS:
+            if frag:  # MF or an offset: every fragment of a datagram to one worker
+                dgram = (4, src, dst, data[off + 4 : off + 6], proto)
+                return fragment_key(data, dgram, frag & 0x1FFF, p)
+            if proto != PROTO_TCP and proto != PROTO_UDP:
+                if proto in TUNNEL_PROTOS:
                     return _walked(linktype, data)
                 return (src, dst) if src < dst else (dst, src), False
         elif v == 6:
@@ -100,8 +104,10 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
                 proto = data[p]
                 p += (data[p + 1] + 1) * 8
             if proto == IPV6_FRAGMENT:
-                if U16.unpack_from(data, p + 2)[0] & 0xFFF8:
-                    return (src, dst) if src < dst else (dst, src), False
+                word = U16.unpack_from(data, p + 2)[0]
+                if word & 0xFFF9:
+                    dgram = (6, src, dst, data[p + 4 : p + 8], 0)
+                    return fragment_key(data, dgram, word & 0xFFF8, p + 8, data[p])
                 proto = data[p]
                 p += 8
             if proto != PROTO_TCP and proto != PROTO_UDP:
@@ -367,6 +373,7 @@ def _run(pool: _Pool, output: Output, reader, workers: int, ordered: bool, ticks
                 send(v)
 
     broken = None
+    fragments = FragmentRouter()
     if isinstance(reader, CaptureReader):
         ifaces = reader.interfaces
         reader.before_read = send_all
@@ -375,6 +382,8 @@ def _run(pool: _Pool, output: Output, reader, workers: int, ordered: bool, ticks
     try:
         for num, pkt in enumerate(reader, 1):
             key, is_tcp = flow_of(pkt.linktype, pkt.data)
+            if key.__class__ is Fragment:
+                key = fragments.route(key)
             w = hash(key) % workers if key is not None else 0
             ts = pkt.ts_ns
             what = clock.at(ts, is_tcp)

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
-from pcaptool.decode import ETHERTYPE, Truncated
+from pcaptool.decode import ETHERTYPE, IP_FRAGMENT, Truncated
 from pcaptool.decode.dnstxn import DNS_TIMEOUT_NS, DnsTransactions
 from pcaptool.decode.ip import PROTO_NAMES
+from pcaptool.decode.ipfrag import Reassembler
 from pcaptool.decode.table import endpoints, walk
 from pcaptool.record.envelope import (
     RUN_ID_ENV,
@@ -78,6 +79,7 @@ class Translator:
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
         self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
         self.dns = DnsTransactions(dns_timeout_ns)
+        self.fragments = Reassembler()  # IP fragments (docs/schema.md `ip.fragment`)
         streams = getattr(analyzer, "dns_streams", None)  # DNS over TCP, from the stream
         if streams is not None:
             streams.sink = self.dns.message
@@ -128,6 +130,10 @@ class Translator:
         buf = pkt.data
         try:
             layer, table, key, off, end = walk(buf, pkt.linktype, rec)
+            if table is IP_FRAGMENT:  # held; the packet that completes it gets the payload
+                pkt, (layer, table, key, off, end) = self.fragments.add(
+                    num, pkt, rec, key, off, end
+                )
         except Truncated as exc:
             ends = endpoints(rec)
             if ends is not None:
@@ -156,7 +162,7 @@ class Translator:
                 msg += f" ethertype 0x{key:04x}"
         elif layer == "ip":
             v = ip["version"]
-            if ip.get("frag_offset"):
+            if ip.get("frag_offset") or "fragment" in ip:
                 msg = f"IPv{v} {src} > {dst} fragment offset={ip['frag_offset']} proto={proto}"
             else:
                 name = PROTO_NAMES.get(proto, "?")
