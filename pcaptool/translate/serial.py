@@ -182,10 +182,12 @@ class Translator:
             note = self.analyzer.on_tcp(
                 rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
             )
-        what = "DNS" if layer == "dns" and "dns" in rec else "TLS" if layer == "tls" else "TCP"
+        what = "TCP"
+        if layer != "tcp":
+            what = "DNS" if layer == "dns" and "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
-            f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
-            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
+            f"{what} {flow.ends(side, src, sport, dst, dport)} [{seg['flags_str']}] "
+            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={size}"
         )
         if note:
             msg += " " + note
@@ -222,7 +224,7 @@ class Translator:
     ) -> Flow:
         flow, first = self.flows.get(proto, src, dst, sport, dport)
         flow.packets += 1
-        set_flow(rec, flow, PROTO_NAMES.get(proto, str(proto)), first)
+        set_flow(rec, flow, PROTO_NAMES.get(proto) or str(proto), first)
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
