@@ -17,7 +17,7 @@ import struct
 from pcaptool.decode import TCP_PORT, UDP_PORT, Table
 from pcaptool.decode.ip import V4_NAMES, ipv4_addr
 from pcaptool.decode.link import MAC_NAMES, mac
-from pcaptool.decode.tcp import TS_ONLY, U32X2, flags_of, options
+from pcaptool.decode.tcp import FLAG_NAMES, TS_ONLY, U32X2, flags_of, options
 
 HEAD = struct.Struct("!6s6sHBBHHHBBH4s4s")  # Ethernet + IPv4 without options: 34 bytes
 TCP = struct.Struct("!HHIIBBHHH")
@@ -66,7 +66,7 @@ def eth_ipv4(buf: bytes, rec: dict) -> Walked | None:
     }
     if proto == 17:
         return _udp(buf, pend, rec)
-    names, letters = flags_of(bits)
+    names, letters = FLAG_NAMES.get(bits) or flags_of(bits)
     t = rec["tcp"] = {
         "sport": sport,
         "dport": dport,
