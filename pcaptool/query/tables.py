@@ -10,6 +10,9 @@ Every table keeps the whole record as JSON in `record`, so a field without a col
 own is still reachable (`record->>'$.tls.sni'`). Rows are streamed to NDJSON files in a
 scratch directory and loaded by DuckDB with fixed column types, so memory stays bounded
 by DuckDB's `memory_limit` whatever the size of the run (DuckDB spills to disk past it).
+Loading runs on one DuckDB thread: a parallel `read_json` holds a buffer per thread
+beside the limit (it ran out of memory at 64 MB on two cores) and would need insertion
+order given up to stay within it; queries then use every core.
 """
 
 from __future__ import annotations
@@ -271,7 +274,12 @@ class Tables:
         self._tmp = tempfile.TemporaryDirectory(prefix="pcaptool-query-", dir=workdir)
         self.dir = Path(self._tmp.name)
         self.db = duckdb.connect(str(self.dir / "run.duckdb"))
+        self.memory_limit = memory_limit
         self.db.execute(f"SET memory_limit = '{memory_limit}'")
+        # Freed memory goes back to the system within 16 MB (the allocator keeps up to
+        # 128 MB by default beside the limit: the peak then depends on timing).
+        self.db.execute("SET allocator_flush_threshold = '16MB'")
+        self.db.execute("SET allocator_background_threads = true")
         self.db.execute(f"SET temp_directory = '{self.dir / 'spill'}'")
         self.counts = dict.fromkeys(TABLES, 0)
 
@@ -290,8 +298,23 @@ class Tables:
         finally:
             for f in files.values():
                 f.close()
-        for name, columns in TABLES.items():
-            self._create(name, columns)
+        import duckdb
+
+        threads = self.db.execute("SELECT current_setting('threads')").fetchone()[0]
+        self.db.execute("SET threads = 1")
+        try:
+            for name, columns in TABLES.items():
+                self._create(name, columns)
+        except duckdb.OutOfMemoryException:
+            raise PcapToolError(
+                f"query: DuckDB's memory limit {self.memory_limit} is too small to load the "
+                "records; give more with --memory (256MB is the default)"
+            ) from None
+        except duckdb.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise PcapToolError(f"query: loading the records failed: {reason}") from None
+        finally:
+            self.db.execute(f"SET threads = {int(threads)}")
         self.db.execute(DNS_VIEW)
         return self
 
