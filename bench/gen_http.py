@@ -97,7 +97,9 @@ def main() -> None:
                 emit(packet(server, client, 8080, cport, s_seq, c_seq, 0x10, back=True))
                 body, ctype = body_of(args.body, rnd)
                 resp = (
-                    b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: "
+                    + ctype
+                    + b"\r\n"
                     + f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
