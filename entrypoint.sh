@@ -97,6 +97,8 @@ read_settings() {
   parse_bool PCAP_JSON_LOG false
   parse_bool PCAP_FLOWS false # translate reads it: connection records too (docs/expert.md)
   export PCAP_FLOWS
+  parse_uint PCAP_DNS_TIMEOUT 5 1 3600 # translate reads it: --dns-timeout
+  export PCAP_DNS_TIMEOUT
   parse_bool PCAP_ORDERED false
   parse_bool PCAP_USE_CRON false
   parse_bool PCAP_COMPAT false
@@ -143,8 +145,9 @@ read_settings() {
     [[ "${PCAP_GCS_BUCKET}" =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]] ||
       bad "PCAP_GCS_BUCKET='${PCAP_GCS_BUCKET}' is not a Cloud Storage bucket name"
   fi
-  if [[ "${PCAP_TCPDUMP}" == false && "${PCAP_JSON}" == false && "${PCAP_JSON_LOG}" == false ]]; then
-    bad "PCAP_TCPDUMP, PCAP_JSON and PCAP_JSON_LOG are all false: nothing would be captured"
+  if [[ "${PCAP_TCPDUMP}" == false && "${PCAP_JSON}" == false && "${PCAP_JSON_LOG}" == false &&
+    -z "${PCAP_POI_TARGET:-}" ]]; then
+    bad "PCAP_TCPDUMP, PCAP_JSON and PCAP_JSON_LOG are all false and no PCAP_POI_TARGET: nothing would be captured"
   fi
   if [[ "${PCAP_USE_CRON}" == true && -z "${PCAP_CRON_EXP}" ]]; then
     bad "PCAP_USE_CRON=true needs PCAP_CRON_EXP (e.g. '0 */10 * * * *': 6 fields, seconds first)"
@@ -157,6 +160,13 @@ read_settings() {
   [[ "${PCAP_JSON_BACKLOG}" =~ ^[1-9][0-9]*[KMG]?$ ]] ||
     bad "PCAP_JSON_BACKLOG='${PCAP_JSON_BACKLOG}' must be a size such as 32M, 512K or 1G"
   PCAP_FILTER="${PCAP_FILTER:-}"
+  # PCAP-over-IP: the live capture also streamed to this receiver (host:port), if set
+  PCAP_POI_TARGET="${PCAP_POI_TARGET:-}"
+  [[ -z "${PCAP_POI_TARGET}" || "${PCAP_POI_TARGET}" =~ ^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$ ]] ||
+    bad "PCAP_POI_TARGET='${PCAP_POI_TARGET}' must be HOST:PORT (e.g. arkime.internal:57012)"
+  PCAP_POI_BACKLOG="${PCAP_POI_BACKLOG:-16M}"
+  [[ "${PCAP_POI_BACKLOG}" =~ ^[1-9][0-9]*[KMG]?$ ]] ||
+    bad "PCAP_POI_BACKLOG='${PCAP_POI_BACKLOG}' must be a size such as 16M, 512K or 1G"
   # pcaptool's own connections (uploads, metadata) bind these local ports; capture always
   # leaves them out (docs/sidecar.md). capture --print-filter validates the value.
   export PCAP_SELF_PORTS="${PCAP_SELF_PORTS:-61000-61099}"
@@ -168,18 +178,24 @@ read_settings() {
   # The commands read these themselves (each option has its PCAP_* env var); the
   # normalised values are what they see.
   export PCAP_COMPAT PCAP_COMPRESS PCAP_ORDERED PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE \
-    PCAP_JSON_BACKLOG
+    PCAP_JSON_BACKLOG PCAP_POI_TARGET PCAP_POI_BACKLOG
 }
 
 # Values only pcaptool can judge: the capture filter (simple filters, BPF syntax) and
 # the cron expression/zone. Each prints its own one-line error.
 validate_with_pcaptool() {
   local out
-  if ! out="$("${PCAPTOOL_CMD[@]}" capture --print-filter -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" 2>&1)"; then
+  if ! out="$("${PCAPTOOL_CMD[@]}" capture --print-filter -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" --health-port "${PCAP_HC_PORT}" 2>&1)"; then
     bad "capture settings: ${out##*error: }"
   else
     FILTER_SHOWN="${out}"
   fi
+  # The interfaces capture resolves PCAP_IFACE to: translate names them in pcap.iface (a
+  # pcap stream names none) with their index and addresses.
+  local -a ifaces=()
+  mapfile -t ifaces < <("${PCAPTOOL_CMD[@]}" capture --list-interfaces -i "${PCAP_IFACE}" 2>/dev/null)
+  PCAPTOOL_CAPTURE_IFACES="$(IFS=,; echo "${ifaces[*]}")"
+  export PCAPTOOL_CAPTURE_IFACES
   if [[ "${PCAP_USE_CRON}" == true && -n "${PCAP_CRON_EXP}" ]]; then
     if ! out="$("${PCAPTOOL_CMD[@]}" schedule --check --cron "${PCAP_CRON_EXP}" --tz "${PCAP_TIMEZONE}" 2>&1)"; then
       bad "schedule settings: ${out##*error: }"
@@ -327,6 +343,13 @@ branch_json() {
   fi
 }
 
+# PCAP-over-IP: the capture streamed to PCAP_POI_TARGET; `stream` reads its input at once
+# into a bounded backlog (PCAP_POI_BACKLOG) and drops whole packets, so it never slows tee.
+branch_poi() {
+  "${PCAPTOOL_CMD[@]}" stream <"${RUN_DIR}/poi.fifo" 4>&-
+  BRANCH_STATUS=("$?")
+}
+
 # The one uploader, reading part paths on stdin (the upload FIFO). Killed (an OOM kill,
 # SIGKILL: exit status > 128), it is restarted with backoff; this loop keeps the FIFO's
 # read end open meanwhile, so no branch sees a closed pipe. A restart first sweeps the
@@ -422,13 +445,20 @@ run_pipeline() {
     capture_out+=("${RUN_DIR}/json.fifo")
   fi
 
+  if [[ -n "${PCAP_POI_TARGET}" ]]; then
+    mkfifo "${RUN_DIR}/poi.fifo"
+    run_branch poi stream &
+    pids[poi]=$!
+    capture_out+=("${RUN_DIR}/poi.fifo")
+  fi
+
   local -a capture_args=(capture -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" -w -
-    --duration "${duration}" --ready-file "${ready_file}")
+    --duration "${duration}" --ready-file "${ready_file}" --health-port "${PCAP_HC_PORT}")
   [[ -z "${PCAP_FILTER}" ]] || capture_args+=(--filter "${PCAP_FILTER}")
-  if [[ ${#capture_out[@]} -eq 2 ]]; then
+  if [[ ${#capture_out[@]} -ge 2 ]]; then
     mkfifo "${RUN_DIR}/capture.fifo"
-    # One capture, two consumers; -p: a consumer that dies does not stop the other.
-    tee -p "${capture_out[1]}" <"${RUN_DIR}/capture.fifo" >"${capture_out[0]}" 4>&- &
+    # One capture, two or three consumers; -p: a consumer that dies does not stop the others.
+    tee -p "${capture_out[@]:1}" <"${RUN_DIR}/capture.fifo" >"${capture_out[0]}" 4>&- &
     pids[tee]=$!
     "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${RUN_DIR}/capture.fifo" 4>&- &
   else
@@ -447,7 +477,7 @@ run_pipeline() {
   ((stop_requested == 0)) || stop_capture
 
   local name status failed=0
-  for name in capture tee pcap json upload; do
+  for name in capture tee pcap json upload poi; do # the stream never holds up the uploads
     [[ -n "${pids[${name}]:-}" ]] || continue
     [[ "${name}" != upload ]] || exec 4>&- # the branches are done: upload's input ends
     wait_for_exit "${pids[${name}]}"
@@ -458,7 +488,7 @@ run_pipeline() {
     if ((status != 0)); then
       failed=1
       # A branch names its failed stage itself.
-      [[ "${name}" == pcap || "${name}" == json ]] ||
+      [[ "${name}" == pcap || "${name}" == json || "${name}" == poi ]] ||
         log ERROR "${name} exited with status ${status}" stage "${name}" exit_status "${status}"
     fi
   done

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pcaptool.capfile.reader import CaptureReader, Packet, open_input
+from pcaptool.http.records import DEFAULT_REDACT
 
 Source = str | os.PathLike | BinaryIO
 
-REDACTED_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie"))
+REDACTED_HEADERS = frozenset(DEFAULT_REDACT)
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,35 @@ class TranslateOptions:
     body_sample: int = 128  # bytes of each HTTP/1.x body kept in http.body_sample
     redact_headers: frozenset[str] = field(default=REDACTED_HEADERS)
     flow_timeout: float = 300.0  # seconds of capture time before an idle connection goes
+    dns_timeout: float = 5.0  # seconds of capture time a DNS query waits for its answer
     tcp_flow_memory: int = 1 << 20  # out-of-order bytes held per direction
     tcp_memory: int = 64 << 20  # out-of-order bytes held across all connections
+    run_id: str | None = None  # pcap.id and the label run (default: PCAP_RUN_ID, or none)
+    # names of the interfaces the input was captured on, in its interface order, where
+    # this system has them: pcap.iface gets their index and addresses (--iface)
+    ifaces: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.flows and not self.http:
+            raise ValueError("flows=True needs the TCP analysis (http=True)")
+
+    def translator(self, input_name: str = "-"):
+        """A `Translator` for one input, with the analyzer these options ask for."""
+        from pcaptool.translate.iface import live_interfaces
+        from pcaptool.translate.serial import Translator
+
+        ifaces = live_interfaces(list(self.ifaces)) if self.ifaces else None
+        return Translator(
+            input_name,
+            self.analyzer(),
+            run_id=self.run_id,
+            ifaces=ifaces,
+            dns_timeout_ns=int(self.dns_timeout * 1_000_000_000),
+        )
 
     def analyzer(self):
         """The TCP/HTTP analyzer these options ask for, or None (`http=False`)."""
         if not self.http:
-            if self.flows:
-                raise ValueError("flows=True needs the TCP analysis (http=True)")
             return None
         from pcaptool.tcp.analyzer import HttpAnalyzer
         from pcaptool.tcp.reassembly import Limits
@@ -78,16 +100,14 @@ def records(
     """The records of `pcaptool translate` (docs/schema.md) for the capture at `source`,
     one dict per packet (and connection records with `flows=True`). Options are a
     `TranslateOptions` or its fields as keywords: `records("x.pcap", http=False)`."""
-    from pcaptool.translate.serial import Translator
-
     opts = options if options is not None else TranslateOptions(**kw)
     if options is not None and kw:
         raise TypeError("give options or keywords, not both")
     if isinstance(source, CaptureReader):
-        yield from Translator(source.name, opts.analyzer()).records(source)
+        yield from opts.translator(source.name).records(source)
         return
     with open_capture(source) as reader:
-        yield from Translator(reader.name, opts.analyzer()).records(reader)
+        yield from opts.translator(reader.name).records(reader)
 
 
 def _name(source: Source) -> str:

@@ -26,6 +26,7 @@ from pcaptool.commands import (
     rotate,
     schedule,
     schema,
+    stream,
     translate,
     upload,
 )
@@ -153,6 +154,7 @@ app.command("merge")(merge.merge)
 app.command("query")(query.query)
 app.command("report")(report.report)
 app.command("schema")(schema.schema)
+app.command("stream")(stream.stream)
 app.add_typer(healthcheck.app, name="healthcheck")
 
 

@@ -71,8 +71,8 @@ def translate(path: Path) -> list[dict]:
 def compare(path: Path, records=None) -> list[str]:
     """Every disagreement: flags must be equal, values equal, times within 1 µs.
 
-    Frames where only tshark finds a TCP header (inside tunnels, which pcaptool does not
-    decode) are left out: docs/expert.md. So are the times of packets whose time stamp lies
+    Frames where only tshark finds a TCP header (a datagram whose fragments lie more than
+    60 s apart, which pcaptool does not reassemble) are left out: docs/expert.md. So are the times of packets whose time stamp lies
     beyond 2^64 ns, which the reader clamps (docs/capfile.md): no RTT can be measured there.
     """
     theirs = tshark_analysis(path)

@@ -158,7 +158,7 @@ def test_pretty_colours_on_a_terminal_only() -> None:
     out = io.BytesIO()
     PrettyWriter(out, colour=True).write({"a": "b", "n": 1, "z": None})
     text = out.getvalue()
-    assert b'\x1b[34;1m"a"' in text and b'\x1b[32m"b"' in text and b"\x1b[1;30mnull" in text
+    assert b'\x1b[34;1m"a"' in text and b'\x1b[0;32m"b"' in text and b"\x1b[1;30mnull" in text
 
 
 # -- schedule: robfig/cron, exactly ------------------------------------------------------

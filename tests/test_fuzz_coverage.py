@@ -14,15 +14,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from packets import CASES
+from fragcap import frag4, frag6, udp
+from packets import CASES, eth
 
 from conftest import pcaptool_env
+from pcaptool.capfile.reader import LINKTYPE_ETHERNET
 
 atheris = pytest.importorskip("atheris")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 SECONDS = int(os.environ.get("PCAPTOOL_FUZZ_SECONDS", "60"))
+_DATA = udp(53, 40000, bytes(range(256)) * 2)
+FRAGMENT_SEEDS = [
+    [eth(f) for f in frag4(_DATA, 17, [(256, 400, False), (0, 264, True), (0, 64, True)])],
+    [eth(f, 0x86DD) for f in frag6(_DATA, 17, [(0, 200, True), (200, 400, False)])],
+]
 
 
 def test_coverage_guided_fuzzing_finds_no_crash(tmp_path: Path) -> None:
@@ -32,6 +39,8 @@ def test_coverage_guided_fuzzing_finds_no_crash(tmp_path: Path) -> None:
     seeds.mkdir()
     for i, (_name, linktype, frame) in enumerate(CASES):
         (seeds / f"case{i}").write_bytes(encode(linktype, [frame, frame[::-1][:40], frame]))
+    for i, frames in enumerate(FRAGMENT_SEEDS):  # IP fragments: reassembly state across packets
+        (seeds / f"frag{i}").write_bytes(encode(LINKTYPE_ETHERNET, frames))
     for i, capture in enumerate(sorted((HERE / "golden").glob("*.pcap*"))):
         if not capture.name.endswith(".gz"):
             (seeds / f"golden{i}").write_bytes(b"\x01" + capture.read_bytes())

@@ -56,9 +56,11 @@ def test_translate_equals_the_cli_records() -> None:
 
     cli = [
         json.loads(x)
-        for x in run_pcaptool("translate", str(GOLDEN / "dns_tls.pcap")).stdout.splitlines()
+        for x in run_pcaptool(
+            "translate", "--run-id", "r1", str(GOLDEN / "dns_tls.pcap")
+        ).stdout.splitlines()
     ]
-    assert list(pcaptool.records(GOLDEN / "dns_tls.pcap")) == cli
+    assert list(pcaptool.records(GOLDEN / "dns_tls.pcap", run_id="r1")) == cli
 
 
 def test_file_objects_options_and_errors() -> None:

@@ -2,7 +2,9 @@
 
 The end-to-end test runs fake-gcs-server inside a network namespace reached over a veth
 (not loopback), the sidecar capturing that veth with the default filter and 2 s parts
-while an application sends steady UDP across it, and reads every uploaded part back.
+while an application sends steady UDP across it and health probes come across it, and
+reads every uploaded part back. (DNS lookups, the health port's filter and a proxy:
+tests/test_selfport_own.py.)
 """
 
 from __future__ import annotations
@@ -41,13 +43,12 @@ def test_parse_and_refuse():
 def test_the_filter_always_excludes_the_range_even_a_raw_one():
     r = run_pcaptool("capture", "--print-filter", "--self-ports", "61000-61099")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode().strip() == (
-        "(ip or ip6) and (tcp or udp) and not (tcp portrange 61000-61099)"
-    )
+    own = "tcp portrange 61000-61099 or (udp portrange 61000-61099 and udp port 53)"
+    assert r.stdout.decode().strip() == f"(ip or ip6) and (tcp or udp) and not ({own})"
     r = run_pcaptool(
         "capture", "--print-filter", "--self-ports", "61000-61099", "--filter", "udp or tcp"
     )
-    assert r.stdout.decode().strip() == "(udp or tcp) and not (tcp portrange 61000-61099)"
+    assert r.stdout.decode().strip() == f"(udp or tcp) and not ({own})"
     r = run_pcaptool("capture", "--print-filter", "--self-ports", "1-2")
     assert r.returncode == 2 and r.stderr.decode().count("\n") == 1
 
@@ -167,7 +168,8 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
         # tcpdump beside the sidecar sees every upload on the wire (they do cross the veth).
         oracle = tmp_path / "oracle.pcap"
         dump = subprocess.Popen(
-            ["tcpdump", "-i", veth.host_if, "-n", "-U", "-w", str(oracle), f"tcp port {gcs_port}"],
+            ["tcpdump", "-i", veth.host_if, "-n", "-U", "-w", str(oracle)]
+            + [f"tcp port {gcs_port} or tcp port {hc_port}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -188,6 +190,8 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
             wait_for(lambda: port_open(hc_port), 30, "the health port")
             wait_for(lambda: (tmp_path / "ready").exists(), 30, "capture ready")
             sent = veth.send_udp(1100, seconds=22)  # ~11 rotations of steady traffic
+            # Health probes across the veth, as Cloud Run's: the sidecar's own, left out.
+            _probe(veth, hc_port, 20)
             time.sleep(1)
             rc, _ = sidecar.stop()
             dump.terminate()  # before the test's own downloads cross the veth
@@ -206,24 +210,41 @@ def test_uploads_are_never_in_the_parts_and_sizes_stay_flat(tmp_path):
         assert rc == 0, err[-4000:]
 
     assert len(parts) >= 10, parts
-    sizes, udp_total = [], 0
-    for i, name in enumerate(parts):
-        f = tmp_path / f"part{i}.pcap"
-        f.write_bytes(blobs[name])
-        rows = _fields(f)
-        own = [r for r in rows if r[1] and (str(gcs_port) in r[1:3] or _in_self(r[1], r[2]))]
-        assert not own, f"{name}: {len(own)} packets of pcaptool's own connections"
-        udp_total += sum(1 for r in rows if r[3] == "9999")
-        sizes.append(len(blobs[name]))
+    sizes, udp_total = _check_parts(tmp_path, parts, blobs, (str(gcs_port), str(hc_port)))
     assert udp_total == sent, f"{udp_total} of {sent} application datagrams in the parts"
     oracle_rows = _fields(oracle)
     uploads = [r for r in oracle_rows if _in_self(r[1], r[2])]
     assert len(uploads) > 10 * len(parts), f"{len(uploads)} upload packets on the wire"
-    unbound = [r for r in oracle_rows if not _in_self(r[1], r[2])]
+    probes = [r for r in oracle_rows if str(hc_port) in r[1:3]]
+    assert len(probes) >= 20 * 3, f"{len(probes)} probe packets on the wire"
+    unbound = [r for r in oracle_rows if not _in_self(r[1], r[2]) and r not in probes]
     assert not unbound, f"connections not bound: {unbound[:5]}"
     middle = sizes[1:-1]  # the first and last parts are partial
     print(f"part sizes (bytes): {sizes}", file=sys.stderr)
     assert max(middle) <= 1.5 * min(middle), f"part sizes grow: {sizes}"
+
+
+def _probe(veth: Lab, port: int, count: int) -> None:
+    """Health probes from the peer namespace across the veth, as Cloud Run's."""
+    code = (
+        f"import socket\nfor _ in range({count}): "
+        f"socket.create_connection(({veth.addr(0, 1)!r}, {port}), 5).close()"
+    )
+    assert veth.exec(veth.peer, sys.executable, "-c", code).returncode == 0
+
+
+def _check_parts(tmp: Path, parts: list[str], blobs: dict, own_ports: tuple[str, ...]):
+    """No packet of pcaptool's own connections in any part; (sizes, application UDP)."""
+    sizes, udp_total = [], 0
+    for i, name in enumerate(parts):
+        f = tmp / f"part{i}.pcap"
+        f.write_bytes(blobs[name])
+        rows = _fields(f)
+        own = [r for r in rows if r[1] and (set(own_ports) & set(r[1:3]) or _in_self(r[1], r[2]))]
+        assert not own, f"{name}: {len(own)} packets of pcaptool's own connections"
+        udp_total += sum(1 for r in rows if r[3] == "9999")
+        sizes.append(len(blobs[name]))
+    return sizes, udp_total
 
 
 def _in_self(src: str, dst: str) -> bool:

@@ -95,6 +95,21 @@ Fields = Annotated[
     ),
 ]
 
+# `translate`: how long a DNS query waits for its response (pcaptool/decode/dnstxn.py)
+DnsTimeout = Annotated[
+    float,
+    typer.Option(
+        "--dns-timeout",
+        metavar="SECS",
+        min=0.001,
+        max=3600,
+        envvar="PCAP_DNS_TIMEOUT",
+        help="Seconds of capture time a DNS query waits for its response; then a record "
+        "with dns.outcome timeout.",
+    ),
+]
+DNS_TIMEOUT = 5.0
+
 
 def split_files_and_filter(
     positional: list[str] | None, read: list[str] | None, flt: str | None

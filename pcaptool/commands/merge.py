@@ -27,68 +27,85 @@ from pcaptool.stdio import refuse_terminal
 FORMATS = ("pcap", "pcapng", "ndjson")
 
 
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="FILES",
+        help="Parts to merge: files, globs, directories (every part in them, in name "
+        "order), gs://BUCKET/PREFIX (every part under the prefix), or - for stdin.",
+        show_default=False,
+    ),
+]
+
+Output = Annotated[
+    str | None,
+    typer.Option(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Output file (.gz compresses it), or - for stdout.",
+    ),
+]
+
+Append = Annotated[
+    bool,
+    typer.Option("-a", "--append", help="Concatenate in input order instead of merging by time."),
+]
+
+Fmt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-F",
+        help="pcap, pcapng or ndjson. Default: ndjson for .json/.ndjson parts; pcap when "
+        "every input is pcap of one link type; pcapng otherwise.",
+        show_default=False,
+    ),
+]
+
+SkipBad = Annotated[
+    bool,
+    typer.Option("--skip-bad", help="Report a corrupt or truncated part and merge the rest."),
+]
+
+ListOnly = Annotated[
+    bool,
+    typer.Option("--list", help="Print name, size, time range of each part; merge nothing."),
+]
+
+PartsCacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        envvar="PCAPTOOL_CACHE_DIR",
+        help="Where gs:// parts are downloaded (default: ~/.cache/pcaptool/gcs).",
+        show_default=False,
+    ),
+]
+
+Jobs = Annotated[int, typer.Option("-j", "--jobs", min=1, help="Parallel downloads.")]
+
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", min=1, help="Seconds to keep retrying a Cloud Storage request."),
+]
+
+
 def merge(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="FILES",
-            help="Parts to merge: files, globs, directories (every part in them, in name "
-            "order), gs://BUCKET/PREFIX (every part under the prefix), or - for stdin.",
-            show_default=False,
-        ),
-    ] = None,
+    inputs: Inputs = None,
     read: ReadFiles = None,
     count: Count = 0,
     bpf: ReadFilter = None,
     where: Where = None,
     fields: Fields = None,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "-o",
-            "--output",
-            metavar="FILE",
-            help="Output file (.gz compresses it), or - for stdout.",
-        ),
-    ] = None,
-    append: Annotated[
-        bool,
-        typer.Option(
-            "-a", "--append", help="Concatenate in input order instead of merging by time."
-        ),
-    ] = False,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            "-F",
-            help="pcap, pcapng or ndjson. Default: ndjson for .json/.ndjson parts; pcap when "
-            "every input is pcap of one link type; pcapng otherwise.",
-            show_default=False,
-        ),
-    ] = None,
-    skip_bad: Annotated[
-        bool,
-        typer.Option("--skip-bad", help="Report a corrupt or truncated part and merge the rest."),
-    ] = False,
-    list_only: Annotated[
-        bool,
-        typer.Option("--list", help="Print name, size, time range of each part; merge nothing."),
-    ] = False,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache-dir",
-            envvar="PCAPTOOL_CACHE_DIR",
-            help="Where gs:// parts are downloaded (default: ~/.cache/pcaptool/gcs).",
-            show_default=False,
-        ),
-    ] = None,
-    jobs: Annotated[int, typer.Option("-j", "--jobs", min=1, help="Parallel downloads.")] = 8,
-    timeout: Annotated[
-        float,
-        typer.Option("--timeout", min=1, help="Seconds to keep retrying a Cloud Storage request."),
-    ] = 60.0,
+    output: Output = None,
+    append: Append = False,
+    fmt: Fmt = None,
+    skip_bad: SkipBad = False,
+    list_only: ListOnly = False,
+    cache_dir: PartsCacheDir = None,
+    jobs: Jobs = 8,
+    timeout: Timeout = 60.0,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -108,7 +125,6 @@ def merge(
     """
     set_verbosity(quiet, verbose)
     from pcaptool import merge as lib
-    from pcaptool.stdio import quiet_broken_pipe
 
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -134,6 +150,21 @@ def merge(
         return
     _download(parts, cache, jobs, verbose, timeout)
 
+    result = _run(lib, parts, output, ndjson, fmt, append, skip_bad, (expression, count), selection)
+    if verbose:
+        print(
+            f"pcaptool: merged {result.packets} packets from {result.inputs} parts "
+            f"into {output} ({result.format}); {len(result.skipped)} bad part(s) skipped",
+            file=sys.stderr,
+        )
+
+
+def _run(lib, parts, output, ndjson: bool, fmt, append, skip_bad, read_filter, selection):
+    """The merge itself, into `output`; read_filter is (BPF expression, -c count)."""
+    from pcaptool.stdio import quiet_broken_pipe
+
+    expression, count = read_filter
+
     def warn(message: str) -> None:
         print(f"pcaptool: warning: {message}", file=sys.stderr, flush=True)
 
@@ -141,7 +172,7 @@ def merge(
 
     def open_output() -> BinaryIO:
         out = _open_output(output, binary=not ndjson)
-        if ndjson and (where or fields or count):
+        if ndjson and (selection[0] or selection[1] or count):
             from pcaptool.merge.select import RecordFilterOutput
 
             out = RecordFilterOutput(out, selection[0], selection[1], count)  # type: ignore[assignment]
@@ -152,22 +183,15 @@ def merge(
     with quiet_broken_pipe():
         try:
             if ndjson:
-                result = lib.merge_ndjson(parts, open_output, append, skip_bad, warn)
-            elif expression or count:
-                result = _merge_filtered(
+                return lib.merge_ndjson(parts, open_output, append, skip_bad, warn)
+            if expression or count:
+                return _merge_filtered(
                     lib, parts, open_output, fmt, append, skip_bad, warn, expression, count
                 )
-            else:
-                result = lib.merge_captures(parts, open_output, fmt, append, skip_bad, warn)
+            return lib.merge_captures(parts, open_output, fmt, append, skip_bad, warn)
         finally:
             for out in opened:
                 _close_output(out)
-    if verbose:
-        print(
-            f"pcaptool: merged {result.packets} packets from {result.inputs} parts "
-            f"into {output} ({result.format}); {len(result.skipped)} bad part(s) skipped",
-            file=sys.stderr,
-        )
 
 
 def _selection(expression: str | None, where: str | None, fields: str | None):

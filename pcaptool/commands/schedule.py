@@ -23,59 +23,62 @@ def _seconds(value: str, name: str) -> float:
     return secs
 
 
+# schedule's options
+Command = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="COMMAND", help="The command to run at each time, after '--'.", show_default=False
+    ),
+]
+Cron = Annotated[
+    str | None,
+    typer.Option(
+        "--cron",
+        metavar="EXPR",
+        envvar="PCAP_CRON_EXP",
+        help="Cron expression: 5 fields, or 6 with SECONDS FIRST as in the reference "
+        "sidecar (robfig/cron); also @hourly/@daily/... and '@every 90s'.",
+        show_default=False,
+    ),
+]
+Tz = Annotated[
+    str, typer.Option("--tz", envvar="PCAP_TIMEZONE", help="IANA time zone of the expression.")
+]
+Timeout = Annotated[
+    str,
+    typer.Option(
+        "--timeout",
+        metavar="SECS",
+        envvar="PCAP_TIMEOUT_SECS",
+        help="Stop each run after this many seconds (SIGTERM, then SIGKILL after --grace); 0 = no limit.",
+    ),
+]
+Grace = Annotated[
+    str,
+    typer.Option(
+        "--grace", metavar="SECS", help="Seconds between SIGTERM and SIGKILL when a run is stopped."
+    ),
+]
+Runs = Annotated[
+    int | None,
+    typer.Option("--runs", min=1, help="Exit after this many runs (default: run until SIGTERM)."),
+]
+Check = Annotated[
+    bool,
+    typer.Option(
+        "--check", help="Validate, print the next 5 run times as JSON on stdout, and exit."
+    ),
+]
+
+
 def schedule(
-    command: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="COMMAND",
-            help="The command to run at each time, after '--'.",
-            show_default=False,
-        ),
-    ] = None,
-    cron: Annotated[
-        str | None,
-        typer.Option(
-            "--cron",
-            metavar="EXPR",
-            envvar="PCAP_CRON_EXP",
-            help="Cron expression: 5 fields, or 6 with SECONDS FIRST as in the reference "
-            "sidecar (robfig/cron); also @hourly/@daily/... and '@every 90s'.",
-            show_default=False,
-        ),
-    ] = None,
-    tz: Annotated[
-        str,
-        typer.Option("--tz", envvar="PCAP_TIMEZONE", help="IANA time zone of the expression."),
-    ] = "UTC",
-    timeout: Annotated[
-        str,
-        typer.Option(
-            "--timeout",
-            metavar="SECS",
-            envvar="PCAP_TIMEOUT_SECS",
-            help="Stop each run after this many seconds (SIGTERM, then SIGKILL after --grace); 0 = no limit.",
-        ),
-    ] = "0",
-    grace: Annotated[
-        str,
-        typer.Option(
-            "--grace",
-            metavar="SECS",
-            help="Seconds between SIGTERM and SIGKILL when a run is stopped.",
-        ),
-    ] = "10",
-    runs: Annotated[
-        int | None,
-        typer.Option(
-            "--runs", min=1, help="Exit after this many runs (default: run until SIGTERM)."
-        ),
-    ] = None,
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check", help="Validate, print the next 5 run times as JSON on stdout, and exit."
-        ),
-    ] = False,
+    command: Command = None,
+    cron: Cron = None,
+    tz: Tz = "UTC",
+    timeout: Timeout = "0",
+    grace: Grace = "10",
+    runs: Runs = None,
+    check: Check = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -103,19 +106,16 @@ def schedule(
     timeout_s = _seconds(timeout, "--timeout/PCAP_TIMEOUT_SECS")
     grace_s = _seconds(grace, "--grace")
     if check:
-        times = sched.times(datetime.now(UTC), 5)
-        print(
-            json.dumps(
-                {
-                    "cron": cron,
-                    "timezone": sched.zone.key,
-                    "timeout_secs": timeout_s,
-                    "next_runs": [t.isoformat() for t in times],
-                }
-            )
-        )
+        _print_check(cron, sched, timeout_s)
         return
     argv = lib.resolve_command(list(command or []))
     scheduler = lib.Scheduler(sched, argv, timeout_s=timeout_s, grace_s=grace_s, max_runs=runs)
     scheduler.install_signal_handlers()
     raise typer.Exit(scheduler.run())
+
+
+def _print_check(cron: str, sched, timeout_s: float) -> None:
+    times = sched.times(datetime.now(UTC), 5)
+    next_runs = [t.isoformat() for t in times]
+    info = {"cron": cron, "timezone": sched.zone.key, "timeout_secs": timeout_s}
+    print(json.dumps({**info, "next_runs": next_runs}))

@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from pcaptool.commands._options import (
+    DNS_TIMEOUT,
     Count,
+    DnsTimeout,
     Fields,
     Quiet,
     ReadFiles,
@@ -21,8 +23,148 @@ from pcaptool.commands._options import (
     split_files_and_filter,
 )
 from pcaptool.errors import EXIT_RUNTIME, CaptureFormatError, UsageError
+from pcaptool.http.records import DEFAULT_REDACT
 
-DEFAULT_REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+# translate's own options (those it shares with merge are in _options.py)
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="FILES",
+        help="Captures to read (pcap/pcapng, optionally .gz); '-' or none: stdin. "
+        "With -r: the read filter, as tcpdump's trailing expression.",
+        show_default=False,
+    ),
+]
+Pretty = Annotated[
+    bool, typer.Option("--pretty", help="Indented, coloured JSON for humans instead of NDJSON.")
+]
+Http = Annotated[
+    bool,
+    typer.Option(
+        "--http/--no-http",
+        envvar="PCAP_HTTP",
+        help="TCP reassembly with HTTP/1.x, HTTP/2 and trace analysis (docs/http.md).",
+    ),
+]
+Flows = Annotated[
+    bool,
+    typer.Option(
+        "--flows",
+        envvar="PCAP_FLOWS",
+        help="Also emit one connection record per TCP connection when it ends (like Zeek conn.log).",
+    ),
+]
+Project = Annotated[
+    str | None,
+    typer.Option(
+        "--project",
+        metavar="PROJECT",
+        envvar=["PROJECT_ID", "GOOGLE_CLOUD_PROJECT"],
+        help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE "
+        "(default: the metadata server's, on Google Cloud; else the bare trace id).",
+    ),
+]
+RedactHeader = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--redact-header",
+        metavar="HEADER",
+        help="Header whose value is replaced by <redacted> in records (repeatable); "
+        "--redact-header '' keeps every value.",
+        show_default=", ".join(DEFAULT_REDACT),
+    ),
+]
+BodySample = Annotated[
+    int,
+    typer.Option(
+        "--body-sample",
+        metavar="BYTES",
+        min=0,
+        max=65536,
+        help="Bytes of each HTTP/1.x body kept in http.body_sample (0: none).",
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        metavar="N",
+        min=1,
+        max=64,
+        envvar="PCAP_WORKERS",
+        help="Worker processes; packets are sharded by flow so reassembly stays whole.",
+    ),
+]
+Ordered = Annotated[
+    bool,
+    typer.Option(
+        "--ordered/--unordered",
+        envvar="PCAP_ORDERED",
+        help="With --workers > 1: records in capture order (else as soon as ready).",
+    ),
+]
+FlowTimeout = Annotated[
+    float,
+    typer.Option(
+        "--flow-timeout",
+        metavar="SECS",
+        min=0.001,
+        envvar="PCAP_FLOW_TIMEOUT",
+        help="Seconds of capture time after which an idle TCP connection is evicted.",
+    ),
+]
+TcpFlowMemory = Annotated[
+    int,
+    typer.Option(
+        "--tcp-flow-memory",
+        metavar="BYTES",
+        min=1024,
+        help="Out-of-order bytes held per direction of a connection (beyond: tcp.gap).",
+    ),
+]
+TcpMemory = Annotated[
+    int,
+    typer.Option(
+        "--tcp-memory",
+        metavar="BYTES",
+        min=65536,
+        help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
+    ),
+]
+BacklogSize = Annotated[
+    str,
+    typer.Option(
+        "--backlog",
+        envvar="PCAP_JSON_BACKLOG",
+        metavar="SIZE",
+        help="Live input (a pipe): read it at once into a backlog of this size (e.g. 32M) "
+        "and shed packets beyond it, with one WARNING record per run shed (0: off).",
+    ),
+]
+RunId = Annotated[
+    str | None,
+    typer.Option(
+        "--run-id",
+        envvar="PCAP_RUN_ID",
+        metavar="ID",
+        help="Id of this capture run, in pcap.id and the label run of every record "
+        "(default: a new random id per invocation).",
+        show_default=False,
+    ),
+]
+Iface = Annotated[
+    str | None,
+    typer.Option(
+        "--iface",
+        "-i",
+        envvar="PCAPTOOL_CAPTURE_IFACES",
+        metavar="NAMES",
+        help="The interfaces the input was captured on here (eth0 or eth0,eth1, in the "
+        "capture's order), for captures that do not name them (pcap): pcap.iface gets "
+        "the name, this system's interface index and addresses.",
+        show_default=False,
+    ),
+]
 
 
 def _detail(value: str) -> str:
@@ -34,151 +176,44 @@ def _detail(value: str) -> str:
         raise typer.BadParameter(str(exc)) from None
 
 
+Detail = Annotated[
+    str,
+    typer.Option(
+        "--verbosity",
+        envvar="PCAP_VERBOSITY",
+        callback=_detail,
+        metavar="LEVEL",
+        help="Record detail. DEBUG: whole records. INFO: envelope, L3/L4 without options "
+        "and the HTTP summary; no headers, bodies, options or frame lists.",
+    ),
+]
+
+
 def translate(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="FILES",
-            help="Captures to read (pcap/pcapng, optionally .gz); '-' or none: stdin. "
-            "With -r: the read filter, as tcpdump's trailing expression.",
-            show_default=False,
-        ),
-    ] = None,
+    inputs: Inputs = None,
     read: ReadFiles = None,
     count: Count = 0,
     bpf: ReadFilter = None,
     where: Where = None,
     fields: Fields = None,
-    pretty: Annotated[
-        bool, typer.Option("--pretty", help="Indented, coloured JSON for humans instead of NDJSON.")
-    ] = False,
-    http: Annotated[
-        bool,
-        typer.Option(
-            "--http/--no-http",
-            envvar="PCAP_HTTP",
-            help="TCP reassembly with HTTP/1.x, HTTP/2 and trace analysis (docs/http.md).",
-        ),
-    ] = True,
-    flows: Annotated[
-        bool,
-        typer.Option(
-            "--flows",
-            envvar="PCAP_FLOWS",
-            help="Also emit one connection record per TCP connection when it ends (like Zeek conn.log).",
-        ),
-    ] = False,
-    project: Annotated[
-        str | None,
-        typer.Option(
-            "--project",
-            metavar="PROJECT",
-            envvar=["PROJECT_ID", "GOOGLE_CLOUD_PROJECT"],
-            help="Project for logging.googleapis.com/trace = projects/PROJECT/traces/TRACE "
-            "(default: the metadata server's, on Google Cloud; else the bare trace id).",
-        ),
-    ] = None,
-    redact_header: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--redact-header",
-            metavar="HEADER",
-            help="Header whose value is replaced by <redacted> in records (repeatable); "
-            "--redact-header '' keeps every value.",
-            show_default=", ".join(DEFAULT_REDACT),
-        ),
-    ] = None,
-    body_sample: Annotated[
-        int,
-        typer.Option(
-            "--body-sample",
-            metavar="BYTES",
-            min=0,
-            max=65536,
-            help="Bytes of each HTTP/1.x body kept in http.body_sample (0: none).",
-        ),
-    ] = 128,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            metavar="N",
-            min=1,
-            max=64,
-            envvar="PCAP_WORKERS",
-            help="Worker processes; packets are sharded by flow so reassembly stays whole.",
-        ),
-    ] = 1,
-    ordered: Annotated[
-        bool,
-        typer.Option(
-            "--ordered/--unordered",
-            envvar="PCAP_ORDERED",
-            help="With --workers > 1: records in capture order (else as soon as ready).",
-        ),
-    ] = False,
-    flow_timeout: Annotated[
-        float,
-        typer.Option(
-            "--flow-timeout",
-            metavar="SECS",
-            min=0.001,
-            envvar="PCAP_FLOW_TIMEOUT",
-            help="Seconds of capture time after which an idle TCP connection is evicted.",
-        ),
-    ] = 300.0,
-    tcp_flow_memory: Annotated[
-        int,
-        typer.Option(
-            "--tcp-flow-memory",
-            metavar="BYTES",
-            min=1024,
-            help="Out-of-order bytes held per direction of a connection (beyond: tcp.gap).",
-        ),
-    ] = 1 << 20,
-    tcp_memory: Annotated[
-        int,
-        typer.Option(
-            "--tcp-memory",
-            metavar="BYTES",
-            min=65536,
-            help="Out-of-order bytes held across all connections (beyond: tcp.gap).",
-        ),
-    ] = 64 << 20,
-    backlog: Annotated[
-        str,
-        typer.Option(
-            "--backlog",
-            envvar="PCAP_JSON_BACKLOG",
-            metavar="SIZE",
-            help="Live input (a pipe): read it at once into a backlog of this size (e.g. 32M) "
-            "and shed packets beyond it, with one WARNING record per run shed (0: off).",
-        ),
-    ] = "0",
-    run_id: Annotated[
-        str | None,
-        typer.Option(
-            "--run-id",
-            envvar="PCAP_RUN_ID",
-            metavar="ID",
-            help="Id of this capture run, in pcap.id and the label run of every record "
-            "(default: a new random id per invocation).",
-            show_default=False,
-        ),
-    ] = None,
+    pretty: Pretty = False,
+    http: Http = True,
+    flows: Flows = False,
+    project: Project = None,
+    redact_header: RedactHeader = None,
+    body_sample: BodySample = 128,
+    workers: Workers = 1,
+    ordered: Ordered = False,
+    flow_timeout: FlowTimeout = 300.0,
+    dns_timeout: DnsTimeout = DNS_TIMEOUT,
+    tcp_flow_memory: TcpFlowMemory = 1 << 20,
+    tcp_memory: TcpMemory = 64 << 20,
+    backlog: BacklogSize = "0",
+    run_id: RunId = None,
+    iface: Iface = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
-    detail: Annotated[
-        str,
-        typer.Option(
-            "--verbosity",
-            envvar="PCAP_VERBOSITY",
-            callback=_detail,
-            metavar="LEVEL",
-            help="Record detail. DEBUG: whole records. INFO: envelope, L3/L4 without options "
-            "and the HTTP summary; no headers, bodies, options or frame lists.",
-        ),
-    ] = "DEBUG",
+    detail: Detail = "DEBUG",
 ) -> None:
     """Translate packets into structured JSON for Cloud Logging and jq.
 
@@ -201,46 +236,48 @@ def translate(
         pcaptool translate x.pcap --fields pcap.num,ip.src,http.status
     """
     set_verbosity(quiet, verbose)
-    _set_run_id(run_id)
+    run_id = _set_run_id(run_id)
     sources, expression = split_files_and_filter(inputs, read, bpf)
+    sources = _sources(sources)
+    if flows and not http:
+        raise UsageError("--flows needs the TCP analysis: drop --no-http")
+    from pcaptool.api import TranslateOptions
+    from pcaptool.translate.iface import parse_names
+
+    options = TranslateOptions(
+        http=http,
+        flows=flows,
+        project=project or _metadata_project(http),
+        body_sample=body_sample,
+        redact_headers=frozenset(DEFAULT_REDACT if redact_header is None else redact_header),
+        flow_timeout=flow_timeout,
+        dns_timeout=dns_timeout,
+        tcp_flow_memory=tcp_flow_memory,
+        tcp_memory=tcp_memory,
+        run_id=run_id,
+        ifaces=tuple(parse_names(iface)),
+    )
+    out = _writer(pretty, where, fields, expression, detail)
+    from pcaptool.sidecar.shed import parse_size
+    from pcaptool.stdio import quiet_broken_pipe
+
+    run = _Run(
+        options, workers if not pretty else 1, ordered, expression, count, parse_size(backlog)
+    )
+    with quiet_broken_pipe():
+        failed = run.all(sources, out)
+    if failed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+def _sources(sources: list[str]) -> list[str]:
+    """The inputs named, else stdin, unless stdin is a terminal."""
     sources = sources or ["-"]
     if sources == ["-"] and sys.stdin.isatty():
         raise UsageError(
             "no input: name a capture file or pipe one in (e.g. pcaptool capture | pcaptool translate)"
         )
-    if redact_header is None:
-        redact_header = list(DEFAULT_REDACT)
-    analyzer_kw = _analyzer_options(
-        http,
-        flows,
-        project or _metadata_project(http),
-        redact_header,
-        body_sample,
-        flow_timeout,
-        tcp_flow_memory,
-        tcp_memory,
-    )
-    out = _writer(pretty, where, fields, expression)
-    from pcaptool.record.verbosity import Reduced, reducer
-
-    reduce = reducer(detail)  # PCAP_VERBOSITY (record/verbosity.py)
-    out = Reduced(out, reduce) if reduce else out
-    from pcaptool.sidecar.shed import parse_size
-    from pcaptool.stdio import quiet_broken_pipe
-
-    with quiet_broken_pipe():
-        failed = _translate_all(
-            sources,
-            out,
-            analyzer_kw,
-            workers if not pretty else 1,
-            ordered,
-            expression,
-            count,
-            parse_size(backlog),
-        )
-    if failed:
-        raise typer.Exit(EXIT_RUNTIME)
+    return sources
 
 
 def _metadata_project(http: bool) -> str | None:
@@ -258,44 +295,23 @@ def _metadata_project(http: bool) -> str | None:
     return MetadataClient(timeout=1.0).get("project/project-id")
 
 
-def _set_run_id(run_id: str | None) -> None:
+def _set_run_id(run_id: str | None) -> str:
     """One id for every record of this run, seen by the workers and the analyzers too."""
     import os
     import uuid
 
     from pcaptool.record.envelope import RUN_ID_ENV
 
-    os.environ[RUN_ID_ENV] = run_id or uuid.uuid4().hex[:16]
+    run_id = os.environ[RUN_ID_ENV] = run_id or uuid.uuid4().hex[:16]
+    return run_id
 
 
-def _analyzer_options(
-    http, flows, project, redact_header, body_sample, flow_timeout, tcp_flow_memory, tcp_memory
-) -> dict | None:
-    if not http:
-        if flows:
-            raise UsageError("--flows needs the TCP analysis: drop --no-http")
-        return None
-    from pcaptool.tcp.reassembly import Limits
-
-    limits = Limits(
-        flow_bytes=tcp_flow_memory,
-        total_bytes=tcp_memory,
-        idle_timeout_ns=int(flow_timeout * 1_000_000_000),
-    )
-    return {
-        "project": project,
-        "flows": flows,
-        "limits": limits,
-        "body_sample": body_sample,
-        "redact": frozenset(h.strip().lower() for h in redact_header if h.strip()),
-    }
-
-
-def _writer(pretty: bool, where: str | None, fields: str | None, expression: str | None):
+def _writer(pretty: bool, where, fields, expression, detail: str):
     """Check every expression before any input is read; then the writer they shape."""
     from pcaptool.capfile.readfilter import check_expression
     from pcaptool.record.ndjson import NdjsonWriter
     from pcaptool.record.pretty import PrettyWriter
+    from pcaptool.record.verbosity import Reduced, reducer
     from pcaptool.translate.select import SelectingWriter, compile_where, parse_fields
 
     if expression:
@@ -303,81 +319,87 @@ def _writer(pretty: bool, where: str | None, fields: str | None, expression: str
     predicate = compile_where(where) if where else None
     paths = parse_fields(fields) if fields else None
     out = PrettyWriter() if pretty else NdjsonWriter(sys.stdout.buffer)
-    return SelectingWriter(out, predicate, paths) if predicate or paths else out
+    out = SelectingWriter(out, predicate, paths) if predicate or paths else out
+    reduce = reducer(detail)  # PCAP_VERBOSITY (record/verbosity.py)
+    return Reduced(out, reduce) if reduce else out
 
 
-def _translate_all(
-    sources: list[str],
-    out,
-    analyzer_kw: dict | None,
-    workers: int,
-    ordered: bool,
-    expression: str | None = None,
-    count: int = 0,
-    backlog: int = 0,
-) -> bool:
-    from pcaptool.capfile.reader import CaptureReader, open_input
-    from pcaptool.capfile.readfilter import FilteredReader
-    from pcaptool.translate.serial import Translator
+class _Run:
+    """One `translate` invocation over its inputs, in order; -c counts across them all."""
 
-    failed = False
-    remaining = count
-    for source in sources:
-        if count and remaining <= 0:
-            break
-        name = "-" if source == "-" else Path(source).name
-        try:
-            stream = open_input(source)
-        except CaptureFormatError as exc:
-            print(f"pcaptool: error: {exc}", file=sys.stderr)
-            failed = True
-            continue
-        reader = CaptureReader(stream, name if source != "-" else "<stdin>", before_read=out.flush)
-        if expression or count:
-            reader = FilteredReader(reader, expression, remaining)
-        try:
-            if workers > 1:
-                from pcaptool.translate.parallel import translate_parallel
+    def __init__(self, options, workers: int, ordered: bool, expression, count: int, backlog: int):
+        self.options = options
+        self.workers = workers
+        self.ordered = ordered
+        self.expression = expression
+        self.count = count
+        self.backlog = backlog
 
-                out.flush()  # the workers write to out.out directly
-                write = getattr(out, "write_lines", out.out.write)
-                translate_parallel(
-                    reader,
-                    name,
-                    write,
-                    workers,
-                    ordered,
-                    analyzer_kw,
-                    out.flush,
-                    getattr(out, "reduce", None),
-                )
-                continue
-            analyzer = None
-            if analyzer_kw is not None:
-                from pcaptool.tcp.analyzer import HttpAnalyzer
+    def all(self, sources: list[str], out) -> bool:
+        """Translate every source to `out`; True when one could not be read to its end."""
+        from pcaptool.capfile.reader import open_input
 
-                analyzer = HttpAnalyzer(**analyzer_kw)
-            translator = Translator(name, analyzer)
+        failed = False
+        remaining = self.count
+        for source in sources:
+            if self.count and remaining <= 0:
+                break
             try:
-                for rec in translator.records(_live(reader, source, backlog, out.flush)):
-                    out.write(rec)
-            finally:  # what is gathered goes out whatever stops the loop
+                stream = open_input(source)
+            except CaptureFormatError as exc:
+                print(f"pcaptool: error: {exc}", file=sys.stderr)
+                failed = True
+                continue
+            name = "-" if source == "-" else Path(source).name
+            reader = self._reader(stream, name, source, out, remaining)
+            try:
+                if self.workers > 1:
+                    self._parallel(reader, name, out)
+                else:
+                    self._serial(reader, name, source, out)
+            except CaptureFormatError as exc:
                 out.flush()
-            warning = analyzer.limits_warning() if analyzer is not None else None
-            if warning is not None:
-                from pcaptool.log import log
-
-                log(**warning)
-        except CaptureFormatError as exc:
-            out.flush()
-            print(f"pcaptool: error: {exc}", file=sys.stderr)
-            failed = True
-        finally:
-            if source != "-":
-                stream.close()
+                print(f"pcaptool: error: {exc}", file=sys.stderr)
+                failed = True
+            finally:
+                if source != "-":
+                    stream.close()
             remaining -= getattr(reader, "kept", 0)
-    out.flush()
-    return failed
+        out.flush()
+        return failed
+
+    def _reader(self, stream, name: str, source: str, out, remaining: int):
+        from pcaptool.capfile.reader import CaptureReader
+        from pcaptool.capfile.readfilter import FilteredReader
+
+        reader = CaptureReader(stream, name if source != "-" else "<stdin>", before_read=out.flush)
+        if self.expression or self.count:
+            return FilteredReader(reader, self.expression, remaining)
+        return reader
+
+    def _parallel(self, reader, name: str, out) -> None:
+        from pcaptool.translate.parallel import translate_parallel
+
+        out.flush()  # the workers write to out.out directly
+        write = getattr(out, "write_lines", out.out.write)
+        reduce = getattr(out, "reduce", None)
+        translate_parallel(
+            reader, name, write, self.workers, self.ordered, self.options, out.flush, reduce
+        )
+
+    def _serial(self, reader, name: str, source: str, out) -> None:
+        translator = self.options.translator(name)
+        try:
+            for rec in translator.records(_live(reader, source, self.backlog, out.flush)):
+                out.write(rec)
+        finally:  # what is gathered goes out whatever stops the loop
+            out.flush()
+        analyzer = translator.analyzer
+        warning = analyzer.limits_warning() if analyzer is not None else None
+        if warning is not None:
+            from pcaptool.log import log
+
+            log(**warning)
 
 
 def _live(reader, source: str, backlog: int, flush):

@@ -52,6 +52,9 @@ PPP_PROTO = Table("ppp_proto")
 IP_PROTO = Table("ip_proto")
 TCP_PORT = PortTable("tcp_port")
 UDP_PORT = PortTable("udp_port")
+# Not a dispatch table: the step an IP decoder returns for a whole fragment; the walk
+# stops there and the translator's reassembler (pcaptool/decode/ipfrag.py) goes on.
+IP_FRAGMENT = Table("ip_fragment")
 
 Step = tuple[Table, object, int, int]
 

@@ -78,7 +78,7 @@ def dns_udp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     udp, ip = rec.get("udp", {}), rec.get("ip", {})
     mdns = MDNS_PORT in (udp.get("sport"), udp.get("dport"))
     if end - off < udp.get("len", 0) and "MF" in ip.get("flags", ()):
-        # The first fragment of a datagram: the rest is in later packets (not reassembled).
+        # A first fragment the snap length cut (not reassembled): the rest is in later packets.
         message(bytes(buf[off:end]), rec, cut=True, what="incomplete", mdns=mdns)
     else:
         cut = rec.get("pcap", {}).get("truncated", False)
@@ -88,7 +88,9 @@ def dns_udp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
 
 def dns_tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     """One DNS message after its length prefix; a segment that does not start one (the
-    middle of a message split over segments) is left as plain TCP."""
+    middle of a message split over segments) is left as plain TCP, also when its bytes
+    only looked like a start and do not parse: a segment's boundaries need not be a
+    message's, and the stream analysis (pcaptool/tcp/dnsstream.py) must still see it."""
     if end - off < 14:
         return None
     size = int.from_bytes(buf[off : off + 2], "big")
@@ -98,7 +100,10 @@ def dns_tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     _qid, flags, qdcount, *_ = HEADER.unpack_from(payload, 0)
     if (flags >> 11) & 0xF not in OPCODES or flags & 0x40 or qdcount > 1:
         return None
-    message(payload, rec, cut=size > len(payload), what="incomplete")
+    try:
+        message(payload, rec, cut=size > len(payload), what="incomplete")
+    except Truncated:
+        rec.pop("dns", None)
     return None
 
 

@@ -13,23 +13,28 @@ responses are `WARNING`. Memory is bounded by `limit` pending queries.
 
 from __future__ import annotations
 
+DNS_TIMEOUT_NS = 5_000_000_000  # translate --dns-timeout, PCAP_DNS_TIMEOUT
 FAILING = {"NXDOMAIN", "SERVFAIL"}
 SEVERITY_RANK = {"DEFAULT": 0, "DEBUG": 1, "INFO": 2, "NOTICE": 3, "WARNING": 4, "ERROR": 5}
 
 
 class DnsTransactions:
-    def __init__(self, timeout_ns: int = 5_000_000_000, limit: int = 50_000) -> None:
+    def __init__(self, timeout_ns: int = DNS_TIMEOUT_NS, limit: int = 50_000) -> None:
         self.timeout = timeout_ns
         self.limit = limit
         # (client, cport, server, sport, id, qname, qtype) -> [num, ts, first num, retries, rec]
         self.pending: dict[tuple, list] = {}
         # (client, server, qname, qtype) -> [first num, retries, last ts]: for retries
         self.asked: dict[tuple, list] = {}
-        self._tick = 0
+        self.late: list[dict] = []  # timeouts of queries whose response came too late
 
-    def message(self, rec: dict, src: str, sport: int, dst: str, dport: int, ts: int) -> str:
-        """Match a decoded DNS message (`rec["dns"]`); return text for its `message`."""
-        d = rec["dns"]
+    def message(
+        self, rec: dict, src: str, sport: int, dst: str, dport: int, ts: int, d: dict | None = None
+    ) -> str:
+        """Match a decoded DNS message (`d`, by default `rec["dns"]`; over TCP one of the
+        messages the packet completed); return text for the record's `message`."""
+        if d is None:
+            d = rec["dns"]
         qs = d.get("questions")
         q = qs[0] if qs else None
         qname = q["name"].lower() if q else ""
@@ -40,7 +45,9 @@ class DnsTransactions:
         key = (dst, dport, src, sport, d["id"], qname, qtype)
         hit = self.pending.pop(key, None)
         text = ""
-        if hit is not None and ts - hit[1] <= self.timeout:
+        if hit is not None and ts - hit[1] > self.timeout:  # answered after the timeout
+            self.late.append(_timeout(hit, self.timeout, key))
+        elif hit is not None:
             latency = ts - hit[1]
             d["query"] = {"num": hit[0], "id": d["id"], "ts": hit[1]}
             d["latency"] = latency
@@ -74,25 +81,35 @@ class DnsTransactions:
         pending[key] = [num, ts, first, retries, _summary(rec, d)]
 
     def expire(self, ts: int) -> list[dict]:
-        """Timeout records of the queries unanswered for longer than the timeout."""
-        if ts - self._tick < 1_000_000_000:
-            return []
-        self._tick = ts
+        """Timeout records of the queries unanswered for longer than the timeout as of
+        capture time `ts` (and of those answered too late), in the order of the queries."""
         pending = self.pending
-        late = [k for k, v in pending.items() if ts - v[1] > self.timeout]
-        return [_timeout(pending.pop(k), self.timeout, k) for k in late]
+        due = [k for k, v in pending.items() if ts - v[1] > self.timeout]
+        return self._in_order([_timeout(pending.pop(k), self.timeout, k) for k in due])
 
     def finish(self, ts: int | None = None) -> list[dict]:
         """End of input: every query still pending is reported as a timeout."""
         out = [_timeout(v, self.timeout, k, ts) for k, v in self.pending.items()]
         self.pending.clear()
         self.asked.clear()
+        return self._in_order(out)
+
+    def _in_order(self, out: list[dict]) -> list[dict]:
+        if self.late:
+            out = sorted(self.late + out, key=query_num)
+            self.late = []
         return out
+
+
+def query_num(rec: dict) -> int:
+    """The `pcap.num` of the query a timeout record reports."""
+    return rec["dns"]["query"]["num"]
 
 
 def _summary(rec: dict, d: dict) -> dict:
     keep = {"id": d["id"], "qr": "query", "questions": d.get("questions", [])}
-    return {"flow": rec.get("flow"), "dns": keep, "file": rec["pcap"]["file"]}
+    proto = "TCP" if "tcp" in rec else "UDP"
+    return {"flow": rec.get("flow"), "dns": keep, "file": rec["pcap"]["file"], "proto": proto}
 
 
 def _timeout(v: list, timeout: int, key: tuple, end_ts: int | None = None) -> dict:
@@ -117,5 +134,5 @@ def _timeout(v: list, timeout: int, key: tuple, end_ts: int | None = None) -> di
     flow = summary.get("flow")
     if flow:
         rec["flow"] = flow
-        rec["logging.googleapis.com/labels"] = {"flow": flow["id"], "proto": "UDP"}
+        rec["logging.googleapis.com/labels"] = {"flow": flow["id"], "proto": summary["proto"]}
     return rec

@@ -1,8 +1,10 @@
 """IPv4 (RFC 791) and IPv6 (RFC 8200) with its extension headers walked.
 
 `ipv4`/`ipv6` fill rec["ip"] and step to the IP_PROTO table with the payload's offset and
-end (the end honours the IP length, not just the captured bytes); a later fragment is
-not decoded further. An IP header inside another (IP-in-IP, 6in4, GRE) moves the outer
+end (the end honours the IP length, not just the captured bytes). A fragment captured
+whole steps to `IP_FRAGMENT`, where the translator's reassembler takes it
+(pcaptool/decode/ipfrag.py); one the snap length cut is read as tshark does: a first
+fragment's contents as far as they go, a later one's not at all. An IP header inside another (IP-in-IP, 6in4, GRE) moves the outer
 one into rec["encap"].
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import struct
 from socket import AF_INET, AF_INET6, inet_ntop
 
-from pcaptool.decode import IP_PROTO, Step, Truncated, need, outer
+from pcaptool.decode import IP_FRAGMENT, IP_PROTO, Step, Truncated, need, outer
 
 IPV4 = struct.Struct("!BBHHHBBH4s4s")
 IPV6 = struct.Struct("!IHBB16s16s")
@@ -106,7 +108,12 @@ def ipv4(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     }
     # TSO/GRO captures carry total length 0; trust the captured bytes then.
     pend = min(end, off + total) if total >= ihl else end
-    return None if frag_off else (IP_PROTO, proto, off + ihl, pend)
+    if frag & 0x3FFF:  # MF or an offset: a fragment
+        if ihl < total and off + total <= end:  # whole: reassembled (decode/ipfrag.py)
+            return IP_FRAGMENT, proto, off + ihl, pend
+        if frag_off:  # cut short: as tshark, only a first fragment's contents are read
+            return None
+    return IP_PROTO, proto, off + ihl, pend
 
 
 def ipv6(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
@@ -134,6 +141,7 @@ def ipv6(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     later_fragment = False
     if nxt in EXT_NAMES:
         ext = []
+        whole = plen and off + plen <= end  # a fragment all captured is reassembled
         while nxt in EXT_NAMES:
             need("ip", "IPv6 extension header", off, 8, pend)
             name = EXT_NAMES[nxt]
@@ -144,6 +152,11 @@ def ipv6(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
                 ip["flags"] = ["MF"] if fragword & 1 else []
                 later_fragment = (fragword & 0xFFF8) != 0
                 size = 8
+                if fragword & 0xFFF9 and whole and off + 8 < pend:  # decode/ipfrag.py
+                    ext.append(name)
+                    ip["ext"] = ext
+                    ip["proto"] = following
+                    return IP_FRAGMENT, following, off + 8, pend
             else:
                 following, hlen = EXT_HDR.unpack_from(buf, off)
                 size = (hlen + 2) * 4 if nxt == 51 else (hlen + 1) * 8
@@ -168,7 +181,8 @@ def inner_ip(buf: bytes, off: int, end: int) -> dict | None:
     orig = sub["ip"]
     proto = orig["proto"]
     inner = {"version": orig["version"], "src": orig["src"], "dst": orig["dst"], "proto": proto}
-    if step is not None and proto in (6, 17, 132) and step[2] + 4 <= end:
+    first = step is not None and (step[0] is IP_PROTO or not orig.get("frag_offset"))
+    if first and proto in (6, 17, 132) and step[2] + 4 <= end:
         poff = step[2]
         inner["sport"], inner["dport"] = PORTS.unpack_from(buf, poff)
     return inner

@@ -144,7 +144,7 @@ def walk(buf: bytes, linktype: int, rec: dict) -> tuple[str, Table | None, objec
                 row = table.sniff(buf, off, end)
                 if row is None:
                     return fast
-            return _follow(buf, row, off, end, rec, MAX_LAYERS - 3)
+            return walk_on(buf, row, off, end, rec, MAX_LAYERS - 3)
     return walk_tables(buf, linktype, rec)
 
 
@@ -153,11 +153,12 @@ def walk_tables(buf: bytes, linktype: int, rec: dict) -> tuple[str, Table | None
     row = LINKTYPE.get(linktype)
     if row is None:
         raise Truncated("l2", f"link type {linktype} is not decoded")
-    return _follow(buf, row, 0, len(buf), rec, MAX_LAYERS)
+    return walk_on(buf, row, 0, len(buf), rec)
 
 
-def _follow(buf: bytes, row: Row, off: int, end: int, rec: dict, layers: int):
-    """Decode from `row` at `off`, following the tables for at most `layers` layers."""
+def walk_on(buf: bytes, row: Row, off: int, end: int, rec: dict, layers: int = MAX_LAYERS):
+    """`walk` from the layer `row` reads at `buf[off:end]` (after the fast path, or a
+    reassembled IP payload), following the tables for at most `layers` layers."""
     for _ in range(layers):
         layer, decode = row
         step = decode(buf, off, end, rec)

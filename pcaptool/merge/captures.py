@@ -96,28 +96,33 @@ def _merge(
                 continue
             refill(i)
             continue
-        pieces: list[list[tuple[int, bytes]]] = []
-        drained = []
-        for i, p in pending.items():
-            if p[-1][0] <= horizon:
-                drained.append(i)
-                pieces.append(p)
-            else:
-                k = bisect.bisect_right(p, horizon, key=_KEY)
-                if k:
-                    pieces.append(p[:k])
-                    pending[i] = p[k:]
-        if len(pieces) == 1:
-            out = pieces[0]  # parts that do not overlap in time: nothing to sort
-        else:
-            out = list(chain.from_iterable(pieces))
-            out.sort(key=_KEY)  # stable: one input's records keep their order
+        out, drained = _take(pending, horizon)
         write(b"".join(map(_RECORD, out)))
         written += len(out)
         for i in drained:
             del pending[i]
             refill(i)
     return written
+
+
+def _take(pending: dict[int, list[tuple[int, bytes]]], horizon: int):
+    """Every buffered record up to `horizon`, in merge order, and the inputs it drained."""
+    pieces: list[list[tuple[int, bytes]]] = []
+    drained = []
+    for i, p in pending.items():
+        if p[-1][0] <= horizon:
+            drained.append(i)
+            pieces.append(p)
+        else:
+            k = bisect.bisect_right(p, horizon, key=_KEY)
+            if k:
+                pieces.append(p[:k])
+                pending[i] = p[k:]
+    if len(pieces) == 1:
+        return pieces[0], drained  # parts that do not overlap in time: nothing to sort
+    out = list(chain.from_iterable(pieces))
+    out.sort(key=_KEY)  # stable: one input's records keep their order
+    return out, drained
 
 
 def merge_captures(

@@ -19,6 +19,7 @@ matched by the flags clause (BPF has no loop to walk the header chain).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -313,18 +314,24 @@ def tcp_flags_clause(flags: list[str]) -> str:
     return f"(tcp[tcpflags] & ({names}) != 0) or (ip6[6] = 6 and ip6[53] & 0x{mask:02x} != 0)"
 
 
-def resolve_host(name: str) -> set[IPAddress]:
-    """A and AAAA answers for a host name (an IP literal resolves to itself)."""
+def resolve_host(name: str, self_ports: selfport.PortRange | None = None) -> set[IPAddress]:
+    """A and AAAA answers for a host name (an IP literal resolves to itself); with
+    `self_ports`, DNS is asked from that range (sidecar/selfdns.py: never captured)."""
     try:
         return {ipaddress.ip_address(name)}
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+        if self_ports is not None:
+            from pcaptool.sidecar import selfdns
+
+            addrs = [sa[0] for _, sa in selfdns.getaddrinfo(name, 0, self_ports)]
+        else:
+            addrs = [i[4][0] for i in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)]
     except (socket.gaierror, UnicodeError) as exc:
         raise PcapToolError(f"cannot resolve host {name!r}: {exc}") from None
     # Scoped IPv6 answers (fe80::1%eth0) lose their zone: BPF matches bare addresses.
-    return {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
+    return {ipaddress.ip_address(a.split("%")[0]) for a in addrs}
 
 
 @dataclass
@@ -344,6 +351,7 @@ class FilterSettings:
     exclude_ipv4: str | None = None
     exclude_ipv6: str | None = None
     self_ports: str | None = None  # PCAP_SELF_PORTS: pcaptool's own connections (selfport)
+    health_port: int | None = None  # PCAP_HC_PORT: the sidecar's own listener (selfport)
 
 
 class FilterBuilder:
@@ -353,7 +361,12 @@ class FilterBuilder:
     which is what `capture --resolve-every` applies to the live handles.
     """
 
-    def __init__(self, settings: FilterSettings, resolver: Resolver = resolve_host) -> None:
+    def __init__(
+        self,
+        settings: FilterSettings,
+        resolver: Resolver = resolve_host,
+        local_networks=selfport.local_networks,
+    ) -> None:
         s = settings
         self.resolver = resolver
         raw = (s.raw_filter or "").strip()
@@ -372,6 +385,10 @@ class FilterBuilder:
         self.x_hosts = parse_hosts("--exclude-hosts", s.exclude_hosts)
         self.x_ports = parse_ports("--exclude-ports", s.exclude_ports)
         self.self_ports = selfport.parse(s.self_ports)
+        if resolver is resolve_host and self.self_ports:  # lookups during capture: not captured
+            self.resolver = functools.partial(resolve_host, self_ports=self.self_ports)
+        self.health_port = s.health_port
+        self.local_nets = local_networks() if s.health_port else []
         self.resolved: dict[str, frozenset[IPAddress]] = {}
         self.expression: str | None = None
 
@@ -412,7 +429,14 @@ class FilterBuilder:
             ports_clause(self.x_ports, "--exclude-ports"),
         ]
         if self.self_ports:  # pcaptool's own uploads, whatever the user's filter is
-            excluded.append("tcp portrange {}-{}".format(*self.self_ports))
+            # ... and their DNS lookups (sidecar/selfdns.py): UDP to or from port 53 only
+            excluded.append(
+                "tcp portrange {0}-{1} or (udp portrange {0}-{1} and udp port 53)".format(
+                    *self.self_ports
+                )
+            )
+        if self.health_port:  # the health probes to the sidecar's own listener
+            excluded.append(selfport.health_clause(self.health_port, self.local_nets))
         for clause in excluded:
             if clause:
                 expr = f"{expr} and not ({clause})" if expr else f"not ({clause})"

@@ -6,22 +6,31 @@ large as the one just uploaded (TLS does not compress), and part sizes grow rota
 rotation. So every TCP connection pcaptool opens binds a local port from `PCAP_SELF_PORTS`
 (the sidecar's default `61000-61099`, above Linux's default ephemeral range 32768-60999 so
 the kernel never hands those ports to the application), and the capture filter always
-ends in `and not (tcp portrange LO-HI)` (``pcaptool.sidecar.bpf``).
+ends in `and not (tcp portrange LO-HI or (udp portrange LO-HI and udp port 53))`
+(``pcaptool.sidecar.bpf``): the host names of those connections are looked up from the
+range too (``pcaptool.sidecar.selfdns``).
 
 Unset (or `DISABLED`) nothing is bound and nothing excluded: plain `pcaptool upload` or
 `capture` outside the sidecar behave as before.
 
-- ``create_connection()``: like ``socket.create_connection`` from a port of the range; a
+- ``create_connection()``: like ``socket.create_connection`` from a port of the range (the
+  name looked up by ``selfdns`` from a UDP port of the range); a
   port in use (`EADDRINUSE`, or `EADDRNOTAVAIL` for a 4-tuple still in TIME_WAIT) moves on
   to the next one, starting at a random offset.
-- ``mount(session)``: a requests Session (google-cloud-storage, google-auth) binds so.
+- ``mount(session)``: a requests Session (google-cloud-storage, google-auth) binds so, its
+  connections to an HTTP(S) proxy (`HTTPS_PROXY`) included.
 - ``HTTPHandler``: the same for urllib.request (the metadata client).
+- ``health_clause()``: the sidecar's health port (`PCAP_HC_PORT`) as seen on the wire:
+  packets whose *local* end is that port, i.e. to or from one of this network namespace's
+  own addresses on it. The port is the sidecar's listener, so such traffic is ours; an
+  application's connection to a remote server on the same port number is kept.
 """
 
 from __future__ import annotations
 
 import errno
 import http.client
+import ipaddress
 import os
 import random
 import socket
@@ -96,9 +105,11 @@ def create_connection(
     """A TCP connection to `address` from a local port of `ports` (plain when None)."""
     if ports is None:
         return socket.create_connection(address, timeout)
+    from pcaptool.sidecar import selfdns
+
     host, port = address
     error: OSError | None = None
-    for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+    for family, sockaddr in selfdns.getaddrinfo(host, port, ports):  # looked up from the range
 
         def connect_to(sock: socket.socket, sockaddr=sockaddr) -> None:
             if timeout is not None:
@@ -176,7 +187,62 @@ def mount(session, ports: PortRange | None = None):
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = classes
 
+        def proxy_manager_for(self, proxy, **proxy_kwargs):
+            # HTTPS_PROXY/HTTP_PROXY: the connection to the proxy leaves from the range too
+            # (CONNECT tunnels and plain forwarding alike; SOCKS proxies are not bound).
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = classes
+            return manager
+
     adapter = SelfPortAdapter()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+# ------------------------------------------------------------------ the health port
+
+
+def local_networks(fib: str = "/proc/net/fib_trie", inet6: str = "/proc/net/if_inet6") -> list[str]:
+    """This network namespace's own addresses (`host LOCAL` routes, IPv6 interface
+    addresses) as BPF networks: `10.0.0.5/32`, `127.0.0.0/8`, `fd00::2/128`."""
+    nets: list[str] = []
+    try:
+        with open(fib) as f:
+            addr = None
+            for line in f:
+                text = line.strip()
+                if text.startswith("|-- "):
+                    addr = text[4:]
+                elif addr and text.endswith(" host LOCAL") and text.startswith("/"):
+                    nets.append(f"{addr}{text.split()[0]}")
+    except OSError:
+        pass
+    try:
+        with open(inet6) as f:
+            for line in f:
+                raw = line.split()[0]
+                nets.append(f"{ipaddress.IPv6Address(int(raw, 16))}/128")
+    except (OSError, ValueError, IndexError):
+        pass
+    out: list[str] = []
+    for version in (4, 6):
+        mine = [ipaddress.ip_network(n) for n in nets if ipaddress.ip_network(n).version == version]
+        out += [str(n) for n in ipaddress.collapse_addresses(mine)]
+    return out
+
+
+def health_clause(port: int, nets: list[str]) -> str:
+    """BPF for packets whose local end is `port` on one of `nets` (see the module doc)."""
+    if not nets:
+        return ""
+
+    def side(d: str) -> str:
+        hosts = " or ".join(
+            f"{d} host {n.split('/')[0]}" if n.endswith(("/32", "/128")) else f"{d} net {n}"
+            for n in nets
+        )
+        return f"(tcp {d} port {port} and ({hosts}))"
+
+    return f"{side('src')} or {side('dst')}"

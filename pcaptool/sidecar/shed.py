@@ -96,6 +96,11 @@ class Backlog:
     def interfaces(self):
         return self.reader.interfaces
 
+    @property
+    def ended(self) -> bool:
+        """The input has ended (what is left is the backlog)."""
+        return self._done
+
     def _fill(self) -> None:
         cond, items = self._cond, self._items
         try:

@@ -18,6 +18,7 @@ from pcaptool.http.stream import HttpFactory
 from pcaptool.record.envelope import format_latency
 from pcaptool.record.flow import Flow
 from pcaptool.tcp.connections import ConnectionTracker
+from pcaptool.tcp.dnsstream import DnsFactory
 from pcaptool.tcp.reassembly import Limits
 from pcaptool.tcp.stream import Segment, SegmentObserver
 
@@ -38,7 +39,9 @@ class HttpAnalyzer:
         observers: tuple[SegmentObserver, ...] = (),
     ) -> None:
         self.records = HttpRecords(project, redact)
-        factories = (HttpFactory(self.records, body_sample),) if http else ()
+        self.dns_streams = DnsFactory()  # DNS over TCP port 53 (pcaptool/tcp/dnsstream.py)
+        http_factories = (HttpFactory(self.records, body_sample),) if http else ()
+        factories = (self.dns_streams, *http_factories)
         self.flows = flows  # the translator writes UDP connection records too
         self.tracker = ConnectionTracker(factories, observers, flows, limits)
         self._pending: list[dict] = []

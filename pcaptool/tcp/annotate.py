@@ -80,7 +80,8 @@ def on_tcp(
     length cut short still counts with its length on the wire. A header whose options are
     cut short is analysed too (without its options), as Wireshark does.
     """
-    if "MF" in rec["ip"].get("flags", ()):
+    ip = rec["ip"]
+    if "MF" in ip.get("flags", ()) and "fragment" not in ip:
         return ""  # a first fragment: Wireshark analyses the reassembled datagram only
     opts = seg.get("options")
     ws = sack = None

@@ -150,10 +150,10 @@ class UdpFlows:
         # key (orig src, sport, dst, dport) -> [Flow, first ts, last ts, first num,
         # last num, orig packets, orig bytes, resp packets, icmp errors, resp bytes]
         self.flows: dict[tuple, list] = {}
-        self._tick = 0
 
     def packet(self, flow, src: str, sport: int, dst: str, dport: int, n: int, ts: int, num: int):
-        """Count one datagram of `n` payload bytes; return the records of flows that expired."""
+        """Count one datagram of `n` payload bytes; over the limit, the records of the
+        flows that had to go."""
         flows = self.flows
         key = (src, sport, dst, dport)
         f = flows.get(key)
@@ -168,8 +168,7 @@ class UdpFlows:
             else:
                 f = flows[key] = [flow, ts, ts, num, num, 1, n, 0, [], 0]
         f[2], f[4] = ts, num
-        if ts - self._tick >= 1_000_000_000 or len(flows) > self.limit:
-            self._tick = ts
+        if len(flows) > self.limit:  # the translator expires idle flows once a second
             return self.expire(ts)
         return ()
 

@@ -1,18 +1,22 @@
 """Parallel translate: packets sharded by flow to N worker processes.
 
 The main process reads the capture, finds each packet's flow (addresses and, for TCP and
-UDP, ports, in an order that is the same for both directions) and sends the packet to the
-worker that owns that flow, so reassembly and HTTP state stay whole inside one process.
-Workers translate and serialise; the main process writes their lines either as they come
-(`ordered=False`) or in capture order (`ordered=True`).
+UDP, ports, in an order that is the same for both directions; DNS on port 53 by its
+addresses only, so a retry from a new port meets its first try) and sends the packet to
+the worker that owns that flow, so reassembly, HTTP and DNS state stay whole inside one
+process. Workers translate and serialise; the main process writes their lines either as
+they come (`ordered=False`) or in capture order (`ordered=True`).
 
 Ordered output equals single-process output record for record. Two things make that hold:
-every worker's idle-connection sweep runs at the same packet as the single process's
-(the main process broadcasts a tick to the other workers whenever a TCP packet starts a
-new second of capture time), and connection records that several workers produce at the
-same packet are merged by the number of their connection's last packet, which is the
-order the single process's flow table (least recently active first) yields them in.
-Limits that count across flows (table size, total reassembly memory) apply per worker.
+every worker's periodic work runs at the same packet as the single process's (the main
+process broadcasts a tick to the other workers whenever a TCP packet starts a new second
+of capture time: the idle-connection sweep; and whenever any packet does: UDP connection
+records and DNS timeouts), and the records of their own that several workers produce at
+the same packet are merged as the single process writes them: TCP connection records by
+the number of their connection's last packet (the order of its flow table, least
+recently active first), then UDP ones by their first packet, then DNS timeouts by their
+query. Limits that count across flows (table size, total reassembly memory, UDP flows
+and pending DNS queries kept) apply per worker.
 """
 
 from __future__ import annotations
@@ -23,9 +27,8 @@ import multiprocessing
 import struct
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
-from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from pcaptool.capfile.reader import LINKTYPE_ETHERNET, CaptureReader, Packet
 from pcaptool.decode import Truncated
@@ -40,15 +43,21 @@ from pcaptool.decode.table import (
     walk,
 )
 from pcaptool.errors import CaptureFormatError
+from pcaptool.translate.fragroute import Fragment, FragmentRouter, fragment_key
+from pcaptool.translate.output import PACKET, Output
+
+if TYPE_CHECKING:
+    from pcaptool.api import TranslateOptions
 
 U16 = struct.Struct("!H")
 PORTS = struct.Struct("!HH")
 IPV6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 IPV6_FRAGMENT = 44
+DNS_PORT = 53  # DNS queries shard by addresses only: a retry's new port links to its try
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux; spelled out for clarity)
 BATCH = 512
 MAX_OUTSTANDING = 6  # batches in flight per worker before the reader waits
-_first = itemgetter(0)
+SWEEP, EXPIRE = 1, 2  # what a tick asks: sweep idle TCP connections; expire UDP and DNS
 
 
 def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
@@ -77,10 +86,13 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
             proto = data[off + 9]
             src = data[off + 12 : off + 16]
             dst = data[off + 16 : off + 20]
-            frag = U16.unpack_from(data, off + 6)[0] & 0x1FFF
+            frag = U16.unpack_from(data, off + 6)[0] & 0x3FFF
             p = off + ihl
-            if frag or (proto != PROTO_TCP and proto != PROTO_UDP):
-                if not frag and proto in TUNNEL_PROTOS:
+            if frag:  # MF or an offset: every fragment of a datagram to one worker
+                dgram = (4, src, dst, data[off + 4 : off + 6], proto)
+                return fragment_key(data, dgram, frag & 0x1FFF, p)
+            if proto != PROTO_TCP and proto != PROTO_UDP:
+                if proto in TUNNEL_PROTOS:
                     return _walked(linktype, data)
                 return (src, dst) if src < dst else (dst, src), False
         elif v == 6:
@@ -92,8 +104,10 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
                 proto = data[p]
                 p += (data[p + 1] + 1) * 8
             if proto == IPV6_FRAGMENT:
-                if U16.unpack_from(data, p + 2)[0] & 0xFFF8:
-                    return (src, dst) if src < dst else (dst, src), False
+                word = U16.unpack_from(data, p + 2)[0]
+                if word & 0xFFF9:
+                    dgram = (6, src, dst, data[p + 4 : p + 8], 0)
+                    return fragment_key(data, dgram, word & 0xFFF8, p + 8, data[p])
                 proto = data[p]
                 p += 8
             if proto != PROTO_TCP and proto != PROTO_UDP:
@@ -105,6 +119,9 @@ def flow_of(linktype: int, data: bytes) -> tuple[object, bool]:
         sport, dport = PORTS.unpack_from(data, p)
         if proto == PROTO_UDP and (sport in TUNNEL_UDP_PORTS or dport in TUNNEL_UDP_PORTS):
             return _walked(linktype, data)
+        if sport == DNS_PORT or dport == DNS_PORT:  # retries (new ports) on the same worker
+            key = ("dns", src, dst) if src < dst else ("dns", dst, src)
+            return key, proto == PROTO_TCP and len(data) >= p + 20
         a = (src, sport)
         b = (dst, dport)
         key = (proto, a, b) if a < b else (proto, b, a)
@@ -122,20 +139,20 @@ def _walked(linktype: int, data: bytes) -> tuple[object, bool]:
     if ends is None:
         return None, False
     proto, src, dst, sport, dport = ends
+    if sport == DNS_PORT or dport == DNS_PORT:
+        key = ("dns", src, dst) if src < dst else ("dns", dst, src)
+        return key, proto == PROTO_TCP and "seq" in rec.get("tcp", ())
     a, b = (src, sport or 0), (dst, dport or 0)
     key = (proto, a, b) if a < b else (proto, b, a)
     return key, proto == PROTO_TCP and "seq" in rec.get("tcp", ())
 
 
-def _worker(conn, name: str, analyzer_kw: dict | None, reduce=None) -> None:
+def _worker(conn, name: str, options: TranslateOptions, reduce=None) -> None:
     """Translate batches of packets; answer each batch with (lines, ends, keyed): the
     NDJSON lines of every message joined, where each message's lines end, and for the
     messages that produced connection records, each record's (sort key, length)."""
-    from pcaptool.tcp.analyzer import HttpAnalyzer
-    from pcaptool.translate.serial import Translator
-
-    an = HttpAnalyzer(**analyzer_kw) if analyzer_kw is not None else None
-    tr = Translator(name, an)
+    tr = options.translator(name)
+    an = tr.analyzer
     translate = tr.translate
     from pcaptool.record.ndjson import encode as encode_whole
 
@@ -151,19 +168,10 @@ def _worker(conn, name: str, analyzer_kw: dict | None, reduce=None) -> None:
         keyed: dict[int, list] = {}
         pos = 0
         for idx, m in enumerate(batch):
-            if len(m) == 2:  # tick: (num, ts) or ("finish", last TCP ts)
-                if m[0] == "finish":
-                    recs = tr.with_outcomes(an.finish(m[1]))
-                    _warn_limits(an)
-                else:
-                    recs = tr.with_outcomes(an.sweep(m[1]))
+            if len(m) == 3:  # a tick (num, ts, what) or ("finish", last TCP ts, last ts)
+                recs = _tick(tr, an, m)
                 if recs:
-                    ks = keyed[idx] = []
-                    for r in recs:
-                        b = encode(r)
-                        parts.append(b)
-                        pos += len(b)
-                        ks.append((r["conn"]["last_num"], len(b)))
+                    pos = _own(recs, keyed.setdefault(idx, []), parts, pos, encode)
                 ends.append(pos)
                 continue
             num, ts, caplen, wirelen, data, iface, linktype, iname = m
@@ -171,16 +179,55 @@ def _worker(conn, name: str, analyzer_kw: dict | None, reduce=None) -> None:
             line = encode(rec)
             parts.append(line)
             pos += len(line)
-            if an is not None and an.pending:
-                ks = keyed[idx] = [(-1, len(line))]
-                for r in tr.with_outcomes(an.take_records()):
-                    b = encode(r)
-                    parts.append(b)
-                    pos += len(b)
-                    ks.append((r["conn"]["last_num"], len(b)))
+            if (an is not None and an.pending) or tr.pending:
+                recs = tr.with_outcomes(an.take_records()) if an is not None else []
+                recs += tr.take_pending()
+                ks = keyed[idx] = [(PACKET, len(line))]
+                pos = _own(recs, ks, parts, pos, encode)
             ends.append(pos)
         conn.send((b"".join(parts), ends, keyed))
     conn.close()
+
+
+def _own(recs: list[dict], ks: list, parts: list[bytes], pos: int, encode) -> int:
+    """Encode records of their own after a message's lines; their sort keys in `ks`."""
+    for r in recs:
+        b = encode(r)
+        parts.append(b)
+        pos += len(b)
+        ks.append((_order(r), len(b)))
+    return pos
+
+
+def _tick(tr, an, m: tuple) -> list[dict]:
+    """The records a tick makes: idle TCP connections swept, UDP flows and DNS queries
+    expired; or, at the end of the input, every record still held."""
+    if m[0] == "finish":
+        recs = []
+        if an is not None:
+            recs = tr.with_outcomes(an.finish(m[1]))
+            _warn_limits(an)
+        return recs + tr.finish(m[2])
+    _num, ts, what = m
+    recs = tr.with_outcomes(an.sweep(ts)) if what & SWEEP else []
+    if what & EXPIRE:
+        tr.expire(ts)
+        recs += tr.take_pending()
+    return recs
+
+
+def _order(rec: dict) -> tuple[int, int]:
+    """Where a record of its own goes among those several workers make at one packet:
+    the single process writes the packet's record, then TCP connection records (by
+    their last packet), UDP ones (by their first: the order they were seen in), then
+    DNS timeouts (by their query)."""
+    c = rec.get("conn")
+    if c is not None:
+        return (1, c["last_num"]) if c.get("proto") == "tcp" else (2, c["first_num"])
+    d = rec.get("dns")
+    if d is not None and "outcome" in d:
+        return (3, d["query"]["num"])
+    return (1, -1)  # an HTTP record the end of the input flushed, before the connections
 
 
 def _warn_limits(an) -> None:
@@ -189,102 +236,6 @@ def _warn_limits(an) -> None:
     warning = an.limits_warning()
     if warning is not None:
         log(**warning)
-
-
-class _Output:
-    """Where worker results go: written by the threads that receive them, under one lock,
-    so a live capture's records appear without waiting for the next packet."""
-
-    def __init__(self, write, flush, workers: int, ordered: bool) -> None:
-        self.write = write
-        self.flush = flush
-        self.ordered = ordered
-        self.cond = threading.Condition()
-        self.outstanding = [0] * workers
-        self.ready: list[deque] = [deque() for _ in range(workers)]
-        self.log: deque = deque()  # ordered: which workers hold each next message's lines
-        self.error: BaseException | None = None
-
-    def result(self, w: int, got) -> None:
-        with self.cond:
-            self.outstanding[w] -= 1
-            try:
-                if self.error is None:
-                    if self.ordered:
-                        self._ready(w, got)
-                        self._emit()
-                    else:
-                        self.write(got[0])
-                    self.flush()
-            except BaseException as exc:  # a closed stdout (`| head`): the main thread ends
-                self.error = exc
-            self.cond.notify_all()
-
-    def failed(self, exc: BaseException) -> None:
-        with self.cond:
-            if self.error is None:
-                self.error = exc
-            self.cond.notify_all()
-
-    def wait(self, w: int | None, most: int) -> None:
-        """Wait until worker w (every worker if None) has at most `most` batches in flight."""
-        with self.cond:
-            while True:
-                if self.error is not None:
-                    raise self.error
-                pending = self.outstanding if w is None else [self.outstanding[w]]
-                if max(pending) <= most:
-                    return
-                self.cond.wait()
-
-    def _ready(self, w: int, got) -> None:
-        blob, ends, keyed = got
-        view = memoryview(blob)
-        r = self.ready[w]
-        start = 0
-        for idx, end in enumerate(ends):
-            ks = keyed.get(idx)
-            if ks is None:
-                r.append(view[start:end])
-            else:
-                items = []
-                p = start
-                for key, n in ks:
-                    items.append((key, view[p : p + n]))
-                    p += n
-                r.append(items)
-            start = end
-
-    def _emit(self) -> None:
-        log, ready, write = self.log, self.ready, self.write
-        while log:
-            e = log[0]
-            if e.__class__ is int:
-                r = ready[e]
-                if not r:
-                    return
-                res = r.popleft()
-                log.popleft()
-                if res.__class__ is list:
-                    for _, line in res:
-                        write(line)
-                else:
-                    write(res)
-            else:
-                for w in e:
-                    if not ready[w]:
-                        return
-                log.popleft()
-                items = []
-                for w in e:
-                    res = ready[w].popleft()
-                    if res.__class__ is list:
-                        items += res
-                    elif len(res):
-                        items.append((-1, res))
-                items.sort(key=_first)
-                for _, line in items:
-                    write(line)
 
 
 class _Duplex:
@@ -301,7 +252,7 @@ class _Duplex:
 
 
 class _Pool:
-    def __init__(self, workers, name, analyzer_kw: dict | None, output: _Output, reduce=None):
+    def __init__(self, workers, name, options: TranslateOptions, output: Output, reduce=None):
         ctx = multiprocessing.get_context("fork")
         self.conns = []
         self.procs = []
@@ -316,7 +267,7 @@ class _Pool:
                     fcntl.fcntl(c.fileno(), F_SETPIPE_SZ, 1 << 20)
             child = _Duplex(in_r, out_w)
             parent = _Duplex(out_r, in_w)
-            p = ctx.Process(target=_worker, args=(child, name, analyzer_kw, reduce), daemon=True)
+            p = ctx.Process(target=_worker, args=(child, name, options, reduce), daemon=True)
             p.start()
             in_r.close()
             out_w.close()
@@ -338,7 +289,7 @@ class _Pool:
             t.join(timeout=10)
 
 
-def _pump(conn, w: int, output: _Output) -> None:
+def _pump(conn, w: int, output: Output) -> None:
     """Receive one worker's result batches and hand them to the output."""
     while True:
         try:
@@ -355,30 +306,58 @@ def translate_parallel(
     write: Callable[[bytes], object],
     workers: int,
     ordered: bool,
-    analyzer_kw: dict | None,
+    options: TranslateOptions,
     flush: Callable[[], object] = lambda: None,
     reduce: Callable[[dict], dict] | None = None,
 ) -> None:
     """Translate `reader`'s packets with `workers` processes, writing NDJSON lines."""
-    output = _Output(write, flush, workers, ordered)
-    pool = _Pool(workers, name, analyzer_kw, output, reduce)
+    output = Output(write, flush, workers, ordered)
+    pool = _Pool(workers, name, options, output, reduce)
     # The reading thread is busy in Python; the threads that receive results must not
     # wait the default 5 ms for the GIL at each chunk, or the workers stall on their sends.
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.0002)
     try:
-        _run(pool, output, reader, workers, ordered, analyzer_kw is not None)
+        _run(pool, output, reader, workers, ordered, options.http)
     finally:
         sys.setswitchinterval(interval)
         pool.close()
 
 
-def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, ticks: bool) -> None:
+class _Ticks:
+    """What the other workers do at a packet, because the single process does it there:
+    sweep idle TCP connections (a TCP packet starts a second of capture time, with the
+    TCP analysis), expire UDP flows and DNS queries (any packet starts a second)."""
+
+    __slots__ = ("sweeps", "tcp_sec", "next_expiry", "last_tcp_ts", "last_ts")
+
+    def __init__(self, sweeps: bool) -> None:
+        self.sweeps = sweeps
+        self.tcp_sec = -1
+        self.next_expiry = 0
+        self.last_tcp_ts = 0
+        self.last_ts: int | None = None
+
+    def at(self, ts: int, is_tcp: bool) -> int:
+        """SWEEP | EXPIRE, either or neither, for a packet at capture time `ts`."""
+        self.last_ts = ts
+        what = 0
+        if ts >= self.next_expiry:
+            self.next_expiry = (ts // 1_000_000_000 + 1) * 1_000_000_000
+            what = EXPIRE
+        if is_tcp and self.sweeps:
+            self.last_tcp_ts = ts
+            if ts // 1_000_000_000 > self.tcp_sec:
+                self.tcp_sec = ts // 1_000_000_000
+                what |= SWEEP
+        return what
+
+
+def _run(pool: _Pool, output: Output, reader, workers: int, ordered: bool, ticks: bool) -> None:
     batches: list[list] = [[] for _ in range(workers)]
     log = output.log
     conns = pool.conns
-    gsec = -1
-    last_tcp_ts = 0
+    clock = _Ticks(ticks)
 
     def send(w: int) -> None:
         with output.cond:
@@ -394,6 +373,7 @@ def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, tick
                 send(v)
 
     broken = None
+    fragments = FragmentRouter()
     if isinstance(reader, CaptureReader):
         ifaces = reader.interfaces
         reader.before_read = send_all
@@ -402,20 +382,18 @@ def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, tick
     try:
         for num, pkt in enumerate(reader, 1):
             key, is_tcp = flow_of(pkt.linktype, pkt.data)
+            if key.__class__ is Fragment:
+                key = fragments.route(key)
             w = hash(key) % workers if key is not None else 0
-            if is_tcp and ticks:
-                ts = pkt.ts_ns
-                last_tcp_ts = ts
-                if ts // 1_000_000_000 > gsec:
-                    gsec = ts // 1_000_000_000
-                    tick = (num, ts)
-                    for v in range(workers):
-                        if v != w:
-                            batches[v].append(tick)
-                    if ordered:
-                        log.append((w, *[v for v in range(workers) if v != w]))
-                elif ordered:
-                    log.append(w)
+            ts = pkt.ts_ns
+            what = clock.at(ts, is_tcp)
+            if what:
+                tick = (num, ts, what)
+                for v in range(workers):
+                    if v != w:
+                        batches[v].append(tick)
+                if ordered:
+                    log.append((w, *[v for v in range(workers) if v != w]))
             elif ordered:
                 log.append(w)
             i = pkt.iface
@@ -425,7 +403,7 @@ def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, tick
             b.append(
                 (
                     num,
-                    pkt.ts_ns,
+                    ts,
                     pkt.caplen,
                     pkt.wirelen,
                     pkt.data,
@@ -438,12 +416,11 @@ def _run(pool: _Pool, output: _Output, reader, workers: int, ordered: bool, tick
                 send(w)
     except CaptureFormatError as exc:
         broken = exc  # write every record before the break, then report it
-    if ticks:
-        fin = ("finish", last_tcp_ts)
-        for v in range(workers):
-            batches[v].append(fin)
-        if ordered:
-            log.append(tuple(range(workers)))
+    fin = ("finish", clock.last_tcp_ts, clock.last_ts)
+    for v in range(workers):
+        batches[v].append(fin)
+    if ordered:
+        log.append(tuple(range(workers)))
     send_all()
     output.wait(None, 0)
     if broken is not None:

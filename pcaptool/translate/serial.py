@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from pcaptool.capfile.reader import LINKTYPE_NAMES, CaptureReader, Packet
-from pcaptool.decode import ETHERTYPE, Truncated
-from pcaptool.decode.dnstxn import DnsTransactions
+from pcaptool.decode import ETHERTYPE, IP_FRAGMENT, Truncated
+from pcaptool.decode.dnstxn import DNS_TIMEOUT_NS, DnsTransactions
 from pcaptool.decode.ip import PROTO_NAMES
+from pcaptool.decode.ipfrag import Reassembler
 from pcaptool.decode.table import endpoints, walk
 from pcaptool.record.envelope import (
     RUN_ID_ENV,
@@ -63,21 +64,38 @@ class Translator:
         analyzer: Analyzer | None = None,
         expert: bool = True,
         run_id: str | None = None,
+        dns_timeout_ns: int = DNS_TIMEOUT_NS,
+        ifaces: list | None = None,
     ) -> None:
         # the run id: given, or PCAP_RUN_ID (set by `pcaptool translate`, seen by its workers)
         self.run_id = run_id or os.environ.get(RUN_ID_ENV) or None
         self.input_name = input_name
+        # the interfaces the input was captured on, as this system knows them (--iface)
+        self.ifaces = ifaces or []
         self.analyzer = analyzer
         self.flows = FlowTable()
         self.clock = Clock()
         self.expert = TcpExpert() if expert else None  # tcp.analysis (docs/expert.md)
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
         self.udp = UdpFlows() if getattr(analyzer, "flows", False) else None
-        self.dns = DnsTransactions()
+        self.dns = DnsTransactions(dns_timeout_ns)
+        self.fragments = Reassembler()  # IP fragments (docs/schema.md `ip.fragment`)
+        streams = getattr(analyzer, "dns_streams", None)  # DNS over TCP, from the stream
+        if streams is not None:
+            streams.sink = self.dns.message
         self._pending: list[dict] = []  # records of their own: UDP connections, DNS timeouts
+        self._next_expiry = 0  # capture time of the next second: UDP flows, DNS queries
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
         """The record of packet `num` (1-based in its input)."""
+        if pkt.ts_ns >= self._next_expiry:
+            self.expire(pkt.ts_ns)
+        iface = {"index": pkt.iface, "name": iface_name}
+        if pkt.iface < len(self.ifaces):
+            live = self.ifaces[pkt.iface]
+            if iface_name in (None, live.name):
+                iface_name = iface["name"] = live.name
+                iface.update(live.fields())
         rec = packet_record(
             self.clock,
             pkt.ts_ns,
@@ -85,7 +103,7 @@ class Translator:
                 "num": num,
                 "date": "",
                 "file": self.input_name,
-                "iface": {"index": pkt.iface, "name": iface_name},
+                "iface": iface,
                 "linktype": LINKTYPE_NAMES.get(pkt.linktype, str(pkt.linktype)),
                 "len": pkt.wirelen,
                 "caplen": pkt.caplen,
@@ -112,6 +130,10 @@ class Translator:
         buf = pkt.data
         try:
             layer, table, key, off, end = walk(buf, pkt.linktype, rec)
+            if table is IP_FRAGMENT:  # held; the packet that completes it gets the payload
+                pkt, (layer, table, key, off, end) = self.fragments.add(
+                    num, pkt, rec, key, off, end
+                )
         except Truncated as exc:
             ends = endpoints(rec)
             if ends is not None:
@@ -130,7 +152,9 @@ class Translator:
         flow = self._flow(rec, proto, src, dst, sport, dport)
         if proto == 17 and self.udp is not None and "udp" in rec:
             n = rec["udp"]["len"]
-            self._pending += self.udp.packet(flow, src, sport, dst, dport, n, pkt.ts_ns, num)
+            over = self.udp.packet(flow, src, sport, dst, dport, n, pkt.ts_ns, num)
+            if over:
+                self._pending += self._labelled(over)
         ip = rec.get("ip")
         if ip is None:  # a tunnel whose inner packet is not IP: the outer one's flow
             msg = f"{layer.upper()} {src} > {dst} len={pkt.wirelen}"
@@ -138,7 +162,7 @@ class Translator:
                 msg += f" ethertype 0x{key:04x}"
         elif layer == "ip":
             v = ip["version"]
-            if ip.get("frag_offset"):
+            if ip.get("frag_offset") or "fragment" in ip:
                 msg = f"IPv{v} {src} > {dst} fragment offset={ip['frag_offset']} proto={proto}"
             else:
                 name = PROTO_NAMES.get(proto, "?")
@@ -182,9 +206,7 @@ class Translator:
             note = self.analyzer.on_tcp(
                 rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
             )
-        what = "TCP"
-        if layer != "tcp":
-            what = "DNS" if layer == "dns" and "dns" in rec else "TLS" if layer == "tls" else "TCP"
+        what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
             f"{what} {flow.ends(side, src, sport, dst, dport)} [{seg['flags_str']}] "
             f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={size}"
@@ -192,19 +214,52 @@ class Translator:
         if note:
             msg += " " + note
         elif what == "DNS":
-            msg += " " + _dns_message(rec["dns"])
+            msg += " " + _dns_message(rec["dns"]) + _dns_more(rec["dns"])
         elif what == "TLS":
             msg += " " + _tls_message(rec["tls"])
         return msg + " " + tags if tags else msg
 
     def _dns_txn(self, rec: dict, src: str, sport: int, dst: str, dport: int, ts: int) -> str:
-        """Match unicast DNS (not mDNS, LLMNR) queries and responses; queue timeouts."""
+        """Match unicast DNS (not mDNS, LLMNR) queries and responses."""
         if dport != 53 and sport != 53:
             return ""
-        txn = self.dns.message(rec, src, sport, dst, dport, ts)
-        if self.dns.pending:
-            self._pending += self.dns.expire(ts)
-        return txn
+        return self.dns.message(rec, src, sport, dst, dport, ts)
+
+    def expire(self, ts: int) -> None:
+        """Queue the UDP connection records and DNS timeouts due at capture time `ts`:
+        run at the first packet of each second of capture time (before it is decoded),
+        and in parallel workers when the main process says another worker's packet
+        started a second (pcaptool/translate/parallel.py)."""
+        self._next_expiry = (ts // 1_000_000_000 + 1) * 1_000_000_000
+        if self.udp is not None and self.udp.flows:
+            self._pending += self._labelled(self.udp.expire(ts))
+        if self.dns.pending or self.dns.late:
+            self._pending += self._labelled(self.dns.expire(ts))
+
+    @property
+    def pending(self) -> bool:
+        """Records of their own are queued (`take_pending`)."""
+        return bool(self._pending)
+
+    def take_pending(self) -> list[dict]:
+        """The records of their own queued by the last packet or `expire`."""
+        out = self._pending
+        self._pending = []
+        return out
+
+    def finish(self, last_ts: int | None) -> list[dict]:
+        """End of input (the last packet at `last_ts`): every UDP connection and
+        unanswered DNS query, as records of their own."""
+        out = self.take_pending()
+        if self.udp is not None:
+            out += self.udp.expire()
+        out += self.dns.finish(last_ts)
+        return self._labelled(out)
+
+    def _labelled(self, records: list[dict]) -> list[dict]:
+        for rec in records:
+            finish_labels(rec, self.run_id)
+        return records
 
     @staticmethod
     def _segment(pkt: Packet, rec: dict, src, dst, seg: dict, flags, payload, num) -> Segment:
@@ -246,13 +301,10 @@ class Translator:
                 if done:
                     yield from self.with_outcomes(done)
             if self._pending:
-                yield from self._pending
-                self._pending = []
+                yield from self.take_pending()
         if analyzer is not None:
             yield from self.with_outcomes(analyzer.finish())
-            if self.udp is not None:
-                yield from self.udp.expire()
-        yield from self.dns.finish(last)
+        yield from self.finish(last)
 
     def with_outcomes(self, records: list[dict]) -> list[dict]:
         """The analyzer's connection records, with their outcome (pcaptool/tcp/outcome.py)."""
@@ -330,6 +382,12 @@ def _dns_message(d: dict) -> str:
         return f"query {qtext}"
     answers = ", ".join(a["data"] for a in d["answers"][:4])
     return f"response {d['rcode']} {qtext}" + (f" -> {answers}" if answers else "")
+
+
+def _dns_more(d: dict) -> str:
+    """Over TCP: the latency of a matched response, and the other messages completed."""
+    text = f" {d['latency'] / 1e6:.3f}ms" if "latency" in d else ""
+    return text + (f" (+{len(d['more'])} more)" if "more" in d else "")
 
 
 def _tls_message(t: dict) -> str:
