@@ -6,7 +6,8 @@
 #            └─ translate ─┬─ rotate --format ndjson ── compress ─┘         (PCAP_JSON: .json)
 #                          └─ stdout, for Cloud Logging                     (PCAP_JSON_LOG)
 #
-# with `pcaptool healthcheck serve` on PCAP_HC_PORT beside it, and the whole pipeline
+# (translate under `pcaptool relay`, which restarts it when it dies), with `pcaptool
+# healthcheck serve` on PCAP_HC_PORT beside it, and the whole pipeline
 # under `pcaptool schedule` when PCAP_USE_CRON=true. SIGTERM stops capture first; the
 # other stages see end of input, finish their last part and exit; then this script exits
 # 0 (1 if a stage failed, naming it). Without PCAP_GCS_BUCKET parts go to GCS_MOUNT.
@@ -26,6 +27,23 @@ else
   PCAPTOOL_CMD=(python3 -m pcaptool)
 fi
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
+
+# Bash cannot trap a signal that was ignored when it started, and a parent that is a
+# non-interactive shell starts `cmd &` with SIGINT (and SIGQUIT) ignored: the stop traps
+# below would be silently void and a SIGINT to the group would stop nothing. So start
+# again with SIGINT and SIGTERM at their defaults (same pid, same arguments).
+stop_signals_ignored() {
+  local key value
+  while read -r key value; do
+    [[ "${key}" == SigIgn: ]] || continue
+    (((16#${value} >> (2 - 1) & 1) || (16#${value} >> (15 - 1) & 1))) # SIGINT, SIGTERM
+    return
+  done </proc/$$/status
+  return 1
+}
+if [[ -r /proc/$$/status ]] && stop_signals_ignored; then
+  exec env --default-signal=INT,TERM bash "${SELF}" "$@"
+fi
 
 # ------------------------------------------------------------------ logging
 
@@ -322,23 +340,31 @@ branch_pcap() {
   BRANCH_STATUS=("${PIPESTATUS[@]}")
 }
 
+# translate under `pcaptool relay`: a translate that dies (a crash, an OOM kill) is
+# restarted with backoff, gets the stream's header and goes on at the next packet; each
+# gap is an ERROR (log line and record). The relay reads the FIFO at once (its backlog:
+# PCAP_JSON_BACKLOG), so the pcap branch never waits for JSON.
+translate_stage() {
+  "${PCAPTOOL_CMD[@]}" relay --name translate -- "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo"
+}
+
+json_rotate_stage() {
+  "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" \
+    --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}"
+}
+
 branch_json() {
   if [[ "${PCAP_JSON}" == true && "${PCAP_JSON_LOG}" == true ]]; then
     # Lines to stdout (Cloud Logging) and to NDJSON parts; `tee -p` keeps feeding the
     # parts if stdout goes away. (This runs in its own subshell: fd 3 is its stdout.)
     exec 3>&1
-    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
-      tee -p /dev/fd/3 |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
-      compress_stage >&4
+    translate_stage | tee -p /dev/fd/3 | json_rotate_stage | compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   elif [[ "${PCAP_JSON}" == true ]]; then
-    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" |
-      "${PCAPTOOL_CMD[@]}" rotate --format ndjson --ext json --iface "${PCAP_IFACE}" --dir "${PARTS_TMP}/json" --every "${PCAP_ROTATE_SECS}" |
-      compress_stage >&4
+    translate_stage | json_rotate_stage | compress_stage >&4
     BRANCH_STATUS=("${PIPESTATUS[@]}")
   else
-    "${PCAPTOOL_CMD[@]}" translate - <"${RUN_DIR}/json.fifo" 4>&-
+    translate_stage 4>&-
     BRANCH_STATUS=("$?")
   fi
 }
@@ -355,6 +381,7 @@ branch_poi() {
 # read end open meanwhile, so no branch sees a closed pipe. A restart first sweeps the
 # parts directories (what the killed uploader had read but not uploaded; a temporary
 # part no rotate holds is recovered too), then reads on, skipping paths the sweep took.
+# Failed otherwise (exit 1), it is not restarted: see upload_failed.
 supervise_upload() {
   local status delay=1 restarted=0 glob='*' dir
   [[ "${PCAP_COMPRESS}" != true ]] || glob='*.gz' # raw parts are compress's until then
@@ -369,13 +396,26 @@ supervise_upload() {
     else
       "${PCAPTOOL_CMD[@]}" upload "${UPLOAD_ARGS[@]}" || status=$?
     fi
-    ((status > 128)) || return "${status}"
+    ((status > 128)) || break
     log ERROR "upload was killed (exit status ${status}): restarting it in ${delay} s; it sweeps what was left" \
       stage upload exit_status "${status}"
     sleep "${delay}"
     ((delay >= 30)) || delay=$((delay * 2))
     restarted=1
   done
+  ((status == 0)) || upload_failed "${status}"
+  return "${status}"
+}
+
+# Nothing uploads any more: the health port closes at once (the ready file goes; capture
+# would only remove it as it ends), capture is stopped through this run's stop trap, and
+# the FIFO is read to its end so every branch finishes its last part, which stays on disk.
+upload_failed() { # STATUS
+  rm -f "${READY_FILE}"
+  log ERROR "upload failed (exit status $1): health port closed, capture stopped; parts not uploaded stay in ${PARTS_TMP} for \`pcaptool upload --sweep\`" \
+    stage upload exit_status "$1"
+  kill -TERM "${RUNNER_PID}" 2>/dev/null || true
+  cat >/dev/null
 }
 
 existing_paths() { # the paths on stdin that are still files
@@ -401,36 +441,29 @@ wait_for_exit() {
   done
 }
 
-# Runs capture and its consumers once; SIGTERM/SIGINT stop capture, the rest drains.
-run_pipeline() {
-  local duration="$1" ready_file="$2"
-  # Until capture runs, a stop request is only noted (and honoured once it does).
-  local stop_requested=0
-  trap 'stop_requested=1' TERM INT
-  RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pcaptool-run.XXXXXX")"
-  mkdir -p "${PARTS_TMP}/pcap" "${PARTS_TMP}/json"
-  local -A pids=()
-  local -a capture_out=()
-  local uploads=false
-  [[ "${PCAP_TCPDUMP}" == false && "${PCAP_JSON}" == false ]] || uploads=true
+# The stages of one run, each `start_*` adding its pid to run_pipeline's `pids`.
 
-  if [[ "${uploads}" == true ]]; then
-    mkfifo "${RUN_DIR}/upload.fifo"
-    # The URLs upload prints are for pipes; its JSON log lines (stderr) say it all.
-    supervise_upload <"${RUN_DIR}/upload.fifo" >/dev/null &
-    pids[upload]=$!
-    # This shell keeps a writer open until every branch is done: upload sees end of
-    # input only then, however the branches finish.
-    exec 4>"${RUN_DIR}/upload.fifo"
-  else
-    exec 4>/dev/null
+start_upload() { # fd 4: where the branches write the paths of their finished parts
+  if [[ "${PCAP_TCPDUMP}" == false && "${PCAP_JSON}" == false ]]; then
+    exec 4>/dev/null # nothing to upload (JSON to stdout only)
+    return
   fi
+  mkfifo "${RUN_DIR}/upload.fifo"
+  # The URLs upload prints are for pipes; its JSON log lines (stderr) say it all.
+  supervise_upload <"${RUN_DIR}/upload.fifo" >/dev/null &
+  pids[upload]=$!
+  # This shell keeps a writer open until every branch is done: upload sees end of
+  # input only then, however the branches finish.
+  exec 4>"${RUN_DIR}/upload.fifo"
+}
 
+start_branches() { # each reads capture's stream from a FIFO, listed in CAPTURE_OUT
+  CAPTURE_OUT=()
   if [[ "${PCAP_TCPDUMP}" == true ]]; then
     mkfifo "${RUN_DIR}/pcap.fifo"
     run_branch pcap rotate compress &
     pids[pcap]=$!
-    capture_out+=("${RUN_DIR}/pcap.fifo")
+    CAPTURE_OUT+=("${RUN_DIR}/pcap.fifo")
   fi
   if [[ "${PCAP_JSON}" == true || "${PCAP_JSON_LOG}" == true ]]; then
     mkfifo "${RUN_DIR}/json.fifo"
@@ -442,40 +475,40 @@ run_pipeline() {
       run_branch json translate &
     fi
     pids[json]=$!
-    capture_out+=("${RUN_DIR}/json.fifo")
+    CAPTURE_OUT+=("${RUN_DIR}/json.fifo")
   fi
-
   if [[ -n "${PCAP_POI_TARGET}" ]]; then
     mkfifo "${RUN_DIR}/poi.fifo"
     run_branch poi stream &
     pids[poi]=$!
-    capture_out+=("${RUN_DIR}/poi.fifo")
+    CAPTURE_OUT+=("${RUN_DIR}/poi.fifo")
   fi
+}
 
-  local -a capture_args=(capture -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" -w -
-    --duration "${duration}" --ready-file "${ready_file}" --health-port "${PCAP_HC_PORT}")
-  [[ -z "${PCAP_FILTER}" ]] || capture_args+=(--filter "${PCAP_FILTER}")
-  if [[ ${#capture_out[@]} -ge 2 ]]; then
+start_capture() { # DURATION READY-FILE
+  local -a args=(capture -i "${PCAP_IFACE}" --snaplen "${SNAPLEN}" -w -
+    --duration "$1" --ready-file "$2" --health-port "${PCAP_HC_PORT}")
+  [[ -z "${PCAP_FILTER}" ]] || args+=(--filter "${PCAP_FILTER}")
+  if [[ ${#CAPTURE_OUT[@]} -ge 2 ]]; then
     mkfifo "${RUN_DIR}/capture.fifo"
     # One capture, two or three consumers; -p: a consumer that dies does not stop the others.
-    tee -p "${capture_out[@]:1}" <"${RUN_DIR}/capture.fifo" >"${capture_out[0]}" 4>&- &
+    tee -p "${CAPTURE_OUT[@]:1}" <"${RUN_DIR}/capture.fifo" >"${CAPTURE_OUT[0]}" 4>&- &
     pids[tee]=$!
-    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${RUN_DIR}/capture.fifo" 4>&- &
+    "${PCAPTOOL_CMD[@]}" "${args[@]}" >"${RUN_DIR}/capture.fifo" 4>&- &
   else
-    "${PCAPTOOL_CMD[@]}" "${capture_args[@]}" >"${capture_out[0]}" 4>&- &
+    "${PCAPTOOL_CMD[@]}" "${args[@]}" >"${CAPTURE_OUT[0]}" 4>&- &
   fi
-  local capture_pid=$!
-  pids[capture]=${capture_pid}
-  # Capture stops first; every other stage ends on end of input.
-  local capture_stopped=0
-  stop_capture() {
-    capture_stopped=1
-    log INFO "stopping capture (pid ${capture_pid}); the other stages drain"
-    kill -TERM "${capture_pid}" 2>/dev/null || true
-  }
-  trap stop_capture TERM INT
-  ((stop_requested == 0)) || stop_capture
+  pids[capture]=$!
+}
 
+# Capture stops first; every other stage ends on end of input.
+stop_capture() {
+  CAPTURE_STOPPED=1
+  log INFO "stopping capture (pid ${pids[capture]}); the other stages drain"
+  kill -TERM "${pids[capture]}" 2>/dev/null || true
+}
+
+wait_for_stages() { # in order, so upload's input ends only once every branch is done
   local name status failed=0
   for name in capture tee pcap json upload poi; do # the stream never holds up the uploads
     [[ -n "${pids[${name}]:-}" ]] || continue
@@ -484,14 +517,35 @@ run_pipeline() {
     status="${WAIT_STATUS}"
     # Stopped while still starting (before its own handler was in place: slow start
     # under load): SIGTERM's default action, with nothing captured yet to lose.
-    [[ "${name}" != capture || "${capture_stopped}" == 0 || "${status}" != 143 ]] || status=0
+    [[ "${name}" != capture || "${CAPTURE_STOPPED}" == 0 || "${status}" != 143 ]] || status=0
     if ((status != 0)); then
       failed=1
-      # A branch names its failed stage itself.
-      [[ "${name}" == pcap || "${name}" == json || "${name}" == poi ]] ||
+      # Branches and upload name their failed stage themselves.
+      [[ "${name}" == pcap || "${name}" == json || "${name}" == poi || "${name}" == upload ]] ||
         log ERROR "${name} exited with status ${status}" stage "${name}" exit_status "${status}"
     fi
   done
+  return "${failed}"
+}
+
+# Runs capture and its consumers once; SIGTERM/SIGINT stop capture, the rest drains.
+run_pipeline() { # DURATION READY-FILE
+  # Until capture runs, a stop request is only noted (and honoured once it does).
+  local stop_requested=0
+  trap 'stop_requested=1' TERM INT
+  RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pcaptool-run.XXXXXX")"
+  READY_FILE="$2"
+  RUNNER_PID="${BASHPID}" # what a failed upload signals to stop this run
+  CAPTURE_STOPPED=0
+  mkdir -p "${PARTS_TMP}/pcap" "${PARTS_TMP}/json"
+  local -A pids=()
+  start_upload
+  start_branches
+  start_capture "$1" "$2"
+  trap stop_capture TERM INT
+  ((stop_requested == 0)) || stop_capture
+  local failed=0
+  wait_for_stages || failed=1
   exec 4>&-
   trap - TERM INT
   rm -rf "${RUN_DIR}"
@@ -500,18 +554,7 @@ run_pipeline() {
 
 # ------------------------------------------------------------------ main
 
-main() {
-  read_settings
-  fail_on_errors
-  if [[ "${1:-}" != "__run_once" ]]; then # a scheduled run: checked when the sidecar started
-    validate_with_pcaptool
-    fail_on_errors
-  fi
-
-  if [[ "${1:-}" != "__run_once" ]]; then
-    [[ "${PCAP_GAE}" != true ]] || gae_environment
-    discover_project
-  fi
+set_destination() { # where parts wait (PARTS_TMP) and where upload sends them
   PARTS_TMP="${GCS_MOUNT}-tmp"
   if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
     UPLOAD_ARGS=(--bucket "${PCAP_GCS_BUCKET}")
@@ -523,12 +566,83 @@ main() {
   fi
   mkdir -p "${PARTS_TMP}"
   export PARTS_TMP
+  # Everything waiting in PARTS_TMP counts against PCAP_SPOOL_BYTES (memory on Cloud Run).
+  UPLOAD_ARGS+=(--spool-dir "${PARTS_TMP}")
+}
 
+# The health port and the runner (the pipeline, or the scheduler of scheduled runs), each
+# in a process group of its own (set -m): a signal to this script's group (`kill --
+# -PGID`, Ctrl-C, a runtime signalling the group) reaches this shell alone, which stops
+# capture first and lets every other stage drain, just as for a SIGTERM to this script;
+# no stage is signalled beside it mid-write. Sets HC_PID and RUNNER_PID.
+start_runner() { # READY-FILE
+  local ready_file="$1"
+  set -m
+  PCAP_READY_FILE="${ready_file}" "${PCAPTOOL_CMD[@]}" healthcheck serve --port "${PCAP_HC_PORT}" &
+  HC_PID=$!
+  if [[ "${PCAP_USE_CRON}" == true ]]; then
+    # Ready means "the scheduler is running": the app must not wait for the first
+    # scheduled capture. Each run's capture signals its own, private ready file.
+    "${PCAPTOOL_CMD[@]}" schedule --cron "${PCAP_CRON_EXP}" --tz "${PCAP_TIMEZONE}" \
+      --timeout "${PCAP_TIMEOUT_SECS}" -- "${SELF}" __run_once "${PARTS_TMP}/.capture-ready" &
+    RUNNER_PID=$!
+    # Written whole (tmp + rename), with the scheduler's pid: if it dies, not ready.
+    printf '{"pid": %d, "scheduler": true}\n' "${RUNNER_PID}" >"${ready_file}.tmp"
+    mv -f "${ready_file}.tmp" "${ready_file}"
+  else
+    run_pipeline "${PCAP_TIMEOUT_SECS}" "${ready_file}" &
+    RUNNER_PID=$!
+  fi
+  set +m
+}
+
+stop_runner() {
+  STOPPING=1
+  kill -TERM "${RUNNER_PID}" 2>/dev/null || true
+}
+
+# After the runner: as a container's main process, stay up until the platform stops us
+# (exiting would restart the instance); then stop the health port. Exits.
+finish() { # RUNNER-STATUS
+  local status="$1"
+  # Capture ended on its own (PCAP_TIMEOUT_SECS without cron).
+  if ((STOPPING == 0 && status == 0 && $$ == 1)); then
+    log NOTICE "capture finished (exit status ${status}); idle until SIGTERM"
+    sleep infinity &
+    trap 'kill -TERM $! 2>/dev/null || true' TERM INT
+    wait $! || true
+  fi
+  if ! kill -TERM "${HC_PID}" 2>/dev/null; then
+    # It ended before we asked: most likely PCAP_HC_PORT was taken.
+    wait_for_exit "${HC_PID}"
+    log ERROR "healthcheck (port ${PCAP_HC_PORT}) exited early with status ${WAIT_STATUS}" \
+      stage healthcheck exit_status "${WAIT_STATUS}"
+    ((status != 0)) || status=1
+  fi
+  wait "${HC_PID}" 2>/dev/null || true
+  if ((status != 0)); then
+    log ERROR "pcaptool sidecar finished with failures (exit status ${status})" exit_status "${status}"
+    exit 1
+  fi
+  log NOTICE "pcaptool sidecar finished"
+  exit 0
+}
+
+main() {
+  read_settings
+  fail_on_errors
   if [[ "${1:-}" == "__run_once" ]]; then
-    # One scheduled run (pcaptool schedule runs this); the scheduler bounds it.
+    # One scheduled run (pcaptool schedule runs this; the settings were checked when the
+    # sidecar started); the scheduler bounds it.
+    set_destination
     run_pipeline 0 "${2}"
     return
   fi
+  validate_with_pcaptool
+  fail_on_errors
+  [[ "${PCAP_GAE}" != true ]] || gae_environment
+  discover_project
+  set_destination
 
   # Parts must be able to land before the sidecar says it is ready: a read-only or
   # unwritable GCS_MOUNT, a missing bucket or no credentials end it here, with one line.
@@ -542,62 +656,15 @@ main() {
   log NOTICE "pcaptool sidecar starting" iface "${PCAP_IFACE}" filter "${FILTER_SHOWN:-}" \
     destination "${DESTINATION}" \
     cron "${PCAP_USE_CRON}" pcap "${PCAP_TCPDUMP}" json "${PCAP_JSON}" json_log "${PCAP_JSON_LOG}"
-
-  # Each background job in a process group of its own (set -m): a signal to this
-  # script's group (`kill -- -PGID`, Ctrl-C, a runtime signalling the group) reaches
-  # this shell alone, which stops capture first and lets every other stage drain, just
-  # as for a SIGTERM to this script; no stage is signalled beside it mid-write.
-  set -m
-  PCAP_READY_FILE="${ready_file}" "${PCAPTOOL_CMD[@]}" healthcheck serve --port "${PCAP_HC_PORT}" &
-  local hc_pid=$!
-
-  local runner_pid status=0
-  if [[ "${PCAP_USE_CRON}" == true ]]; then
-    # Ready means "the scheduler is running": the app must not wait for the first
-    # scheduled capture. Each run's capture signals its own, private ready file.
-    "${PCAPTOOL_CMD[@]}" schedule --cron "${PCAP_CRON_EXP}" --tz "${PCAP_TIMEZONE}" \
-      --timeout "${PCAP_TIMEOUT_SECS}" -- "${SELF}" __run_once "${PARTS_TMP}/.capture-ready" &
-    runner_pid=$!
-    # Written whole (tmp + rename), with the scheduler's pid: if it dies, not ready.
-    printf '{"pid": %d, "scheduler": true}\n' "${runner_pid}" >"${ready_file}.tmp"
-    mv -f "${ready_file}.tmp" "${ready_file}"
-  else
-    run_pipeline "${PCAP_TIMEOUT_SECS}" "${ready_file}" &
-    runner_pid=$!
-  fi
-  set +m
-  stop_runner() {
-    STOPPING=1
-    kill -TERM "${runner_pid}" 2>/dev/null || true
-  }
+  start_runner "${ready_file}"
   trap stop_runner TERM INT
   ((STOPPING == 0)) || stop_runner
-  wait_for_exit "${runner_pid}"
-  status="${WAIT_STATUS}"
+  wait_for_exit "${RUNNER_PID}"
+  local status="${WAIT_STATUS}"
+  # Killed by the stop before its own trap was in place (it had started nothing yet).
+  ((STOPPING == 0 || status != 143)) || status=0
   rm -f "${ready_file}"
-
-  # Capture ended on its own (PCAP_TIMEOUT_SECS without cron). As a container's main
-  # process, stay up until the platform stops us: exiting would restart the instance.
-  if ((STOPPING == 0 && status == 0 && $$ == 1)); then
-    log NOTICE "capture finished (exit status ${status}); idle until SIGTERM"
-    sleep infinity &
-    trap 'kill -TERM $! 2>/dev/null || true' TERM INT
-    wait $! || true
-  fi
-  if ! kill -TERM "${hc_pid}" 2>/dev/null; then
-    # It ended before we asked: most likely PCAP_HC_PORT was taken.
-    wait_for_exit "${hc_pid}"
-    log ERROR "healthcheck (port ${PCAP_HC_PORT}) exited early with status ${WAIT_STATUS}" \
-      stage healthcheck exit_status "${WAIT_STATUS}"
-    ((status != 0)) || status=1
-  fi
-  wait "${hc_pid}" 2>/dev/null || true
-  if ((status != 0)); then
-    log ERROR "pcaptool sidecar finished with failures (exit status ${status})" exit_status "${status}"
-    exit 1
-  fi
-  log NOTICE "pcaptool sidecar finished"
-  exit 0
+  finish "${status}"
 }
 
 main "$@"

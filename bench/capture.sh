@@ -15,47 +15,11 @@ cd "$(dirname "$0")/.."
 RATES=${1:-"20000 50000 100000"}
 SECS=${2:-3}
 SIZE=${SIZE:-64} # UDP payload bytes
-for tool in trafgen tcpdump capinfos ip; do
-  command -v "$tool" >/dev/null || {
-    echo "bench/capture.sh: $tool is required (apt-get install netsniff-ng tcpdump wireshark-common iproute2)" >&2
-    exit 2
-  }
-done
-
-tag="ptcapb$$"
-cap="${tag}c"
-peer="${tag}p"
-work=$(mktemp -d /dev/shm/ptcap-bench.XXXXXX)
-cleanup() {
-  ip netns del "$cap" 2>/dev/null || true
-  ip netns del "$peer" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$cap"
-ip netns add "$peer"
-ip link add "${tag}a" type veth peer name "${tag}b"
-ip link set "${tag}a" netns "$cap"
-ip link set "${tag}b" netns "$peer"
-ip -n "$cap" link set "${tag}a" name eth0
-ip -n "$peer" link set "${tag}b" name eth0
-ip -n "$cap" addr add 10.78.0.1/24 dev eth0
-ip -n "$peer" addr add 10.78.0.2/24 dev eth0
-ip -n "$cap" link set eth0 up
-ip -n "$peer" link set eth0 up
-
-dst_mac=$(ip -n "$cap" -br link show eth0 | awk '{print $3}')
-src_mac=$(ip -n "$peer" -br link show eth0 | awk '{print $3}')
-hex() { echo "0x${1//:/, 0x}"; }
-iplen=$((20 + 8 + SIZE))
-cat >"$work/udp.cfg" <<EOF
-{ $(hex "$dst_mac"), $(hex "$src_mac"), const16(0x0800),
-  0x45, 0, const16($iplen), const16(0), const16(0x4000), 64, 17, csumip(14, 33),
-  10, 78, 0, 2, 10, 78, 0, 1,
-  const16(40000), const16(9999), const16($((8 + SIZE))), const16(0),
-  fill('x', $SIZE) }
-EOF
+. bench/lib.sh
+bench_require bench/capture.sh trafgen tcpdump capinfos ip
+bench_lab "ptcapb$$" 78
+cap=$BENCH_CAP work=$BENCH_WORK
+bench_udp_config "$work/udp.cfg" "$SIZE"
 
 # nanoseconds on CPU (user + system) of a process: the first field of schedstat
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
@@ -69,7 +33,7 @@ run_one() {
     # pcaptool-ng: --format pcapng, every packet through pcapy-ng and Python
     local fmt=pcap
     [ "$tool" = pcaptool-ng ] && fmt=pcapng
-    ip netns exec "$cap" env PYTHONPATH="$PWD" python3 -m pcaptool capture -i eth --format "$fmt" \
+    ip netns exec "$cap" env PYTHONPATH="$PWD" "$BENCH_PY" -m pcaptool capture -i eth --format "$fmt" \
       --filter "udp port 9999" -w "$out" --ready-file "$work/ready" 2>"$err" &
     pid=$!
     for _ in $(seq 200); do [ -e "$work/ready" ] && break; sleep 0.05; done
@@ -82,8 +46,7 @@ run_one() {
   t0=$(cpu_ns "$pid")
   local w0 w1
   w0=$(date +%s%N)
-  ip netns exec "$peer" trafgen --dev eth0 --conf "$work/udp.cfg" --cpus 1 --rate "${rate}pps" \
-    --num "$n" --no-sock-mem --notouch-irq --qdisc-path --no-cpu-stats >/dev/null 2>&1
+  bench_send "$rate" "$n"
   w1=$(date +%s%N)
   sleep 1.2 # > tcpdump's 1 s TPACKET_V3 block timeout, so the last packets are delivered
   t1=$(cpu_ns "$pid")

@@ -22,50 +22,13 @@ cd "$(dirname "$0")/.."
 RATES=${1:-"20000 50000 100000"}
 SECS=${2:-3}
 SIZE=${SIZE:-64} # UDP payload bytes
-for tool in trafgen capinfos ip; do
-  command -v "$tool" >/dev/null || {
-    echo "bench/sidecar_load.sh: $tool is required (apt-get install netsniff-ng wireshark-common iproute2)" >&2
-    exit 2
-  }
-done
-PY=${PYTHON:-$PWD/.venv/bin/python}
-[ -x "$PY" ] || PY=python3
+. bench/lib.sh
+bench_require bench/sidecar_load.sh trafgen capinfos ip
+PY=$BENCH_PY
 
-tag="ptsdl$$"
-cap="${tag}c"
-peer="${tag}p"
-work=$(mktemp -d /dev/shm/ptsidecar-bench.XXXXXX)
-cleanup() {
-  ip netns del "$cap" 2>/dev/null || true
-  ip netns del "$peer" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$cap"
-ip netns add "$peer"
-ip link add "${tag}a" type veth peer name "${tag}b"
-ip link set "${tag}a" netns "$cap"
-ip link set "${tag}b" netns "$peer"
-ip -n "$cap" link set "${tag}a" name eth0
-ip -n "$peer" link set "${tag}b" name eth0
-ip -n "$cap" addr add 10.79.0.1/24 dev eth0
-ip -n "$peer" addr add 10.79.0.2/24 dev eth0
-ip -n "$cap" link set eth0 up
-ip -n "$peer" link set eth0 up
-ip -n "$cap" link set lo up
-
-dst_mac=$(ip -n "$cap" -br link show eth0 | awk '{print $3}')
-src_mac=$(ip -n "$peer" -br link show eth0 | awk '{print $3}')
-hex() { echo "0x${1//:/, 0x}"; }
-iplen=$((20 + 8 + SIZE))
-cat >"$work/udp.cfg" <<CFG
-{ $(hex "$dst_mac"), $(hex "$src_mac"), const16(0x0800),
-  0x45, 0, const16($iplen), const16(0), const16(0x4000), 64, 17, csumip(14, 33),
-  10, 79, 0, 2, 10, 79, 0, 1,
-  const16(40000), const16(9999), const16($((8 + SIZE))), const16(0),
-  fill('x', $SIZE) }
-CFG
+bench_lab "ptsdl$$" 79
+cap=$BENCH_CAP work=$BENCH_WORK
+bench_udp_config "$work/udp.cfg" "$SIZE"
 
 # run_one RATE JSON -> one row of figures (JSON=false: the pcap branch alone, for reference)
 run_one() {
@@ -78,8 +41,7 @@ run_one() {
   pid=$!
   for _ in $(seq 300); do [ -e "$run/ready" ] && break; sleep 0.1; done
   sleep 0.5
-  ip netns exec "$peer" trafgen --dev eth0 --conf "$work/udp.cfg" --cpus 1 --rate "${rate}pps" \
-    --num "$n" --no-sock-mem --notouch-irq --qdisc-path --no-cpu-stats >/dev/null 2>&1
+  bench_send "$rate" "$n"
   sleep 1.5
   kill -TERM "$pid"
   wait "$pid" || echo "bench: the sidecar exited with status $? (see $run/stderr)" >&2

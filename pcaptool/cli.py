@@ -22,6 +22,7 @@ from pcaptool.commands import (
     healthcheck,
     merge,
     query,
+    relay,
     report,
     rotate,
     schedule,
@@ -154,6 +155,7 @@ app.command("merge")(merge.merge)
 app.command("query")(query.query)
 app.command("report")(report.report)
 app.command("schema")(schema.schema)
+app.command("relay")(relay.relay)
 app.command("stream")(stream.stream)
 app.add_typer(healthcheck.app, name="healthcheck")
 

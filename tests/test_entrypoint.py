@@ -136,13 +136,25 @@ def test_nothing_to_capture_is_refused(tmp_path):
 class Sidecar:
     """entrypoint.sh as a background process, stdout and stderr to files."""
 
-    def __init__(self, env: dict[str, str], tmp_path: Path):
+    def __init__(self, env: dict[str, str], tmp_path: Path, ignored: tuple[int, ...] = ()):
+        """`ignored`: signals the sidecar starts with ignored, as `cmd &` in a
+        non-interactive shell starts it with SIGINT and SIGQUIT ignored."""
         self.out = tmp_path / "stdout.log"
         self.err = tmp_path / "stderr.log"
+
+        def ignore() -> None:
+            for sig in ignored:
+                signal.signal(sig, signal.SIG_IGN)
+
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             # Own session: on failure the whole tree goes with one killpg.
             self.proc = subprocess.Popen(
-                ["bash", str(ENTRYPOINT)], env=env, stdout=out, stderr=err, start_new_session=True
+                ["bash", str(ENTRYPOINT)],
+                env=env,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=ignore if ignored else None,
             )
 
     def stop(self, timeout: float = 30) -> tuple[int, float]:
@@ -152,8 +164,16 @@ class Sidecar:
         return rc, time.monotonic() - t0
 
     def kill(self) -> None:
+        """SIGKILL to every process of the sidecar's session: its stages run in process
+        groups of their own, which a killpg of the script's group would leave running."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        session = subprocess.run(
+            ["pgrep", "-s", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        for pid in session:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         self.proc.wait()
 
     def stderr_json(self) -> list[dict]:
@@ -360,7 +380,9 @@ def test_scheduled_mode_two_runs_within_a_minute(tmp_path):
             PCAP_USE_CRON="true",
             PCAP_CRON_EXP="*/10 * * * * *",  # the reference's form: seconds first
             PCAP_TIMEZONE="Europe/Paris",
-            PCAP_TIMEOUT_SECS="4",
+            # Each run starts half a dozen Python stages before capture: under load that
+            # has taken over 4 s, and a run stopped before capture started holds nothing.
+            PCAP_TIMEOUT_SECS="7",
             PCAP_HC_PORT=str(hc_port),
         )
         sidecar = Sidecar(env, tmp_path)

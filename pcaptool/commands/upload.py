@@ -134,6 +134,18 @@ def upload(
             show_default=False,
         ),
     ] = None,
+    spool_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--spool-dir",
+            envvar="PCAP_SPOOL_DIR",
+            metavar="DIR",
+            help="Count every file under DIR against --spool-bytes, not only the parts "
+            "handed to upload (the sidecar's parts directory: the part being written, "
+            "parts not compressed yet). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -194,7 +206,7 @@ def upload(
     plan = drain.UploadPlan(
         paths=list(paths or []), watch=watch, sweep=sweep, glob=glob, poll=poll,
         drain_timeout=drain_timeout, drain_input=drain_input, jobs=jobs,
-        retry_later=retry_later, spool_bytes=limit,
+        retry_later=retry_later, spool_bytes=limit, spool_dirs=list(spool_dir or []),
     )  # fmt: skip
     outcome = drain.run_upload(plan, destination, log, printer.uploaded(log), deadline)
     if outcome.signal is not None:

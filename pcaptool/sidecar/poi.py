@@ -210,7 +210,11 @@ class Streamer:
     def _drop(self, reason: str, first: int, last: int, count: int, nbytes: int) -> None:
         now = self.clock()
         run = self.drops
-        if run is not None and (run.reason != reason or now - run.started >= REPORT_EVERY):
+        # a run names exactly the packets it dropped: a gap (packets streamed in between)
+        # or another reason starts a new one, as does a run older than REPORT_EVERY
+        if run is not None and (
+            run.reason != reason or first != run.last + 1 or now - run.started >= REPORT_EVERY
+        ):
             self._report()
             run = None
         if run is None:

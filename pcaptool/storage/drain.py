@@ -46,6 +46,7 @@ class UploadPlan:
     jobs: int = 4
     retry_later: float = 30.0
     spool_bytes: int = 0
+    spool_dirs: list[Path] = field(default_factory=list)  # all they hold counts (spool)
 
     @property
     def reads_stdin(self) -> bool:
@@ -140,6 +141,7 @@ def run_upload(
         retry_later=plan.retry_later,
         spool_bytes=plan.spool_bytes,
         deadline=deadline,
+        spool_dirs=plan.spool_dirs,
     )
     state: dict = {"draining_stdin": False, "input_done": False, "error": None}
 

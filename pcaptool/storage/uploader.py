@@ -11,6 +11,10 @@ The spool: the bytes of the parts waiting (queued, in hand, waiting for a retry)
 held under ``spool_bytes``. Beyond it the oldest waiting parts are deleted with an ERROR
 naming them and the packets (or records) they held, so a storage outage longer than the
 spool ends in a counted loss instead of an out-of-memory kill of the whole instance.
+With ``spool_dirs`` (the sidecar's parts directory) the bytes held are every file under
+them, not only the parts handed over: the part rotate is writing, finished parts compress
+has not passed on yet, compress's output being written, so the bound is on what the
+memory-backed directory really holds.
 """
 
 from __future__ import annotations
@@ -45,6 +49,24 @@ def list_parts(directory: Path) -> list[Path]:
     return [p for p in entries if p.is_file() and is_finished_part(p)]
 
 
+def directory_bytes(directory: str) -> int:
+    """Bytes of every file under DIRECTORY (temporary ones too), 0 if it is gone."""
+    total = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        total += directory_bytes(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except OSError:  # went away while we looked: nothing held
+                    pass
+    except OSError:
+        pass
+    return total
+
+
 # ---------------------------------------------------------------- the engine
 
 
@@ -71,6 +93,7 @@ class Uploader:
         retry_later: float = 30.0,
         spool_bytes: int = 0,
         deadline: Deadline | None = None,
+        spool_dirs: Iterable[str | os.PathLike] = (),
     ):
         self.destination = destination
         self.on_uploaded = on_uploaded
@@ -78,6 +101,7 @@ class Uploader:
         self.jobs = max(1, jobs)
         self.retry_later = retry_later
         self.spool_bytes = spool_bytes  # 0: no limit
+        self.spool_dirs = [os.path.abspath(d) for d in spool_dirs]
         self._queue: queue.Queue[Path] = queue.Queue()
         self._retry_heap: list[tuple[float, str]] = []  # (due, path) for failed files
         self._lock = threading.Lock()
@@ -140,17 +164,28 @@ class Uploader:
 
     # ------------------------------------------------------------------ the spool
     def spooled(self) -> int:
-        """Bytes of the parts waiting for upload."""
+        """Bytes held: every file under ``spool_dirs``, plus waiting parts outside them."""
+        on_disk = sum(directory_bytes(d) for d in self.spool_dirs)
         with self._lock:
-            return sum(self._waiting.values())
+            return on_disk + self._waiting_outside()
+
+    def _waiting_outside(self) -> int:
+        dirs = tuple(os.path.join(d, "") for d in self.spool_dirs)
+        return sum(
+            n for key, n in self._waiting.items() if not os.path.abspath(key).startswith(dirs)
+        )
 
     def _enforce_spool(self) -> None:
         """Beyond ``spool_bytes``, delete the oldest waiting parts that are not in hand."""
         if self.spool_bytes <= 0:
             return
         victims = []
+        on_disk = sum(directory_bytes(d) for d in self.spool_dirs)
         with self._lock:
-            total = sum(self._waiting.values())
+            if self.spool_dirs:
+                total = on_disk + self._waiting_outside()
+            else:
+                total = sum(self._waiting.values())
             for key in list(self._waiting):
                 if total <= self.spool_bytes:
                     break
