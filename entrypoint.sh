@@ -124,47 +124,9 @@ read_settings() {
   parse_bool PCAP_COMPAT false
   parse_bool PCAP_GAE false
   parse_bool PCAP_DEBUG false # every stage logs its start, arguments and resource use
-  PCAP_VERBOSITY="${PCAP_VERBOSITY:-DEBUG}" # translate reads it: record detail
-  PCAP_VERBOSITY="${PCAP_VERBOSITY^^}"
-  [[ "${PCAP_VERBOSITY}" == INFO || "${PCAP_VERBOSITY}" == DEBUG ]] ||
-    bad "PCAP_VERBOSITY='${PCAP_VERBOSITY}' must be INFO or DEBUG"
-  PCAP_EXEC_ENV="${PCAP_EXEC_ENV:-}" # object names (sidecar/metadata.py); PCAP_GAE=true: gae
-  PCAP_EXEC_ENV="${PCAP_EXEC_ENV,,}"
-  [[ -n "${PCAP_EXEC_ENV}" || "${PCAP_GAE}" != true ]] || PCAP_EXEC_ENV=gae
-  case "${PCAP_EXEC_ENV:-run}" in
-    run | gke) ;;
-    gae) PCAP_GAE=true ;;
-    *) bad "PCAP_EXEC_ENV='${PCAP_EXEC_ENV}' must be run, gae or gke" ;;
-  esac
-  PCAP_INSTANCE_ID="${PCAP_INSTANCE_ID:-}"
-  [[ -z "${PCAP_INSTANCE_ID}" || "${PCAP_INSTANCE_ID}" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ ]] ||
-    bad "PCAP_INSTANCE_ID='${PCAP_INSTANCE_ID}' must be letters, digits, '.', '_' or '-' (up to 128)"
-  export PCAP_DEBUG PCAP_VERBOSITY PCAP_EXEC_ENV PCAP_INSTANCE_ID
-
-  if [[ ! "${PCAP_IFACE}" =~ ^[A-Za-z0-9._:@-]{1,15}$ ]]; then
-    bad "PCAP_IFACE='${PCAP_IFACE}' is not an interface name prefix (e.g. eth, ens, lo, any)"
-  elif [[ "${PCAP_IFACE}" != any && -d /sys/class/net ]]; then
-    local names=() n
-    for n in /sys/class/net/*; do names+=("${n##*/}"); done
-    # As capture selects them (and the reference): [ipvlan-]PREFIX then a digit, or the name.
-    for n in "${names[@]}"; do
-      [[ "${n}" != "${PCAP_IFACE}" && ! "${n}" =~ ^(ipvlan-)?"${PCAP_IFACE}"[0-9] ]] || break
-      n=""
-    done
-    [[ -n "${n}" ]] ||
-      bad "PCAP_IFACE='${PCAP_IFACE}' matches no interface (there are: ${names[*]})"
-  fi
-  [[ "${PCAP_FILE_EXT}" =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$ ]] ||
-    bad "PCAP_FILE_EXT='${PCAP_FILE_EXT}' must be letters/digits, e.g. pcap (no dot, no slash)"
-  [[ "${GCS_MOUNT}" == /* && "${GCS_MOUNT}" != "/" ]] ||
-    bad "GCS_MOUNT='${GCS_MOUNT}' must be an absolute directory path other than /"
-  # Bucket names: https://cloud.google.com/storage/docs/buckets#naming
-  if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
-    PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET#gs://}"
-    PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET%/}"
-    [[ "${PCAP_GCS_BUCKET}" =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]] ||
-      bad "PCAP_GCS_BUCKET='${PCAP_GCS_BUCKET}' is not a Cloud Storage bucket name"
-  fi
+  read_platform_settings
+  check_iface
+  check_destination
   if [[ "${PCAP_TCPDUMP}" == false && "${PCAP_JSON}" == false && "${PCAP_JSON_LOG}" == false &&
     -z "${PCAP_POI_TARGET:-}" ]]; then
     bad "PCAP_TCPDUMP, PCAP_JSON and PCAP_JSON_LOG are all false and no PCAP_POI_TARGET: nothing would be captured"
@@ -199,6 +161,58 @@ read_settings() {
   # normalised values are what they see.
   export PCAP_COMPAT PCAP_COMPRESS PCAP_ORDERED PCAP_FILTER PCAP_ROTATE_SECS PCAP_TIMEZONE \
     PCAP_JSON_BACKLOG PCAP_POI_TARGET PCAP_POI_BACKLOG
+}
+
+# Record detail, execution environment and instance id (object names, labels).
+read_platform_settings() {
+  PCAP_VERBOSITY="${PCAP_VERBOSITY:-DEBUG}" # translate reads it: record detail
+  PCAP_VERBOSITY="${PCAP_VERBOSITY^^}"
+  [[ "${PCAP_VERBOSITY}" == INFO || "${PCAP_VERBOSITY}" == DEBUG ]] ||
+    bad "PCAP_VERBOSITY='${PCAP_VERBOSITY}' must be INFO or DEBUG"
+  PCAP_EXEC_ENV="${PCAP_EXEC_ENV:-}" # object names (sidecar/metadata.py); PCAP_GAE=true: gae
+  PCAP_EXEC_ENV="${PCAP_EXEC_ENV,,}"
+  [[ -n "${PCAP_EXEC_ENV}" || "${PCAP_GAE}" != true ]] || PCAP_EXEC_ENV=gae
+  case "${PCAP_EXEC_ENV:-run}" in
+    run | gke) ;;
+    gae) PCAP_GAE=true ;;
+    *) bad "PCAP_EXEC_ENV='${PCAP_EXEC_ENV}' must be run, gae or gke" ;;
+  esac
+  PCAP_INSTANCE_ID="${PCAP_INSTANCE_ID:-}"
+  [[ -z "${PCAP_INSTANCE_ID}" || "${PCAP_INSTANCE_ID}" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ ]] ||
+    bad "PCAP_INSTANCE_ID='${PCAP_INSTANCE_ID}' must be letters, digits, '.', '_' or '-' (up to 128)"
+  export PCAP_DEBUG PCAP_VERBOSITY PCAP_EXEC_ENV PCAP_INSTANCE_ID
+}
+
+# PCAP_IFACE names an interface prefix that matches (as capture selects them).
+check_iface() {
+  if [[ ! "${PCAP_IFACE}" =~ ^[A-Za-z0-9._:@-]{1,15}$ ]]; then
+    bad "PCAP_IFACE='${PCAP_IFACE}' is not an interface name prefix (e.g. eth, ens, lo, any)"
+  elif [[ "${PCAP_IFACE}" != any && -d /sys/class/net ]]; then
+    local names=() n
+    for n in /sys/class/net/*; do names+=("${n##*/}"); done
+    # As capture selects them (and the reference): [ipvlan-]PREFIX then a digit, or the name.
+    for n in "${names[@]}"; do
+      [[ "${n}" != "${PCAP_IFACE}" && ! "${n}" =~ ^(ipvlan-)?"${PCAP_IFACE}"[0-9] ]] || break
+      n=""
+    done
+    [[ -n "${n}" ]] ||
+      bad "PCAP_IFACE='${PCAP_IFACE}' matches no interface (there are: ${names[*]})"
+  fi
+}
+
+# Where parts go: file extension, GCS_MOUNT, the bucket's name.
+check_destination() {
+  [[ "${PCAP_FILE_EXT}" =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$ ]] ||
+    bad "PCAP_FILE_EXT='${PCAP_FILE_EXT}' must be letters/digits, e.g. pcap (no dot, no slash)"
+  [[ "${GCS_MOUNT}" == /* && "${GCS_MOUNT}" != "/" ]] ||
+    bad "GCS_MOUNT='${GCS_MOUNT}' must be an absolute directory path other than /"
+  # Bucket names: https://cloud.google.com/storage/docs/buckets#naming
+  if [[ -n "${PCAP_GCS_BUCKET}" ]]; then
+    PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET#gs://}"
+    PCAP_GCS_BUCKET="${PCAP_GCS_BUCKET%/}"
+    [[ "${PCAP_GCS_BUCKET}" =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]] ||
+      bad "PCAP_GCS_BUCKET='${PCAP_GCS_BUCKET}' is not a Cloud Storage bucket name"
+  fi
 }
 
 # Values only pcaptool can judge: the capture filter (simple filters, BPF syntax) and

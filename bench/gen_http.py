@@ -2,11 +2,14 @@
 
 Connections from many clients: handshake, a keep-alive run of GET/POST requests with
 traceparent headers, responses of one to several segments with ACKs, then FIN/ACK.
-Usage: python bench/gen_http.py OUT.pcap [PACKETS]
+Response bodies are JSON (`application/json`, the default) or plain text (`--body text`,
+`text/plain` lines of words), of the same range of sizes.
+Usage: python bench/gen_http.py OUT.pcap [PACKETS] [--body json|text]
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import struct
 import sys
@@ -38,9 +41,26 @@ def packet(src, dst, sport, dport, seq, ack, flags, payload=b"", back=False):
     return (ETH_BACK if back else ETH) + ip + tcp + payload
 
 
+WORDS = b"alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+
+
+def body_of(kind: str, rnd: random.Random) -> tuple[bytes, bytes]:
+    """A response body and its content type: JSON or plain text of 20 B to 5 KB."""
+    if kind == "json":
+        return b'{"ok":true,"items":[' + b"1," * rnd.randint(10, 2500) + b"0]}", b"application/json"
+    lines = []
+    for i in range(rnd.randint(1, 80)):
+        lines.append(b"%d " % i + b" ".join(rnd.choice(WORDS) for _ in range(8)))
+    return b"\n".join(lines) + b"\n", b"text/plain; charset=utf-8"
+
+
 def main() -> None:
-    out = Path(sys.argv[1])
-    target = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("packets", type=int, nargs="?", default=200_000)
+    ap.add_argument("--body", choices=("json", "text"), default="json")
+    args = ap.parse_args()
+    out, target = args.out, args.packets
     rnd = random.Random(7)
     server = bytes([10, 0, 0, 9])
     ts = 1_700_000_000_000_000_000
@@ -75,9 +95,11 @@ def main() -> None:
                 emit(packet(client, server, cport, 8080, c_seq, s_seq, 0x18, req))
                 c_seq += len(req)
                 emit(packet(server, client, 8080, cport, s_seq, c_seq, 0x10, back=True))
-                body = b'{"ok":true,"items":[' + b"1," * rnd.randint(10, 2500) + b"0]}"
+                body, ctype = body_of(args.body, rnd)
                 resp = (
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: "
+                    + ctype
+                    + b"\r\n"
                     + f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )

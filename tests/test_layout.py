@@ -11,9 +11,6 @@ LIMIT = 80
 # Functions over the limit when the rule came in, at their length then: they may shrink
 # (and leave this list), never grow; a function not listed here may not pass the limit.
 KNOWN = {
-    "commands/upload.py:upload": 184,
-    "commands/rotate.py:rotate": 110,
-    "commands/compress.py:compress": 90,
     "tcp/expert.py:_analyze": 83,
 }
 

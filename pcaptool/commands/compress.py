@@ -11,50 +11,57 @@ import typer
 from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import PcapToolError, UsageError
 
+# compress's options
+Paths = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="FILES",
+        show_default=False,
+        help="Files to compress (default: read paths from stdin, one a line).",
+    ),
+]
+Enabled = Annotated[
+    bool,
+    typer.Option(
+        "--compress/--no-compress",
+        envvar="PCAP_COMPRESS",
+        help="With --no-compress (PCAP_COMPRESS=false) paths pass through unchanged.",
+    ),
+]
+Level = Annotated[
+    int,
+    typer.Option(
+        "--level",
+        envvar="PCAP_COMPRESS_LEVEL",
+        min=0,
+        max=3,
+        help="ISA-L deflate level 0-3 (2: several times gzip -6's speed, a few % larger).",
+    ),
+]
+Watch = Annotated[
+    Path | None,
+    typer.Option(
+        "--watch",
+        help="Instead of paths, compress every finished file appearing in DIR "
+        "(skips dot-files and .gz) until SIGTERM.",
+    ),
+]
+DrainTimeout = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout",
+        help="After SIGTERM, keep compressing paths that still arrive on stdin for this "
+        "long (s); later ones are passed on uncompressed.",
+    ),
+]
+
 
 def compress(
-    paths: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="FILES",
-            show_default=False,
-            help="Files to compress (default: read paths from stdin, one a line).",
-        ),
-    ] = None,
-    enabled: Annotated[
-        bool,
-        typer.Option(
-            "--compress/--no-compress",
-            envvar="PCAP_COMPRESS",
-            help="With --no-compress (PCAP_COMPRESS=false) paths pass through unchanged.",
-        ),
-    ] = True,
-    level: Annotated[
-        int,
-        typer.Option(
-            "--level",
-            envvar="PCAP_COMPRESS_LEVEL",
-            min=0,
-            max=3,
-            help="ISA-L deflate level 0-3 (2: several times gzip -6's speed, a few % larger).",
-        ),
-    ] = 2,
-    watch: Annotated[
-        Path | None,
-        typer.Option(
-            "--watch",
-            help="Instead of paths, compress every finished file appearing in DIR "
-            "(skips dot-files and .gz) until SIGTERM.",
-        ),
-    ] = None,
-    drain_timeout: Annotated[
-        float,
-        typer.Option(
-            "--drain-timeout",
-            help="After SIGTERM, keep compressing paths that still arrive on stdin for this "
-            "long (s); later ones are passed on uncompressed.",
-        ),
-    ] = 5.0,
+    paths: Paths = None,
+    enabled: Enabled = True,
+    level: Level = 2,
+    watch: Watch = None,
+    drain_timeout: DrainTimeout = 5.0,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:

@@ -14,73 +14,84 @@ from pcaptool.errors import UsageError
 DEFAULT_DIR = Path("/tmp/pcaptool/parts")
 
 
+# rotate's options
+Directory = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        envvar="PCAP_ROTATE_DIR",
+        help="Directory for the parts (created if missing).",
+    ),
+]
+Every = Annotated[
+    float,
+    typer.Option(
+        "--every",
+        envvar="PCAP_ROTATE_SECS",
+        help="Close a part this many seconds after it opened, packets or not (0 = never).",
+    ),
+]
+MaxBytes = Annotated[
+    int,
+    typer.Option(
+        "--max-bytes",
+        envvar="PCAP_ROTATE_BYTES",
+        help="Also close a part before it would exceed this size (0 = no limit).",
+    ),
+]
+Keep = Annotated[
+    int,
+    typer.Option(
+        "--keep",
+        envvar="PCAP_ROTATE_KEEP",
+        help="Ring buffer: keep only the newest N finished parts in --dir (0 = keep all).",
+    ),
+]
+Iface = Annotated[
+    str | None,
+    typer.Option(
+        "--iface",
+        envvar="PCAP_IFACE",
+        help="Interface name for part names (default: the capture's own, else 'any').",
+    ),
+]
+Ext = Annotated[
+    str | None,
+    typer.Option(
+        "--ext",
+        envvar="PCAP_FILE_EXT",
+        help="Extension of capture parts (default: pcap or pcapng, as the input). "
+        "NDJSON parts are always .json.",
+    ),
+]
+InputFormat = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-F",
+        metavar="FORMAT",
+        help="Input: 'capture' (pcap or pcapng, detected) or 'ndjson' (one record a line).",
+    ),
+]
+DrainTimeout = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout",
+        help="After SIGTERM/SIGINT, keep reading what is on the way for at most this long (s).",
+    ),
+]
+
+
 def rotate(
-    directory: Annotated[
-        Path,
-        typer.Option(
-            "--dir",
-            "-d",
-            envvar="PCAP_ROTATE_DIR",
-            help="Directory for the parts (created if missing).",
-        ),
-    ] = DEFAULT_DIR,
-    every: Annotated[
-        float,
-        typer.Option(
-            "--every",
-            envvar="PCAP_ROTATE_SECS",
-            help="Close a part this many seconds after it opened, packets or not (0 = never).",
-        ),
-    ] = 60,
-    max_bytes: Annotated[
-        int,
-        typer.Option(
-            "--max-bytes",
-            envvar="PCAP_ROTATE_BYTES",
-            help="Also close a part before it would exceed this size (0 = no limit).",
-        ),
-    ] = 0,
-    keep: Annotated[
-        int,
-        typer.Option(
-            "--keep",
-            envvar="PCAP_ROTATE_KEEP",
-            help="Ring buffer: keep only the newest N finished parts in --dir (0 = keep all).",
-        ),
-    ] = 0,
-    iface: Annotated[
-        str | None,
-        typer.Option(
-            "--iface",
-            envvar="PCAP_IFACE",
-            help="Interface name for part names (default: the capture's own, else 'any').",
-        ),
-    ] = None,
-    ext: Annotated[
-        str | None,
-        typer.Option(
-            "--ext",
-            envvar="PCAP_FILE_EXT",
-            help="Extension of capture parts (default: pcap or pcapng, as the input). "
-            "NDJSON parts are always .json.",
-        ),
-    ] = None,
-    input_format: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            "-F",
-            metavar="FORMAT",
-            help="Input: 'capture' (pcap or pcapng, detected) or 'ndjson' (one record a line).",
-        ),
-    ] = "capture",
-    drain_timeout: Annotated[
-        float,
-        typer.Option(
-            "--drain-timeout",
-            help="After SIGTERM/SIGINT, keep reading what is on the way for at most this long (s).",
-        ),
-    ] = 2.0,
+    directory: Directory = DEFAULT_DIR,
+    every: Every = 60,
+    max_bytes: MaxBytes = 0,
+    keep: Keep = 0,
+    iface: Iface = None,
+    ext: Ext = None,
+    input_format: InputFormat = "capture",
+    drain_timeout: DrainTimeout = 2.0,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:

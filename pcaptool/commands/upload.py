@@ -17,143 +17,155 @@ from pcaptool.storage import spool
 from pcaptool.storage.destination import open_destination
 from pcaptool.storage.gcs import parse_bucket
 
+# upload's options
+Paths = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="FILES",
+        help="Files to upload; '-' reads paths one per line from stdin. "
+        "None: read paths from stdin (unless --watch or --sweep is given).",
+        show_default=False,
+    ),
+]
+Bucket = Annotated[
+    str | None,
+    typer.Option(
+        "--bucket",
+        "-b",
+        envvar="PCAP_GCS_BUCKET",
+        help="Cloud Storage bucket (name, or gs://NAME). Objects are "
+        "PROJECT_ID/SERVICE/REGION/REVISION/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID/<part>.",
+        show_default=False,
+    ),
+]
+Dest = Annotated[
+    Path | None,
+    typer.Option(
+        "--dest",
+        envvar="GCS_MOUNT",
+        help="Copy into this directory instead (a plain directory or a GCS FUSE mount), under "
+        "the same hierarchy. One of --bucket and --dest is required.",
+        show_default=False,
+    ),
+]
+Watch = Annotated[
+    Path | None,
+    typer.Option("--watch", help="Upload every finished part that appears in DIR until SIGTERM."),
+]
+Sweep = Annotated[
+    Path | None,
+    typer.Option(
+        "--sweep",
+        help="First upload what an earlier run left in DIR (with no PATHS and no --watch: "
+        "then exit).",
+    ),
+]
+Glob = Annotated[
+    str,
+    typer.Option("--glob", help="Only files matching this pattern in --watch/--sweep directories."),
+]
+Prefix = Annotated[
+    str | None,
+    typer.Option(
+        "--prefix",
+        help="Use this object prefix instead of the metadata-derived hierarchy.",
+        show_default=False,
+    ),
+]
+DrainTimeout = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout",
+        min=0.0,
+        help="On SIGTERM, seconds to finish uploads in hand; the rest stay on disk.",
+    ),
+]
+DrainInput = Annotated[
+    bool,
+    typer.Option(
+        "--drain-input/--no-drain-input",
+        help="On SIGTERM keep reading paths from stdin until it closes (upstream stages "
+        "finishing their last parts) or --drain-timeout ends; default: take no new work.",
+    ),
+]
+Jobs = Annotated[
+    int,
+    typer.Option("--jobs", "-j", min=1, max=64, help="Parallel uploads."),
+]
+RetryTimeout = Annotated[
+    float,
+    typer.Option(
+        "--retry-timeout",
+        min=0.0,
+        help="Seconds one upload keeps retrying transient errors (429, 5xx, timeouts, "
+        "refused connections) with exponential backoff and jitter.",
+    ),
+]
+RetryLater = Annotated[
+    float,
+    typer.Option(
+        "--retry-later",
+        min=1.0,
+        help="A file that failed is tried again after SECS (doubling each time, at most "
+        "600), and once more when input ends.",
+    ),
+]
+Poll = Annotated[
+    float,
+    typer.Option("--poll", min=0.05, help="How often --watch looks at its directory (seconds)."),
+]
+SpoolBytes = Annotated[
+    str | None,
+    typer.Option(
+        "--spool-bytes",
+        envvar="PCAP_SPOOL_BYTES",
+        metavar="SIZE",
+        help="Parts waiting for upload are held under SIZE bytes (e.g. 256M); beyond it "
+        "the oldest are dropped with an ERROR counting the packets lost. Default: a "
+        "quarter of the container's memory limit (cgroup). 0: no limit.",
+        show_default=False,
+    ),
+]
+SpoolDir = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--spool-dir",
+        envvar="PCAP_SPOOL_DIR",
+        metavar="DIR",
+        help="Count every file under DIR against --spool-bytes, not only the parts "
+        "handed to upload (the sidecar's parts directory: the part being written, "
+        "parts not compressed yet). Repeatable.",
+        show_default=False,
+    ),
+]
+Check = Annotated[
+    bool,
+    typer.Option(
+        "--check",
+        help="Only check that the destination can take files (credentials, bucket, a "
+        "writable directory), then exit: 0, or 1 with one line saying why not.",
+    ),
+]
+
 
 def upload(
     ctx: typer.Context,
-    paths: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="FILES",
-            help="Files to upload; '-' reads paths one per line from stdin. "
-            "None: read paths from stdin (unless --watch or --sweep is given).",
-            show_default=False,
-        ),
-    ] = None,
-    bucket: Annotated[
-        str | None,
-        typer.Option(
-            "--bucket",
-            "-b",
-            envvar="PCAP_GCS_BUCKET",
-            help="Cloud Storage bucket (name, or gs://NAME). Objects are "
-            "PROJECT_ID/SERVICE/REGION/REVISION/INSTANCE_STARTUP_TIMESTAMP/INSTANCE_ID/<part>.",
-            show_default=False,
-        ),
-    ] = None,
-    dest: Annotated[
-        Path | None,
-        typer.Option(
-            "--dest",
-            envvar="GCS_MOUNT",
-            help="Copy into this directory instead (a plain directory or a GCS FUSE mount), under "
-            "the same hierarchy. One of --bucket and --dest is required.",
-            show_default=False,
-        ),
-    ] = None,
-    watch: Annotated[
-        Path | None,
-        typer.Option(
-            "--watch", help="Upload every finished part that appears in DIR until SIGTERM."
-        ),
-    ] = None,
-    sweep: Annotated[
-        Path | None,
-        typer.Option(
-            "--sweep",
-            help="First upload what an earlier run left in DIR (with no PATHS and no --watch: "
-            "then exit).",
-        ),
-    ] = None,
-    glob: Annotated[
-        str,
-        typer.Option(
-            "--glob", help="Only files matching this pattern in --watch/--sweep directories."
-        ),
-    ] = "*",
-    prefix: Annotated[
-        str | None,
-        typer.Option(
-            "--prefix",
-            help="Use this object prefix instead of the metadata-derived hierarchy.",
-            show_default=False,
-        ),
-    ] = None,
-    drain_timeout: Annotated[
-        float,
-        typer.Option(
-            "--drain-timeout",
-            min=0.0,
-            help="On SIGTERM, seconds to finish uploads in hand; the rest stay on disk.",
-        ),
-    ] = 8.0,
-    drain_input: Annotated[
-        bool,
-        typer.Option(
-            "--drain-input/--no-drain-input",
-            help="On SIGTERM keep reading paths from stdin until it closes (upstream stages "
-            "finishing their last parts) or --drain-timeout ends; default: take no new work.",
-        ),
-    ] = False,
-    jobs: Annotated[
-        int,
-        typer.Option("--jobs", "-j", min=1, max=64, help="Parallel uploads."),
-    ] = 4,
-    retry_timeout: Annotated[
-        float,
-        typer.Option(
-            "--retry-timeout",
-            min=0.0,
-            help="Seconds one upload keeps retrying transient errors (429, 5xx, timeouts, "
-            "refused connections) with exponential backoff and jitter.",
-        ),
-    ] = 120.0,
-    retry_later: Annotated[
-        float,
-        typer.Option(
-            "--retry-later",
-            min=1.0,
-            help="A file that failed is tried again after SECS (doubling each time, at most "
-            "600), and once more when input ends.",
-        ),
-    ] = 30.0,
-    poll: Annotated[
-        float,
-        typer.Option(
-            "--poll", min=0.05, help="How often --watch looks at its directory (seconds)."
-        ),
-    ] = 0.5,
-    spool_bytes: Annotated[
-        str | None,
-        typer.Option(
-            "--spool-bytes",
-            envvar="PCAP_SPOOL_BYTES",
-            metavar="SIZE",
-            help="Parts waiting for upload are held under SIZE bytes (e.g. 256M); beyond it "
-            "the oldest are dropped with an ERROR counting the packets lost. Default: a "
-            "quarter of the container's memory limit (cgroup). 0: no limit.",
-            show_default=False,
-        ),
-    ] = None,
-    spool_dir: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--spool-dir",
-            envvar="PCAP_SPOOL_DIR",
-            metavar="DIR",
-            help="Count every file under DIR against --spool-bytes, not only the parts "
-            "handed to upload (the sidecar's parts directory: the part being written, "
-            "parts not compressed yet). Repeatable.",
-            show_default=False,
-        ),
-    ] = None,
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check",
-            help="Only check that the destination can take files (credentials, bucket, a "
-            "writable directory), then exit: 0, or 1 with one line saying why not.",
-        ),
-    ] = False,
+    paths: Paths = None,
+    bucket: Bucket = None,
+    dest: Dest = None,
+    watch: Watch = None,
+    sweep: Sweep = None,
+    glob: Glob = "*",
+    prefix: Prefix = None,
+    drain_timeout: DrainTimeout = 8.0,
+    drain_input: DrainInput = False,
+    jobs: Jobs = 4,
+    retry_timeout: RetryTimeout = 120.0,
+    retry_later: RetryLater = 30.0,
+    poll: Poll = 0.5,
+    spool_bytes: SpoolBytes = None,
+    spool_dir: SpoolDir = None,
+    check: Check = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:

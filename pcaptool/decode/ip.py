@@ -53,8 +53,19 @@ EXT_NAMES = {
 }
 
 
+# Dotted quads by their 4 bytes: inet_ntop costs several dict look-ups, and a capture's
+# addresses repeat. Bounded: emptied when full.
+V4_NAMES: dict[bytes, str] = {}
+NAMES_LIMIT = 16_384
+
+
 def ipv4_addr(b: bytes) -> str:
-    return inet_ntop(AF_INET, b)
+    s = V4_NAMES.get(b)
+    if s is None:
+        if len(V4_NAMES) >= NAMES_LIMIT:
+            V4_NAMES.clear()
+        s = V4_NAMES[b] = inet_ntop(AF_INET, b)
+    return s
 
 
 def ipv6_addr(b: bytes) -> str:
@@ -72,7 +83,8 @@ def ipv4(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
         raise Truncated("ip", f"IPv4 header length {ihl} is below 20")
     if off + ihl > end:
         need("ip", "IPv4 options", off, ihl, end)
-    s, d = ipv4_addr(src), ipv4_addr(dst)
+    s = V4_NAMES.get(src) or ipv4_addr(src)
+    d = V4_NAMES.get(dst) or ipv4_addr(dst)
     flags = []
     if frag & 0x4000:
         flags.append("DF")

@@ -47,8 +47,18 @@ SLL_PKTTYPES = ("host", "broadcast", "multicast", "otherhost", "outgoing", "loop
 BSD_AF = {2: ETH_IPV4, 24: ETH_IPV6, 28: ETH_IPV6, 30: ETH_IPV6, 10: ETH_IPV6}
 
 
+# `02:00:00:00:00:01` by its 6 bytes (a capture has few), bounded: emptied when full.
+MAC_NAMES: dict[bytes, str] = {}
+NAMES_LIMIT = 4096
+
+
 def mac(b: bytes) -> str:
-    return b.hex(":")
+    s = MAC_NAMES.get(b)
+    if s is None:
+        if len(MAC_NAMES) >= NAMES_LIMIT:
+            MAC_NAMES.clear()
+        s = MAC_NAMES[b] = b.hex(":")
+    return s
 
 
 def ethertype_of_ip(buf: bytes, off: int) -> int:
@@ -66,7 +76,9 @@ def ethernet(buf: bytes, off: int, end: int, rec: dict) -> Step:
     if off + 14 > end:
         need("l2", "Ethernet header", off, 14, end)
     dst, src, etype = ETHERNET.unpack_from(buf, off)
-    l2 = {"type": "ethernet", "src": src.hex(":"), "dst": dst.hex(":"), "ethertype": 0}
+    s = MAC_NAMES.get(src) or mac(src)
+    d = MAC_NAMES.get(dst) or mac(dst)
+    l2 = {"type": "ethernet", "src": s, "dst": d, "ethertype": 0}
     if "l2" in rec:  # the inner frame of a tunnel
         outer(rec, "ip", "udp").append(l2)
     else:

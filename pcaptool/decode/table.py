@@ -34,6 +34,7 @@ from pcaptool.decode import (
 )
 from pcaptool.decode.arp import arp
 from pcaptool.decode.dns import dns_tcp, dns_udp
+from pcaptool.decode.fastpath import eth_ipv4
 from pcaptool.decode.icmp import icmpv4, icmpv6
 from pcaptool.decode.ip import ipv4, ipv6
 from pcaptool.decode.tcp import tcp
@@ -126,16 +127,39 @@ TABLES: dict[str, Table] = {
 def walk(buf: bytes, linktype: int, rec: dict) -> tuple[str, Table | None, object, int, int]:
     """Decode `buf` layer by layer into `rec`: (the last layer decoded, the table and
     key that had no decoder, or None and None when the last decoder ended the walk, and
-    the offset and end of the bytes not decoded)."""
+    the offset and end of the bytes not decoded).
+
+    The commonest packets (untagged Ethernet, IPv4 without options and not a later
+    fragment, TCP or UDP) take `fastpath.eth_ipv4`, which fills `rec` exactly as the
+    three decoders would (tests/test_decode_fastpath.py checks it); the rest, and what
+    follows the transport header, go through the tables."""
+    if linktype == LINKTYPE_ETHERNET:
+        fast = eth_ipv4(buf, rec)
+        if fast is not None:
+            layer, table, key, off, end = fast
+            if table is None:
+                return fast
+            row = table.get(key)
+            if row is None:
+                row = table.sniff(buf, off, end)
+                if row is None:
+                    return fast
+            return walk_on(buf, row, off, end, rec, MAX_LAYERS - 3)
+    return walk_tables(buf, linktype, rec)
+
+
+def walk_tables(buf: bytes, linktype: int, rec: dict) -> tuple[str, Table | None, object, int, int]:
+    """`walk` through the dispatch tables only, from the link layer (no fast path)."""
     row = LINKTYPE.get(linktype)
     if row is None:
         raise Truncated("l2", f"link type {linktype} is not decoded")
     return walk_on(buf, row, 0, len(buf), rec)
 
 
-def walk_on(buf: bytes, row: Row, off: int, end: int, rec: dict):
-    """`walk` from the layer `row` reads at `buf[off:end]` (a reassembled IP payload)."""
-    for _ in range(MAX_LAYERS):
+def walk_on(buf: bytes, row: Row, off: int, end: int, rec: dict, layers: int = MAX_LAYERS):
+    """`walk` from the layer `row` reads at `buf[off:end]` (after the fast path, or a
+    reassembled IP payload), following the tables for at most `layers` layers."""
+    for _ in range(layers):
         layer, decode = row
         step = decode(buf, off, end, rec)
         if step is None:

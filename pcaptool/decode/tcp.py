@@ -13,6 +13,7 @@ TCP = struct.Struct("!HHIIBBHHH")
 U16 = struct.Struct("!H")
 PORTS = struct.Struct("!HH")
 U32X2 = struct.Struct("!II")
+TS_ONLY = b"\x01\x01\x08\x0a"  # NOP, NOP, timestamps (kind 8, length 10): Linux's options
 
 # flag bit -> (name, tcpdump letter); tcpdump prints "." for ACK
 FLAG_BITS = (
@@ -66,7 +67,9 @@ def tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
         t["urgent"] = urg
     if off + hlen > end:
         need("tcp", "TCP options", off, hlen, end)
-    if hlen > 20:
+    if hlen == 32 and buf[off + 20 : off + 24] == TS_ONLY:
+        t["options"] = {"ts": list(U32X2.unpack_from(buf, off + 24))}
+    elif hlen > 20:
         t["options"] = options(buf, off + 20, off + hlen)
     size = t["len"] = max(end - off - hlen, 0)
     return (

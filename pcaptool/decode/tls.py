@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import struct
 
-import dpkt
-
 from pcaptool.decode import Step
 
 RECORD = struct.Struct("!BHH")
@@ -84,6 +82,8 @@ def _handshake(body: bytes, out: dict) -> None:
     if hlen + 4 > len(body):
         out["handshake_truncated"] = True
         return
+    import dpkt  # here, not at start-up: most translations never parse a hello
+
     try:
         hello = (dpkt.ssl.TLSClientHello if htype == 1 else dpkt.ssl.TLSServerHello)(
             body[4 : 4 + hlen]

@@ -53,6 +53,8 @@ _CREDENTIAL_WORD = re.compile(
     r"pass(?:word|wd)?|secret|token|api[_-]?key|auth|credential|session|signature",
     re.IGNORECASE,
 )
+# what every match of _CREDENTIAL_WORD contains (in lower case): without one, no match
+_CREDENTIAL_STEMS = ("pass", "secret", "token", "api", "auth", "credential", "session", "signature")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # headers whose values are URLs (their query strings and userinfo are redacted)
 _URL_HEADERS = (":path", "referer", "location", "content-location")
@@ -61,7 +63,7 @@ _URL_SET = frozenset(_URL_HEADERS)
 
 def redact_url(text: str) -> str:
     """`text` with URL userinfo and credential query parameters' values replaced."""
-    if "=" in text:
+    if "=" in text and _QUERY_CREDENTIAL.search(text) is not None:  # most URLs have none
         text = _QUERY_CREDENTIAL.sub(r"\1" + REDACTED, text)
     if "@" in text:
         text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
@@ -246,7 +248,13 @@ def _credential_body(headers: dict, sample: str) -> bool:
     if ctype is None:
         ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     ctype = ctype.lower()
-    return ctype.startswith(_FORM_TYPES) or _CREDENTIAL_WORD.search(sample) is not None
+    if ctype.startswith(_FORM_TYPES):
+        return True
+    if sample.isascii():  # the regular expression's cases, as plain substring tests
+        low = sample.lower()
+        if not any(w in low for w in _CREDENTIAL_STEMS):
+            return False
+    return _CREDENTIAL_WORD.search(sample) is not None
 
 
 def note(rec: dict) -> str | None:

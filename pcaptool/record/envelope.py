@@ -67,7 +67,7 @@ class Clock:
         if sec != self._second:
             self._second = sec
             self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return sec, nanos, f"{self._text}.{nanos:09d}Z"
+        return sec, nanos, "%s.%09dZ" % (self._text, nanos)  # noqa: UP031 (faster here)
 
 
 def packet_record(clock: Clock, ts_ns: int, pcap: dict) -> dict:

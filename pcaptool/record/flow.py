@@ -37,7 +37,7 @@ SEED = b"\x00\x00"
 class Flow:
     """One flow, shared by the records of both its directions."""
 
-    __slots__ = ("id", "community_id", "packets", "fin", "closed")
+    __slots__ = ("id", "community_id", "packets", "fin", "closed", "_ends")
 
     def __init__(self, flow_id: str, community_id: str) -> None:
         self.id = flow_id
@@ -45,6 +45,22 @@ class Flow:
         self.packets = 0
         self.fin = 0  # 1: FIN seen from the initiator side of the key, 2: from the other
         self.closed = False
+        self._ends: list | None = None
+
+    def ends(self, side: int, src: str, sport: int, dst: str, dport: int) -> str:
+        """`10.0.0.1:80 > 10.0.0.2:40000`, as messages print a packet of direction `side`
+        (`pcaptool.record.envelope.direction`); made once per flow and direction."""
+        ends = self._ends
+        if ends is None:
+            ends = self._ends = [None, None]
+        text = ends[side]
+        if text is None:
+            text = ends[side] = f"{_endpoint(src, sport)} > {_endpoint(dst, dport)}"
+        return text
+
+
+def _endpoint(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def community_digest(proto: int, src: str, dst: str, sport: int | None, dport: int | None) -> bytes:

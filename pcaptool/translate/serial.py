@@ -208,8 +208,8 @@ class Translator:
             )
         what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
-            f"{what} {endpoint(src, sport)} > {endpoint(dst, dport)} [{seg['flags_str']}] "
-            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={seg['len']}"
+            f"{what} {flow.ends(side, src, sport, dst, dport)} [{seg['flags_str']}] "
+            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={size}"
         )
         if note:
             msg += " " + note
@@ -279,7 +279,7 @@ class Translator:
     ) -> Flow:
         flow, first = self.flows.get(proto, src, dst, sport, dport)
         flow.packets += 1
-        set_flow(rec, flow, PROTO_NAMES.get(proto, str(proto)), first)
+        set_flow(rec, flow, PROTO_NAMES.get(proto) or str(proto), first)
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
