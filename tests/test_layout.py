@@ -10,9 +10,7 @@ LIMIT = 80
 
 # Functions over the limit when the rule came in, at their length then: they may shrink
 # (and leave this list), never grow; a function not listed here may not pass the limit.
-KNOWN = {
-    "tcp/expert.py:_analyze": 83,
-}
+KNOWN: dict[str, int] = {}
 
 
 def function_lengths():

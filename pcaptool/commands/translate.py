@@ -261,12 +261,9 @@ def translate(
         ifaces=tuple(parse_names(iface)),
     )
     out = _writer(pretty, where, fields, expression, detail)
-    from pcaptool.sidecar.shed import parse_size
     from pcaptool.stdio import quiet_broken_pipe
 
-    run = _Run(
-        options, workers if not pretty else 1, ordered, expression, count, parse_size(backlog)
-    )
+    run = _Run(options, workers if not pretty else 1, ordered, expression, count, backlog)
     with quiet_broken_pipe():
         failed = run.all(sources, out)
     if failed:
@@ -330,13 +327,15 @@ def _writer(pretty: bool, where, fields, expression, detail: str):
 class _Run:
     """One `translate` invocation over its inputs, in order; -c counts across them all."""
 
-    def __init__(self, options, workers: int, ordered: bool, expression, count: int, backlog: int):
+    def __init__(self, options, workers: int, ordered: bool, expression, count: int, backlog: str):
+        from pcaptool.sidecar.shed import parse_size
+
         self.options = options
         self.workers = workers
         self.ordered = ordered
         self.expression = expression
         self.count = count
-        self.backlog = backlog
+        self.backlog = parse_size(backlog)  # --backlog SIZE: bytes
 
     def all(self, sources: list[str], out) -> bool:
         """Translate every source to `out`; True when one could not be read to its end."""
