@@ -93,19 +93,7 @@ def ipv4(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
     frag_off = (frag & 0x1FFF) * 8
     if "ip" in rec:
         outer(rec, "ip")
-    rec["ip"] = {
-        "version": 4,
-        "src": s,
-        "dst": d,
-        "ttl": ttl,
-        "id": ident,
-        "flags": flags,
-        "frag_offset": frag_off,
-        "proto": proto,
-        "len": total,
-        "hdr_len": ihl,
-        "tos": tos,
-    }
+    rec["ip"] = ipv4_fields(s, d, ttl, ident, flags, frag_off, proto, total, ihl, tos)
     # TSO/GRO captures carry total length 0; trust the captured bytes then.
     pend = min(end, off + total) if total >= ihl else end
     if frag & 0x3FFF:  # MF or an offset: a fragment
@@ -186,3 +174,23 @@ def inner_ip(buf: bytes, off: int, end: int) -> dict | None:
         poff = step[2]
         inner["sport"], inner["dport"] = PORTS.unpack_from(buf, poff)
     return inner
+
+
+def ipv4_fields(
+    src: str, dst: str, ttl: int, ident: int, flags: list, frag_off: int, proto: int,
+    total: int, ihl: int, tos: int,
+) -> dict:  # fmt: skip
+    """The record's `ip` object of an IPv4 header (its one home: decode/fastpath.py too)."""
+    return {
+        "version": 4,
+        "src": src,
+        "dst": dst,
+        "ttl": ttl,
+        "id": ident,
+        "flags": flags,
+        "frag_offset": frag_off,
+        "proto": proto,
+        "len": total,
+        "hdr_len": ihl,
+        "tos": tos,
+    }

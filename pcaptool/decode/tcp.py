@@ -51,17 +51,7 @@ def tcp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
         rec["tcp"] = {"sport": sport, "dport": dport}
         raise Truncated("tcp", f"TCP data offset {hlen} is below 20")
     names, letters = flags_of(bits)
-    t = {
-        "sport": sport,
-        "dport": dport,
-        "seq": seq,
-        "ack": ack,
-        "flags": names,
-        "flags_str": letters,
-        "window": win,
-        "hdr_len": hlen,
-        "len": 0,
-    }
+    t = tcp_fields(sport, dport, seq, ack, names, letters, win, hlen)
     rec["tcp"] = t
     if urg and bits & 0x20:
         t["urgent"] = urg
@@ -114,3 +104,21 @@ def options(buf: bytes, off: int, end: int) -> dict:
             opts.setdefault("other", []).append(kind)
         off += olen
     return opts
+
+
+def tcp_fields(
+    sport: int, dport: int, seq: int, ack: int, names: list, letters: str, win: int, hlen: int
+) -> dict:
+    """The record's `tcp` object of a TCP header (its one home: decode/fastpath.py too);
+    `len` is set once the payload is known."""
+    return {
+        "sport": sport,
+        "dport": dport,
+        "seq": seq,
+        "ack": ack,
+        "flags": names,
+        "flags_str": letters,
+        "window": win,
+        "hdr_len": hlen,
+        "len": 0,
+    }
