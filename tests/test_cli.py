@@ -139,8 +139,10 @@ def test_merge_ndjson_where_fields_and_count(tmp_path) -> None:
 
 
 def test_pretty_is_jq_style_indentation_and_plain_off_a_terminal() -> None:
-    plain = runner.invoke(app, ["translate", str(GOLDEN / "raw.pcap")])
-    pretty = runner.invoke(app, ["translate", "--pretty", str(GOLDEN / "raw.pcap")])
+    plain = runner.invoke(app, ["translate", "--run-id", "r", str(GOLDEN / "raw.pcap")])
+    pretty = runner.invoke(
+        app, ["translate", "--run-id", "r", "--pretty", str(GOLDEN / "raw.pcap")]
+    )
     assert pretty.exit_code == 0
     want = b"".join(
         orjson.dumps(json.loads(line), option=orjson.OPT_INDENT_2) + b"\n"

@@ -296,14 +296,11 @@ def _metadata_project(http: bool) -> str | None:
 
 
 def _set_run_id(run_id: str | None) -> str:
-    """One id for every record of this run, seen by the workers and the analyzers too."""
-    import os
+    """One id for every record of this run (given, PCAP_RUN_ID, or a new one); the
+    options carry it to the translator, the analyzers' records and the workers."""
     import uuid
 
-    from pcaptool.record.envelope import RUN_ID_ENV
-
-    run_id = os.environ[RUN_ID_ENV] = run_id or uuid.uuid4().hex[:16]
-    return run_id
+    return run_id or uuid.uuid4().hex[:16]
 
 
 def _writer(pretty: bool, where, fields, expression, detail: str):

@@ -67,7 +67,7 @@ class Translator:
         dns_timeout_ns: int = DNS_TIMEOUT_NS,
         ifaces: list | None = None,
     ) -> None:
-        # the run id: given, or PCAP_RUN_ID (set by `pcaptool translate`, seen by its workers)
+        # the run id: given (translate passes its own), else PCAP_RUN_ID
         self.run_id = run_id or os.environ.get(RUN_ID_ENV) or None
         self.input_name = input_name
         # the interfaces the input was captured on, as this system knows them (--iface)
@@ -310,6 +310,8 @@ class Translator:
         """The analyzer's connection records, with their outcome (pcaptool/tcp/outcome.py)."""
         for rec in records:
             merge_conn_record(rec, self.expert)
+            if self.run_id:  # this run's id, whichever way it was given
+                finish_labels(rec, self.run_id)
         return records
 
 
