@@ -119,3 +119,11 @@ class StopSignals:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.event.wait(timeout)
+
+
+def outlast_stop_signals() -> None:
+    """SIGTERM/SIGINT do nothing in this process: it stops at the end of its input (a
+    stage whose upstream stops first, e.g. relay), so a signal to the whole group cannot
+    end it before it drained. A handler, not SIG_IGN: children start with the defaults."""
+    for sig in StopSignals.SIGNALS:
+        signal.signal(sig, lambda signum, frame: None)

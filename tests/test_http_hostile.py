@@ -256,7 +256,7 @@ def held_after(path: Path) -> tuple[int, int, int]:
         except CaptureFormatError:
             an.finish()
     tcp = an.tracker.table.budget
-    return an.tracker.factories[0].budget.held, tcp.held, tcp.segments
+    return an.http_streams.budget.held, tcp.held, tcp.segments
 
 
 def test_budgets_account_every_byte(tmp_path):
@@ -275,9 +275,9 @@ def test_http_memory_cap_stops_one_connection_and_says_so(tmp_path):
 
     path = HOSTILE["h2_many_streams"][0](tmp_path / "s.pcap", 200)
     an = HttpAnalyzer()
-    an.tracker.factories[0].budget = Budget(limit=600)
+    an.http_streams.budget = Budget(limit=600)
     with open_input(str(path)) as stream:
         recs = list(Translator("s", an).records(CaptureReader(stream, "s")))
     assert "memory_cap" in errors(recs)
     assert not [m for m in http_msgs(recs) if m["type"] == "response"]  # analysis stopped
-    assert an.tracker.factories[0].budget.held == 0
+    assert an.http_streams.budget.held == 0

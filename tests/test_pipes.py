@@ -64,6 +64,8 @@ CASES = {
     "schema": lambda t: (["schema"], None),
     "query": lambda t: (["query", "-F", "csv", "SELECT * FROM packets", str(GOLDEN / "dns_tls.pcap")], None),
     "report": lambda t: (["report", "-q", str(GOLDEN / "dns_tls.pcap")], None),
+    "relay": lambda t: (["relay", "-q", "--", *PCAPTOOL, "translate", "-"], (GOLDEN / "dns_tls.pcap").read_bytes()),
+    "stream --help": lambda t: (["stream", "--help"], None),
 }  # fmt: skip
 
 

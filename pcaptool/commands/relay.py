@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from pcaptool.commands._options import Quiet, Verbose, set_verbosity
 from pcaptool.errors import PcapToolError, UsageError
+from pcaptool.signals import outlast_stop_signals
 
 
 def relay(
@@ -72,11 +72,7 @@ def relay(
     max_bytes = parse_size(backlog)
     if max_bytes <= 0:
         raise UsageError("--backlog must be a positive size, e.g. 32M")
-    # Stopping is the end of input (capture stops first): a signal to the whole group
-    # must not end the relay before the consumer has drained. A handler, not SIG_IGN, so
-    # the consumer starts with the defaults.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: None)
+    outlast_stop_signals()  # stopping is the end of input (capture stops first)
     log = Logger(component="relay")
     try:
         status = Relay(command, sys.stdout.fileno(), log, max_bytes, first_delay, name).run(0)

@@ -40,8 +40,9 @@ class HttpAnalyzer:
     ) -> None:
         self.records = HttpRecords(project, redact)
         self.dns_streams = DnsFactory()  # DNS over TCP port 53 (pcaptool/tcp/dnsstream.py)
-        http_factories = (HttpFactory(self.records, body_sample),) if http else ()
-        factories = (self.dns_streams, *http_factories)
+        # HTTP/1.x, HTTP/2, TLS hellos (pcaptool/http/stream.py), with the budget it holds
+        self.http_streams = HttpFactory(self.records, body_sample) if http else None
+        factories = (self.dns_streams, *((self.http_streams,) if http else ()))
         self.flows = flows  # the translator writes UDP connection records too
         self.tracker = ConnectionTracker(factories, observers, flows, limits)
         self._pending: list[dict] = []
