@@ -52,6 +52,34 @@ def run_pcaptool(*args: str, input: bytes | None = None, timeout: float = 120, *
     )
 
 
+# Runs `pcaptool ARGS` and writes its peak memory (KiB, pcaptool.diagnostics.peak_rss_kib)
+# to the file named first, at exit: a child's ru_maxrss would count the test runner's.
+PEAK_WRAPPER = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def peak():
+    from pcaptool.diagnostics import peak_rss_kib
+    with open(out, "w") as f:
+        f.write(str(peak_rss_kib()))
+atexit.register(peak)
+sys.argv[0] = "pcaptool"
+runpy.run_module("pcaptool", run_name="__main__")
+"""
+
+
+def peak_kib(tmp: Path, *args: str, timeout: float = 600) -> tuple[int, bytes, int]:
+    """Run `pcaptool ARGS`; (exit status, stderr, peak resident memory in KiB)."""
+    out = tmp / f"peak-{os.getpid()}-{len(list(tmp.glob('peak-*')))}.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_WRAPPER, str(out), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=pcaptool_env(),
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stderr, int(out.read_text())
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

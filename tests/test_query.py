@@ -14,7 +14,7 @@ import pytest
 from runbuilder import build, quantile_cont
 from typer.testing import CliRunner
 
-from conftest import REPO, run_pcaptool
+from conftest import REPO, peak_kib, run_pcaptool
 from pcaptool.cli import app
 
 duckdb = pytest.importorskip("duckdb")
@@ -156,16 +156,9 @@ def test_memory_stays_bounded_on_a_large_run(tmp_path):
     subprocess.run(
         [sys.executable, str(REPO / "bench" / "gen_http.py"), str(big), "100000"], check=True
     )
-    code = (
-        "import resource, sys; from pcaptool.cli import main; sys.argv = ['pcaptool', 'query', "
-        f"'SELECT path, quantile_cont(latency_s, 0.99) FROM requests GROUP BY path', '{big}', "
-        "'--memory', '64MB'];\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    peak_kb = int(out.stderr.decode().strip().splitlines()[-1])
+    sql = "SELECT path, quantile_cont(latency_s, 0.99) FROM requests GROUP BY path"
+    code, err, peak_kb = peak_kib(tmp_path, "query", sql, str(big), "--memory", "64MB")
+    assert code == 0, err
     # DuckDB's limit plus about 100 MB of Python (measured: ~165 MB at 64 MB, ~230 MB at
     # 128 MB, for 100k and 200k packets); the allocator's own cache is held to 16 MB
     assert peak_kb < 300 * 1024, f"peak {peak_kb // 1024} MB"
