@@ -14,7 +14,6 @@ Direction is 0 or 1 everywhere: 0 when (src, sport) sorts before (dst, dport), t
 
 from __future__ import annotations
 
-import os
 import time
 
 from pcaptool.record.flow import Flow
@@ -114,11 +113,11 @@ def mark_last(rec: dict) -> None:
 
 def conn_record(ts_ns: int, flow: Flow | None, message: str, conn: dict) -> dict:
     """A connection summary as a record of its own (like a line of Zeek's conn.log): INFO,
-    no `pcap`, the flow's operation marked `last`."""
+    no `pcap`, the flow's operation marked `last`; the run id is the translator's to add."""
     rec = {"timestamp": timestamp(ts_ns), "severity": "INFO", "message": message, "conn": conn}
     if flow is not None:
         set_flow(rec, flow, "TCP", last=True)  # upper-case, as on packet records
-    finish_labels(rec, os.environ.get(RUN_ID_ENV) or None)
+    finish_labels(rec)
     return rec
 
 

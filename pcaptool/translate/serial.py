@@ -310,9 +310,7 @@ class Translator:
         """The analyzer's connection records, with their outcome (pcaptool/tcp/outcome.py)."""
         for rec in records:
             merge_conn_record(rec, self.expert)
-            if self.run_id:  # this run's id, whichever way it was given
-                finish_labels(rec, self.run_id)
-        return records
+        return self._labelled(records)
 
 
 def _iface_names(reader):
