@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from pcaptool.decode.tcp import FLAG_BITS
-from pcaptool.tcp.expert import TcpExpert
-from pcaptool.tcp.expertflags import FLAG_INFO, NOTICE_FLAGS, WARNING_FLAGS
+from pcaptool.tcp.expert import SFR_ACK, TcpExpert
+from pcaptool.tcp.expertflags import ACK, FLAG_INFO, NOTICE_FLAGS, WARNING_FLAGS
+from pcaptool.tcp.expertsteady import GENERAL, steady
 
 _NAMES_CACHE: dict[int, tuple[list[str], list]] = {}
 SEVERITY_RANK = {"DEFAULT": 0, "DEBUG": 1, "INFO": 2, "NOTICE": 3, "WARNING": 4, "ERROR": 5}
@@ -74,7 +75,42 @@ def annotate(rec: dict, tcp: dict, analysis: dict) -> str:
 def on_tcp(
     expert: TcpExpert, rec: dict, seg: dict, src: str, dst: str, ts: int, bits: int | None = None
 ) -> str:
-    """Analyse the decoded TCP header `seg` of record `rec`; return the Info tags ("" if none).
+    """Analyse the decoded TCP header `seg` of record `rec`; return the Info tags ("" if none)."""
+    return analyse(
+        expert,
+        rec,
+        seg,
+        rec["pcap"]["num"],
+        ts,
+        src,
+        seg["sport"],
+        dst,
+        seg["dport"],
+        seg["seq"],
+        seg["ack"],
+        flag_bits(seg["flags_str"]) if bits is None else bits,
+        seg["window"],
+        seg["len"],
+    )
+
+
+def analyse(
+    expert: TcpExpert,
+    rec: dict,
+    seg: dict,
+    num: int,
+    ts: int,
+    src: str,
+    sport: int,
+    dst: str,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    seglen: int,
+) -> str:
+    """`on_tcp` with the header's values as the translator has read them already.
 
     The payload length is the one the IP header gives, as Wireshark's: a packet the snap
     length cut short still counts with its length on the wire. A header whose options are
@@ -88,24 +124,15 @@ def on_tcp(
     if opts is not None:
         ws = opts.get("wscale")
         sack = opts.get("sack")
-    seglen = seg["len"]
     if rec["pcap"]["truncated"]:
-        seglen = _wire_seglen(rec["ip"], seg, seglen)
-    a = expert.segment(
-        rec["pcap"]["num"],
-        ts,
-        src,
-        seg["sport"],
-        dst,
-        seg["dport"],
-        seg["seq"],
-        seg["ack"],
-        flag_bits(seg["flags_str"]) if bits is None else bits,
-        seg["window"],
-        seglen,
-        ws,
-        sack,
-    )
+        seglen = _wire_seglen(ip, seg, seglen)
+    key = (src, sport, dst, dport)
+    hit = expert.conns.get(key)
+    a = GENERAL
+    if hit is not None and flags & SFR_ACK == ACK and ws is None:  # as TcpExpert.segment
+        a = steady(expert, hit, num, ts, seq, ack, flags, window, seglen, sack)
+    if a is GENERAL:
+        a = expert.general(hit, key, num, ts, seq, ack, flags, window, seglen, ws, sack)
     if a is None:
         return ""
     if "flags" not in a and "mid_data_reset" not in a:  # values only: nothing to tag

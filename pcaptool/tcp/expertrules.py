@@ -86,7 +86,7 @@ def analyze(
         if rt == RETRANSMISSION:
             _rto(fwd, ts, out)
         ta |= rt
-    _remember(ex, conn, fwd, num, ts, seq, seglen, flags, ta)
+    _remember(ex, fwd, num, ts, seq, seglen, flags, ta)
     fwd.window = window
     fwd.lastack = ack
     fwd.lastack_ts = ts
@@ -94,7 +94,7 @@ def analyze(
         out["duplicate_ack_num"] = fwd.dupacknum
         out["duplicate_ack_frame"] = fwd.lastnondupack
     fwd.lastflags = ta
-    hit = acked(ex, conn, rev, ack) if rev.segs else None
+    hit = acked(ex, rev, ack) if rev.segs else None
     if hit is not None:
         out["acks_frame"] = hit[2]
         if ts != hit[3]:
@@ -200,7 +200,7 @@ def _rto(fwd: Side, ts: int, out: dict) -> None:
 
 
 def _remember(
-    ex: TcpExpert, conn: Conn, fwd: Side, num: int, ts: int, seq: int, seglen: int, flags, ta
+    ex: TcpExpert, fwd: Side, num: int, ts: int, seq: int, seglen: int, flags: int, ta: int
 ) -> None:
     """Keep the segment until it is acknowledged; move the next expected sequence number
     and the highest contiguous one (a zero-window probe moves neither)."""
@@ -210,7 +210,6 @@ def _remember(
             nextseq = (nextseq + 1) & M
         if len(fwd.segs) < ex.max_segments:
             fwd.segs.append((seq, nextseq, num, ts))
-            conn.nsegs += 1
             ex.segments += 1
     if not ta & ZERO_WINDOW_PROBE:
         if not fwd.nextseq or (fwd.nextseq - nextseq) & M >= NEG:
@@ -219,7 +218,7 @@ def _remember(
             fwd.maxseqtobeacked = fwd.nextseq
 
 
-def acked(ex: TcpExpert, conn: Conn, rev: Side, ack: int) -> tuple | None:
+def acked(ex: TcpExpert, rev: Side, ack: int) -> tuple | None:
     """Drop the other direction's segments this ACK covers; return the one whose end it
     acknowledges exactly (the oldest such), or None."""
     segs = rev.segs
@@ -232,7 +231,6 @@ def acked(ex: TcpExpert, conn: Conn, rev: Side, ack: int) -> tuple | None:
                 return None
             s = None  # beyond its end: dropped
         segs.clear()
-        conn.nsegs -= 1
         ex.segments -= 1
         return s
     hit = None
@@ -246,9 +244,7 @@ def acked(ex: TcpExpert, conn: Conn, rev: Side, ack: int) -> tuple | None:
             keep.append(s)
     keep.reverse()
     rev.segs = keep
-    dropped = len(segs) - len(keep)
-    conn.nsegs -= dropped
-    ex.segments -= dropped
+    ex.segments -= len(segs) - len(keep)
     return hit
 
 

@@ -31,6 +31,8 @@ class Side:
         "sack",
         "push_bytes",
         "push_last",
+        "calm",
+        "shift",
         # for the connection record (pcaptool/tcp/outcome.py)
         "bytes",
         "rt_segs",
@@ -61,6 +63,10 @@ class Side:
         self.sack = 0  # bytes in the SACK blocks of this direction's last segment
         self.push_bytes = 0
         self.push_last = False
+        # past the handshake, any zero window and any loss: the steady path may take
+        # this side's segments and its peer's (pcaptool/tcp/expertsteady.py)
+        self.calm = False
+        self.shift = -1  # the window's scale once calm (-1: unknown)
         self.bytes = 0
         self.rt_segs = 0
         self.rt_bytes = 0
@@ -76,7 +82,6 @@ class Conn:
         "sides",
         "mru_syn",
         "first_rtt",
-        "nsegs",
         "data",
         "fins",
         "syns",
@@ -95,7 +100,6 @@ class Conn:
         self.sides = (Side(), Side())
         self.mru_syn = 0
         self.first_rtt = 0
-        self.nsegs = 0
         self.data = False  # payload seen in either direction
         self.fins = 0  # bit 1 << side: that side sent a FIN
         self.syns = 0  # SYNs without ACK sent (1 + retries)

@@ -31,7 +31,7 @@ from pcaptool.record.envelope import (
     set_flow,
 )
 from pcaptool.record.flow import Flow, FlowTable
-from pcaptool.tcp.annotate import on_tcp
+from pcaptool.tcp.annotate import analyse, on_tcp
 from pcaptool.tcp.expert import TcpExpert
 from pcaptool.tcp.outcome import UdpFlows, icmp_error, merge_conn_record
 from pcaptool.tcp.stream import Segment
@@ -200,7 +200,13 @@ class Translator:
             if flow.fin == 3:
                 flow.closed = True
                 mark_last(rec)
-        tags = on_tcp(self.expert, rec, seg, src, dst, pkt.ts_ns, flags) if self.expert else ""
+        seq, ack, window = seg["seq"], seg["ack"], seg["window"]
+        tags = ""
+        if self.expert:
+            tags = analyse(
+                self.expert, rec, seg, num, pkt.ts_ns, src, sport, dst, dport, seq, ack, flags,
+                window, size,
+            )  # fmt: skip
         note = None
         if self.analyzer is not None:
             note = self.analyzer.on_tcp(
@@ -209,7 +215,7 @@ class Translator:
         what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
             f"{what} {flow.ends(side, src, sport, dst, dport)} [{seg['flags_str']}] "
-            f"seq={seg['seq']} ack={seg['ack']} win={seg['window']} len={size}"
+            f"seq={seq} ack={ack} win={window} len={size}"
         )
         if note:
             msg += " " + note
