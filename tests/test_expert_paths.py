@@ -28,8 +28,8 @@ STEP = st.tuples(
 )
 
 
-def run(steps, shortcut: bool):
-    ex = TcpExpert(shortcut=shortcut)
+def run(steps, shortcut: bool, max_segments: int = 10_000):
+    ex = TcpExpert(shortcut=shortcut, max_segments=max_segments)
     nxt = {True: 0xFFFFFF00, False: 1000}  # the client's numbers wrap around 2^32
     ts, out = 1_700_000_000_000_000_000, []
     for num, (client, flags, size, dseq, dack, win, ws, dt) in enumerate(steps, 1):
@@ -50,6 +50,12 @@ def run(steps, shortcut: bool):
 @given(st.lists(STEP, min_size=1, max_size=60))
 def test_steady_path_equals_the_general_path(steps):
     assert run(steps, True) == run(steps, False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(STEP, min_size=1, max_size=60), st.sampled_from([0, 1, 2]))
+def test_the_paths_agree_when_the_segments_kept_are_few(steps, max_segments):
+    assert run(steps, True, max_segments) == run(steps, False, max_segments)
 
 
 def test_a_long_in_order_transfer_takes_the_steady_path_with_equal_results():

@@ -26,14 +26,11 @@ BIF_MAX = 2_000_000_000  # tshark shows no bytes in flight of this many or more
 
 
 def settle(conn: Conn, fwd: Side, rev: Side) -> None:
-    """After the general path: whether each side is calm (`Side.calm`): the initial RTT
-    known if a SYN was seen, its window not zero, no zero window open and no loss since
-    its peer's last ACK; and the scale of its window."""
-    rtt = conn.first_rtt or not conn.mru_syn
+    """After the general path: whether each side is calm (`Side.calm`): its window not
+    zero, no zero window open and no loss since its peer's last ACK; and the scale of its
+    window."""
     for side in (fwd, rev):
-        side.calm = bool(
-            rtt and side.base_set and side.window and not side.zw_start and side.valid_bif
-        )
+        side.calm = bool(side.base_set and side.window and not side.zw_start and side.valid_bif)
         side.shift = _shift(side)
 
 
@@ -92,6 +89,8 @@ def steady(
     elif fwd.sack:
         fwd.sack = 0
     conn.last_ts = ts
+    if not conn.first_rtt and conn.mru_syn:  # the ACK that ends the handshake
+        conn.first_rtt = ts - conn.mru_syn
     segs = rev.segs
     if not segs:
         return None
@@ -128,10 +127,16 @@ def _data(
         nextseq -= WRAP
     ta = 0
     shift = rev.shift
-    if shift >= 0 and nextseq == (rev.lastack + (rev.window << shift)) & M:
-        ta = WINDOW_FULL  # up to the edge of the peer's window
+    if shift >= 0:
+        edge = rev.lastack + (rev.window << shift if shift else rev.window)
+        if edge > M:
+            edge -= WRAP
+        if nextseq == edge:
+            ta = WINDOW_FULL  # up to the edge of the peer's window
     mine = fwd.segs
+    alone = False  # this segment is the only one unacknowledged
     if len(mine) < ex.max_segments:
+        alone = not mine
         mine.append((seq, nextseq, num, ts))
         ex.segments += 1
     fwd.nextseq = nextseq
@@ -157,6 +162,8 @@ def _data(
     fwd.bytes += seglen
     conn.data = True
     conn.last_ts = ts
+    if not conn.first_rtt and conn.mru_syn:
+        conn.first_rtt = ts - conn.mru_syn
     segs = rev.segs
     out: dict = {}
     if segs:
@@ -170,7 +177,7 @@ def _data(
             if ts != s[3]:
                 out["ack_rtt"] = ts - s[3]
     if mine:
-        _in_flight(fwd, rev.sack, seglen, flags, out)
+        _in_flight(fwd, rev.sack, seglen, flags, out, alone)
     elif not out and not ta:
         return None
     if ta:
@@ -180,11 +187,16 @@ def _data(
     return out
 
 
-def _in_flight(fwd: Side, sacked: int, seglen: int, flags: int, out: dict) -> None:
-    """`expertrules.in_flight` for a steady segment (no SYN or FIN)."""
+def _in_flight(fwd: Side, sacked: int, seglen: int, flags: int, out: dict, alone: bool) -> None:
+    """`expertrules.in_flight` for a steady segment (no SYN or FIN); `alone`: the only
+    unacknowledged segment is this one."""
     segs = fwd.segs
     s = segs[0]
-    if len(segs) == 1:
+    if alone:
+        bif = seglen - sacked if sacked else seglen
+        if bif < 0:
+            bif &= M
+    elif len(segs) == 1:
         bif = (s[1] - s[0] - sacked) & M
     else:
         base = fwd.base_seq
