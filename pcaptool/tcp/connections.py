@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pcaptool.record.envelope import conn_record, endpoint, format_latency
-from pcaptool.tcp.reassembly import ACK, FIN, RST, SYN, Conn, FlowTable, Limits
+from pcaptool.tcp.reassembly import ACK, FIN, MASK, RST, SYN, Conn, FlowTable, Limits
 from pcaptool.tcp.stream import Segment, SegmentObserver, StreamFactory
 
 OTHER = "other"  # conn.app of connections no factory accepted: bookkeeping only
@@ -45,7 +45,15 @@ class ConnectionTracker:
         table = self.table
         if ts // 1_000_000_000 > table._tick and table.due(ts):
             out = self._closed_all(table.expired(ts), ts, "timeout", out)
-        conn, out = self._conn(key, direction, seg, out)
+        conns = table.conns
+        conn = conns.pop(key, None)
+        flags = seg.flags
+        if conn is not None and not (conn.closed and flags & SYN and not flags & ACK):
+            conns[key] = conn  # most recently active last
+            conn.last_ts = ts
+            conn.last_num = seg.num
+        else:
+            conn, out = self._conn(conn, key, direction, seg, out)
         i = 0 if direction == conn.orig else 1
         if conn.endpoints is None:
             conn.tag = tag
@@ -61,13 +69,22 @@ class ConnectionTracker:
             conn.bytes[i] += n
             _copy_trace(app, rec)
             return out
-        if seg.flags & 0x07 == 0 and app is not None and app is not OTHER:
+        if flags & 0x07 == 0 and app is not None and app is not OTHER:
             # the common case: no SYN/FIN/RST in a connection we parse
             conn.bytes[i] += n
             if conn.streams[1 - i].held:
                 self._ack(conn, i, seg, rec)
             if n:
-                self._data(conn, i, seg, rec)
+                hs = conn.streams[i]
+                if hs.next_seq == seg.seq and not hs.held and not seg.missing and conn.app is app:
+                    # in order, nothing held: HalfStream.segment's first case (and the
+                    # analyzer still there after the peer's held data went to it)
+                    hs.gap = 0
+                    hs.next_seq = (seg.seq + n) & MASK
+                    hs.delivered += n
+                    app.data(conn, i, seg.payload, 0, ts, seg.num, rec)
+                else:
+                    self._data(conn, i, seg, rec)
             tr = app.trace()
             if tr:
                 rec.update(tr)
@@ -99,20 +116,13 @@ class ConnectionTracker:
 
     # -- internals --------------------------------------------------------------------
 
-    def _conn(self, key, direction: int, seg: Segment, out):
-        conns = self.table.conns
-        conn = conns.pop(key, None)
-        flags = seg.flags
-        if conn is None or (conn.closed and flags & SYN and not flags & ACK):
-            if conn is not None:
-                conns[key] = conn  # port reuse: let the table retire the closed one
-            conn, evicted = self.table.get(key, direction, flags, seg.ts, seg.num)
-            if evicted:
-                out = self._closed_all(evicted, seg.ts, "evicted", out)
-        else:
-            conns[key] = conn  # most recently active last
-            conn.last_ts = seg.ts
-            conn.last_num = seg.num
+    def _conn(self, conn, key, direction: int, seg: Segment, out):
+        """A new connection (`conn` None, or a closed one whose ports a SYN reuses)."""
+        if conn is not None:
+            self.table.conns[key] = conn  # port reuse: let the table retire the closed one
+        conn, evicted = self.table.get(key, direction, seg.flags, seg.ts, seg.num)
+        if evicted:
+            out = self._closed_all(evicted, seg.ts, "evicted", out)
         return conn, out
 
     def _closed_all(self, conns: list, ts: int, why: str, out):
