@@ -209,9 +209,11 @@ class Translator:
             )  # fmt: skip
         note = None
         if self.analyzer is not None:
+            missing = 0 if pkt.caplen >= pkt.wirelen else self._missing(rec, seg, len(payload))
             note = self.analyzer.on_tcp(
-                rec, flow, side, self._segment(pkt, rec, src, dst, seg, flags, payload, num)
-            )
+                rec, flow, side, Segment(src, sport, dst, dport, seq, ack, flags, payload,
+                pkt.ts_ns, num, window, missing),
+            )  # fmt: skip
         what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
         msg = (
             f"{what} {flow.ends(side, src, sport, dst, dport)} [{seg['flags_str']}] "
@@ -268,17 +270,10 @@ class Translator:
         return records
 
     @staticmethod
-    def _segment(pkt: Packet, rec: dict, src, dst, seg: dict, flags, payload, num) -> Segment:
-        missing = 0
-        if pkt.caplen < pkt.wirelen:
-            # the snaplen cut the payload: the IP length says how much is missing
-            ip = rec["ip"]
-            real = ip["len"] - ip.get("hdr_len", 40) - seg["hdr_len"]
-            missing = max(real - len(payload), 0)
-        return Segment(
-            src, seg["sport"], dst, seg["dport"], seg["seq"], seg["ack"], flags,
-            payload, pkt.ts_ns, num, seg["window"], missing,
-        )  # fmt: skip
+    def _missing(rec: dict, seg: dict, captured: int) -> int:
+        """The payload bytes the snaplen cut off: the IP length says how many."""
+        ip = rec["ip"]
+        return max(ip["len"] - ip.get("hdr_len", 40) - seg["hdr_len"] - captured, 0)
 
     def _flow(
         self, rec: dict, proto: int, src: str, dst: str, sport: int | None, dport: int | None
