@@ -32,7 +32,9 @@ MAX_START_LINE = 8192
 # Node's first default, 8 KiB): the most one direction holds while waiting for the end of
 # headers, whether the section arrives in one segment or in many.
 HEADER_LIMIT = 8 * 1024
-END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+# The end of a header section: where a match of `\r?\n\r?\n` ends (only `end()` is used).
+# Starting at the LF lets the search skip from LF to LF instead of trying every byte.
+END_OF_HEADERS = re.compile(rb"\n\r?\n")
 MAX_GARBAGE = 64 * 1024
 MAX_PENDING = 100  # requests awaiting a response per connection (pipelining depth)
 MAX_HOLD = 64 * 1024  # client bytes held after CONNECT until the proxy answers

@@ -32,12 +32,6 @@ class HeadStates:
 
     __slots__ = ()
 
-    def _step_start(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
-        """At a message boundary (START) or looking for one (SEEK)."""
-        if self.start_ts is None:
-            self.start_ts = ts
-        return self._start(data, pos, ts, done)
-
     def _step_head(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
         """Inside a header section: parsed once its end is in `data`."""
         n = len(data)
@@ -112,14 +106,11 @@ class HeadStates:
     def _head(self, data: bytes, pos: int, end: int, ts: int, base: int, done: list) -> int:
         # one decode of the whole block, then str operations (latin-1 maps bytes 1:1)
         text = data[pos:end].decode("latin-1")
-        lines = text.split("\n")
-        if text.count("\r\n") != len(lines) - 1:
+        lines = text.split("\r\n")
+        bare_lf = text.count("\n") != len(lines) - 1
+        if bare_lf:
             # RFC 9112 section 2.2: a bare LF ends a line too (never hides the next header)
-            lines = [x[:-1] if x.endswith("\r") else x for x in lines]
-            bare_lf = True
-        else:
-            lines = [x[:-1] for x in lines[:-1]] + lines[-1:]
-            bare_lf = False
+            lines = [x[:-1] if x.endswith("\r") else x for x in text.split("\n")]
         first = lines[0]
         msg = Message(self.is_request, ts if self.start_ts is None else self.start_ts)
         self.start_ts = None
@@ -161,7 +152,7 @@ class HeadStates:
         return self._framing(msg, end, ts, base, done)
 
     def _headers(self, headers: dict, lines: list[str]) -> None:
-        repeated: dict[str, list[str]] = {}
+        repeated: dict[str, list[str]] | None = None  # made at the first repeat
         for line in lines[1:]:
             if not line:
                 continue
@@ -172,16 +163,19 @@ class HeadStates:
                 continue
             k = name.lower()
             v = value.strip()
-            if k in headers:
-                more = repeated.get(k)
-                if more is None:
-                    repeated[k] = [headers[k], v]
-                else:
-                    more.append(v)
-            else:
+            if k not in headers:
                 headers[k] = v
-        for k, vs in repeated.items():  # joined once: linear in the number of repeats
-            headers[k] = ", ".join(vs)
+                continue
+            if repeated is None:
+                repeated = {}
+            more = repeated.get(k)
+            if more is None:
+                repeated[k] = [headers[k], v]
+            else:
+                more.append(v)
+        if repeated:
+            for k, vs in repeated.items():  # joined once: linear in the number of repeats
+                headers[k] = ", ".join(vs)
 
     def _framing(self, msg: Message, end: int, ts: int, base: int, done: list) -> int:
         """RFC 9112 section 6.3: how long is the body?"""
@@ -205,8 +199,11 @@ class HeadStates:
             self.state = BODY_EOF
             return end
         if cl is not None:
-            vals = {v.strip() for v in cl.split(",")}
-            size = ascii_int(next(iter(vals))) if len(vals) == 1 else None
+            if cl.isdigit() and cl.isascii():
+                size = int(cl)
+            else:  # a list of equal values is one value (RFC 9110 section 8.6)
+                vals = {v.strip() for v in cl.split(",")}
+                size = ascii_int(next(iter(vals))) if len(vals) == 1 else None
             if size is None:
                 self._error("bad_content_length", repr(cl[:32])[1:-1])
                 self._complete(ts, base + end, done)

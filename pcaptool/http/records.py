@@ -88,18 +88,22 @@ class HttpRecords:
         redact = self.redact
         # HTTP/1 names are lower-cased by the parser; HTTP/2 ones come as the peer sent them
         lowered = d.get("version") != "HTTP/2"
-        for key in ("headers", "trailers"):
-            h = d.get(key)
-            if h and not (lowered and redact.isdisjoint(h) and _URL_SET.isdisjoint(h)):
-                d[key] = self._headers(h, redact)
+        h = d.get("headers")
+        if h and not (lowered and redact.isdisjoint(h) and _URL_SET.isdisjoint(h)):
+            d["headers"] = h = self._headers(h, redact)
+        t = d.get("trailers")
+        if t and not (lowered and redact.isdisjoint(t) and _URL_SET.isdisjoint(t)):
+            d["trailers"] = self._headers(t, redact)
         target = d.get("target")
-        if target:
+        if target and ("=" in target or "@" in target):  # what redact_url can change
             d["target"] = redact_url(target)
         req = d.get("request")
-        if req is not None and req.get("target"):
-            req["target"] = redact_url(req["target"])
+        if req is not None:
+            target = req.get("target")
+            if target and ("=" in target or "@" in target):
+                req["target"] = redact_url(target)
         sample = d.get("body_sample")
-        if sample is not None and _credential_body(d.get("headers") or {}, sample):
+        if sample is not None and _credential_body(h or {}, sample):
             d["body_sample"] = REDACTED
         old = rec.get("http")
         if old is None:
@@ -252,7 +256,10 @@ def _credential_body(headers: dict, sample: str) -> bool:
         return True
     if sample.isascii():  # the regular expression's cases, as plain substring tests
         low = sample.lower()
-        if not any(w in low for w in _CREDENTIAL_STEMS):
+        for w in _CREDENTIAL_STEMS:
+            if w in low:
+                break
+        else:
             return False
     return _CREDENTIAL_WORD.search(sample) is not None
 
@@ -279,7 +286,7 @@ def note(rec: dict) -> str | None:
 
 def _http_note(h: dict) -> str:
     parts = []
-    for m in [h, *h.get("more", ())]:
+    for m in [h, *h["more"]] if "more" in h else (h,):
         t = m.get("type")
         proto = "HTTP/2" if m.get("version") == "HTTP/2" else "HTTP"
         if t == "request":

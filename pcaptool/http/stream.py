@@ -27,6 +27,7 @@ from pcaptool.http.records import HttpRecords
 from pcaptool.http.sniff import Sniffer
 from pcaptool.http.switch import switch
 from pcaptool.http.tlsstream import TlsHelloStream, hello_needs_stream
+from pcaptool.http.tracectx import trace_fields
 from pcaptool.record.envelope import warn
 from pcaptool.tcp.connections import OTHER
 from pcaptool.tcp.reassembly import Conn
@@ -245,15 +246,19 @@ class HttpStream:
         records = self.records
         cur = None
         for m in msgs:
-            if m.is_request:
+            is_req = m.is_request
+            if is_req:
                 if m.trace is None:
-                    m.trace = records.trace(m.headers) or False
+                    m.trace = trace_fields(m.headers, records.project) or False
                 m.first_num = num
                 self.requests += 1
             if cur is None and m.trace:
                 cur = m.trace
-            self.emit(rec, m.as_dict())
-            if m.is_request:  # waiting for its response: keep what pairing and httpRequest use
+            d = m.as_dict()
+            if self.tunnel is not None:
+                d["tunnel"] = self.tunnel
+            records.emit(rec, d)
+            if is_req:  # waiting for its response: keep what pairing and httpRequest use
                 m.headers = {k: v for k, v in m.headers.items() if k in _KEPT}
             else:
                 records.http1_request(conn, i, rec, m)
@@ -264,7 +269,7 @@ class HttpStream:
         if m is not None:
             if m.is_request:
                 if m.trace is None:
-                    m.trace = records.trace(m.headers) or False
+                    m.trace = trace_fields(m.headers, records.project) or False
                 if cur is None:
                     cur = m.trace
             elif cur is None:
