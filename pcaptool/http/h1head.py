@@ -9,7 +9,6 @@ from pcaptool.http.h1grammar import (
     BODY,
     BODY_EOF,
     CHUNK_SIZE,
-    END_OF_HEADERS,
     H2_PREFACE,
     HEAD,
     MAX_GARBAGE,
@@ -32,19 +31,17 @@ class HeadStates:
 
     __slots__ = ()
 
-    def _step_head(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
-        """Inside a header section: parsed once its end is in `data`."""
+    def _head_cut(self, data: bytes, pos: int) -> int:
+        """A header section whose end is not in `data` (`Http1Parser.feed` looks for it):
+        held for the next bytes, unless it is already too large. Returns -1."""
         n = len(data)
-        found = END_OF_HEADERS.search(data, pos, pos + self.header_limit + 4)
-        if found is None:
-            if n - pos > self.header_limit or self.budget.over(n - pos):
-                self._error("headers_too_large", f"{n - pos} bytes without end of headers")
-                self.msg = None
-                self.state = SEEK
-                return -1
-            self.buf = data[pos:]
+        if n - pos > self.header_limit or self.budget.over(n - pos):
+            self._error("headers_too_large", f"{n - pos} bytes without end of headers")
+            self.msg = None
+            self.state = SEEK
             return -1
-        return self._head(data, pos, found.end(), ts, base, done)
+        self.buf = data[pos:]
+        return -1
 
     def _start(self, data: bytes, pos: int, ts: int, done: list) -> int:
         """At a message boundary: find the start line. Returns the new position, or -1
@@ -134,7 +131,8 @@ class HeadStates:
             msg.method, msg.target, msg.version = parts
         else:
             parts = first.split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/") or ascii_int(parts[1]) is None:
+            code = parts[1] if len(parts) > 1 else ""
+            if not (parts[0].startswith("HTTP/") and code.isdigit() and code.isascii()):
                 m = STATUS_LINE.match(first.encode("latin-1") + b"\n")
                 if m is None:
                     self.msg = None
@@ -238,7 +236,11 @@ class HeadStates:
                 self._unqueue()
         self.after_gap = False
         if pending:
-            req = pending[0] if 100 <= status < 200 and status != 101 else self._unqueue()
+            if 100 <= status < 200 and status != 101:
+                req = pending[0]  # an interim response: the request waits for its final one
+            else:
+                req = pending.popleft()
+                self.budget.held -= req.cost
             msg.request = req
             msg.trace = req.trace
         if status == 101 or (req is not None and req.method == "CONNECT" and status < 300):

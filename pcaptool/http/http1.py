@@ -146,14 +146,19 @@ class Http1Parser(HeadStates, BodyStates):
                     continue
                 st = HEAD  # a start line: its header section follows at once
             if st == HEAD:
-                pos = self._step_head(data, pos, ts, base, done)
+                found = END_OF_HEADERS.search(data, pos, pos + self.header_limit + 4)
+                if found is not None:
+                    pos = self._head(data, pos, found.end(), ts, base, done)
+                else:
+                    pos = self._head_cut(data, pos)
             else:
                 pos = self._step(data, pos, ts, base, done)
             if pos < 0:
                 break
-        # buffered bytes are counted again when they come back through `data`
-        self.offset -= len(self.buf)
-        self.budget.held += len(self.buf)
+        held = len(self.buf)
+        if held:  # buffered bytes are counted again when they come back through `data`
+            self.offset -= held
+            self.budget.held += held
         return done
 
     def _step(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:

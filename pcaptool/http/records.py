@@ -47,6 +47,10 @@ _QUERY_CREDENTIAL = re.compile(
     r"([?&;](?:" + "|".join(re.escape(p) for p in CREDENTIAL_PARAMS) + r")=)[^&;#\s]*",
     re.IGNORECASE,
 )
+# the same search without IGNORECASE, for ASCII text in lower case (several times faster)
+_QUERY_CREDENTIAL_LOWER = re.compile(
+    r"[?&;](?:" + "|".join(re.escape(p) for p in CREDENTIAL_PARAMS) + r")="
+)
 _USERINFO = re.compile(r"(//)[^/?#@\s]*@")
 # body samples that look like credentials are withheld (forms always: logins are forms)
 _CREDENTIAL_WORD = re.compile(
@@ -63,7 +67,11 @@ _URL_SET = frozenset(_URL_HEADERS)
 
 def redact_url(text: str) -> str:
     """`text` with URL userinfo and credential query parameters' values replaced."""
-    if "=" in text and _QUERY_CREDENTIAL.search(text) is not None:  # most URLs have none
+    if "=" in text and (  # most URLs have none
+        _QUERY_CREDENTIAL_LOWER.search(text.lower()) is not None
+        if text.isascii()
+        else _QUERY_CREDENTIAL.search(text) is not None
+    ):
         text = _QUERY_CREDENTIAL.sub(r"\1" + REDACTED, text)
     if "@" in text:
         text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
@@ -182,7 +190,7 @@ class HttpRecords:
         if target.startswith(("http://", "https://")) or req.method == "CONNECT":
             url = target
         else:
-            url = f"http://{req.host or _host(server)}{target}"
+            url = f"http://{req.headers.get('host') or _host(server)}{target}"
         h = {
             "requestMethod": req.method,
             "requestUrl": redact_url(url),

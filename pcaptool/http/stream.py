@@ -129,16 +129,26 @@ class HttpStream:
         kind = self.kind
         if kind == "http1":
             p = self.parsers[i]
-            msgs = p.gap(gap, ts) if gap else []
+            msgs = p.gap(gap, ts) if gap else None
             if data:
                 if p.is_request:
                     self.parsers[1 - i].peer_acked = p.offset + len(data)
-                msgs += p.feed(data, ts)
-            self.http1_out(conn, i, p, msgs, num, rec)
+                more = p.feed(data, ts)
+                msgs = msgs + more if msgs else more
+            elif msgs is None:
+                msgs = []
+            m = p.msg
+            if msgs or p.errors or m is None or m.is_request:
+                self.http1_out(conn, i, p, msgs, num, rec)
+            else:  # more of a response's body: nothing to report, its trace goes on
+                self.last_trace = m.trace or None
             if p.switched is not None:
                 switch(self, conn, i, p, ts, num, rec)
             elif msgs and not p.is_request:
-                self._refused_connect(conn, i, msgs, ts, num, rec)
+                for m in msgs:
+                    r = m.request
+                    if r is not None and r.method == "CONNECT" and m.status >= 200:
+                        self._refused_connect(conn, i, ts, num, rec)
         elif kind == "h2":
             if gap:
                 self.h2_out(conn, i, self.h2.gap(i, gap, ts), (), ts, num, rec)
@@ -196,13 +206,10 @@ class HttpStream:
             c["http_errors"] = errors
         return c
 
-    def _refused_connect(self, conn: Conn, i: int, msgs, ts: int, num: int, rec: dict) -> None:
+    def _refused_connect(self, conn: Conn, i: int, ts: int, num: int, rec: dict) -> None:
         """A final non-2xx answer to CONNECT: the client goes on speaking HTTP."""
-        for m in msgs:
-            r = m.request
-            if r is not None and r.method == "CONNECT" and m.status >= 200:
-                other = self.parsers[1 - i]
-                self.http1_out(conn, 1 - i, other, other.resume(ts), num, rec)
+        other = self.parsers[1 - i]
+        self.http1_out(conn, 1 - i, other, other.resume(ts), num, rec)
 
     # -- finding where HTTP starts --------------------------------------------------------
 
