@@ -29,6 +29,7 @@ from pcaptool.decode import Step, Truncated
 MDNS_PORT = 5353
 DNS_PORTS = frozenset((53, MDNS_PORT, 5355))
 HEADER = struct.Struct("!HHHHHH")
+HEADER_START = struct.Struct("!HH")  # id, flags
 RR = struct.Struct("!HHIH")
 QUESTION = struct.Struct("!HH")
 OPT = 41
@@ -161,22 +162,17 @@ def message(
     mDNS (RFC 6762 §10.2, §5.4) uses the class's top bit as a flag: it is masked off."""
     cls_mask = 0x7FFF if mdns else 0xFFFF
     if len(payload) < 12:
+        if cut and len(payload) >= 4:  # id and flags were captured: kept, as tshark does
+            d = rec["dns"] = _header(*HEADER_START.unpack_from(payload, 0), [], [])
+            d[what] = True
+            return d
         raise Truncated("dns", f"DNS header cut short: {len(payload)} of 12 bytes")
     qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(payload, 0)
-    opcode, rcode = (flags >> 11) & 0xF, flags & 0xF
     questions: list[dict] = []
     answers: list[dict] = []
-    d = rec["dns"] = {
-        "id": qid,
-        "qr": "response" if flags & 0x8000 else "query",
-        "opcode": OPCODES.get(opcode, str(opcode)),
-        "rcode": RCODES.get(rcode, str(rcode)),
-        "flags": [f for bit, f in FLAGS if flags & bit],
-        "questions": questions,
-        "answers": answers,
-        "authority": nscount,
-        "additional": arcount,
-    }
+    d = rec["dns"] = _header(qid, flags, questions, answers)
+    d["authority"] = nscount
+    d["additional"] = arcount
     parser = _Wire(payload, 12)
     try:
         for _ in range(qdcount):
@@ -198,6 +194,19 @@ def message(
     if not d.get("additional_records", True):
         del d["additional_records"]
     return d
+
+
+def _header(qid: int, flags: int, questions: list, answers: list) -> dict:
+    opcode, rcode = (flags >> 11) & 0xF, flags & 0xF
+    return {
+        "id": qid,
+        "qr": "response" if flags & 0x8000 else "query",
+        "opcode": OPCODES.get(opcode, str(opcode)),
+        "rcode": RCODES.get(rcode, str(rcode)),
+        "flags": [f for bit, f in FLAGS if flags & bit],
+        "questions": questions,
+        "answers": answers,
+    }
 
 
 def _question(parser: _Wire, cls_mask: int) -> dict:
