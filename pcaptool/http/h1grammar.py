@@ -9,6 +9,9 @@ from collections import deque
 from pcaptool.http.budget import Budget
 
 REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([^ \r\n]+) +(HTTP/\d\.\d)\r?\n")
+# RFC 1945 4.1: HTTP/0.9's Simple-Request, `GET target` and no version; its answer is a
+# Simple-Response, the body alone until the connection closes.
+SIMPLE_REQUEST = re.compile(rb"GET +([^ \r\n]+)\r?\n")
 STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?\n")
 # Where to resynchronise after garbage: a start line anywhere in the data.
 SEEK_REQUEST = re.compile(rb"[A-Z][A-Z-]{2,15} [^ \r\n]+ HTTP/1\.[019]\r?\n")

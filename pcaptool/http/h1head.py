@@ -17,6 +17,7 @@ from pcaptool.http.h1grammar import (
     SEEK,
     SEEK_REQUEST,
     SEEK_RESPONSE,
+    SIMPLE_REQUEST,
     START,
     STATUS_LINE,
     SWITCHED,
@@ -65,6 +66,12 @@ class HeadStates:
             if m is not None:
                 self.state = HEAD
                 return pos
+            if self.is_request:
+                m = SIMPLE_REQUEST.match(data, pos)
+                if m is not None:
+                    return self._simple_request(data, m, ts, done)
+            elif self.pending and self.pending[0].version == "HTTP/0.9":
+                return self._simple_response(pos, ts)
             eol = data.find(b"\n", pos)
             if eol < 0 and n - pos < MAX_START_LINE:
                 self.buf = data[pos:]
@@ -89,6 +96,33 @@ class HeadStates:
         self.skipped = skipped
         self.state = HEAD
         return m.start()
+
+    def _simple_request(self, data: bytes, m, ts: int, done: list) -> int:
+        """An HTTP/0.9 Simple-Request (RFC 1945 4.1): a GET with no version and no
+        headers, complete at its line's end."""
+        msg = Message(True, ts if self.start_ts is None else self.start_ts)
+        self.start_ts = None
+        msg.method, msg.target, msg.version = "GET", m.group(1).decode("latin-1"), "HTTP/0.9"
+        msg.header_size = msg.cost = m.end() - m.start()
+        self.budget.held += msg.cost
+        self.msg = msg
+        # `feed` counted all of `data` into the offset already
+        self._complete(ts, self.offset - len(data) + m.end(), done)
+        return m.end()
+
+    def _simple_response(self, pos: int, ts: int) -> int:
+        """The answer to an HTTP/0.9 request: no status line, the bytes up to the close
+        are its body (RFC 1945 6)."""
+        msg = Message(False, ts if self.start_ts is None else self.start_ts)
+        self.start_ts = None
+        msg.version = "HTTP/0.9"
+        req = msg.request = self.pending.popleft()
+        self.budget.held -= req.cost
+        msg.trace = req.trace
+        msg.cost = 0
+        self.msg = msg
+        self.state = BODY_EOF
+        return pos
 
     def _bad_line(self, data: bytes, pos: int, eol: int) -> bool:
         """At a message boundary, a whole line that is not a start line: reported as

@@ -301,7 +301,10 @@ def _http_note(h: dict) -> str:
             parts.append(f"{proto} {m.get('method')} {m.get('target')}")
         elif t in ("response", "response_headers", "reset"):
             r = m.get("request")
-            s = f"{proto} {m.get('status')}"
+            if m.get("version") == "HTTP/0.9":  # a Simple-Response: no status line
+                s = "HTTP/0.9 response"
+            else:
+                s = f"{proto} {m.get('status')}"
             if t == "response_headers":
                 s += " headers"
             elif m.get("incomplete"):
