@@ -94,7 +94,9 @@ class NdjsonWriter:
         self._size = 0
 
     def write(self, rec: dict) -> None:
-        line = encode(rec)
+        line = orjson.dumps(rec, option=_OPTIONS)  # `encode`, in line
+        if len(line) > MAX_RECORD_BYTES:
+            line = record_bound(rec, len(line))
         self._lines.append(line)
         self._size += len(line)
         if self._size >= _CHUNK:
