@@ -74,6 +74,7 @@ class Translator:
         self.ifaces = ifaces or []
         self.analyzer = analyzer
         self.flows = FlowTable()
+        self._by_key = self.flows.by_key
         self.clock = Clock()
         self.expert = TcpExpert() if expert else None  # tcp.analysis (docs/expert.md)
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
@@ -153,6 +154,13 @@ class Translator:
             if ends is not None:
                 self._flow(rec, *ends)
             raise exc
+        ip = rec.get("ip")
+        if ip is not None and layer != "ip" and layer != "arp":  # the common case first
+            seg = rec.get("tcp")
+            if seg is not None and ip["proto"] == 6:
+                flow = self._flow(rec, 6, ip["src"], ip["dst"], seg["sport"], seg["dport"])
+                msg = self._tcp(num, pkt, rec, flow, layer, end)
+                return msg + _encap_note(rec) if "encap" in rec else msg
         ends = endpoints(rec) if layer != "arp" else None
         if ends is None:
             if layer == "arp":
@@ -169,7 +177,6 @@ class Translator:
             over = self.udp.packet(flow, src, sport, dst, dport, n, pkt.ts_ns, num)
             if over:
                 self._pending += self._labelled(over)
-        ip = rec.get("ip")
         if ip is None:  # a tunnel whose inner packet is not IP: the outer one's flow
             msg = f"{layer.upper()} {src} > {dst} len={pkt.wirelen}"
             if table is ETHERTYPE:
@@ -293,7 +300,11 @@ class Translator:
     ) -> Flow:
         """`flow`, the labels (with the run id) and the operation of a record of the flow
         (as `pcaptool.record.envelope.set_flow` and `finish_labels` make them)."""
-        flow, first = self.flows.get(proto, src, dst, sport, dport)
+        flow = self._by_key.get((proto, src, sport, dst, dport))  # FlowTable.get's hit, in line
+        if flow is None:
+            flow, first = self.flows.get(proto, src, dst, sport, dport)
+        else:
+            first = False
         flow.packets += 1
         fid, run_id = flow.id, self.run_id
         name = PROTO_NAMES.get(proto) or str(proto)
