@@ -113,8 +113,13 @@ def _name(name: str) -> str:
     return "<Root>" if name in (".", "") else name
 
 
+def _dns_of(rec: dict) -> dict | None:
+    """The packet's DNS, or the one an ICMP error quotes (tshark's dns.* fields have both)."""
+    return rec.get("dns") or rec.get("icmp", {}).get("orig", {}).get("dns")
+
+
 def _dns(rec: dict) -> Value:
-    d = rec.get("dns")
+    d = _dns_of(rec)
     if d is None:
         return None
     q = _name(d["questions"][0]["name"]) if d["questions"] else ""
@@ -130,7 +135,7 @@ def _their_dns(row: dict) -> Value:
 
 def _dns_answers(rec: dict) -> Value:
     """The addresses in every section, with the number of answers the header counts."""
-    d = rec.get("dns")
+    d = _dns_of(rec)
     if d is None or d["qr"] != "response":
         return None
     rrs = d["answers"] + d.get("authority_records", []) + d.get("additional_records", [])

@@ -5,13 +5,29 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 
+import dpkt
 import jsonschema
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from packets import CASES, INNER_FRAME, INNER_TCP, TUNNELS, dns_response, eth, ip4, tcp, udp
+from packets import (
+    CASES,
+    INNER_FRAME,
+    INNER_TCP,
+    TUNNELS,
+    A,
+    B,
+    dns_query,
+    dns_response,
+    eth,
+    ip4,
+    ip6,
+    tcp,
+    udp,
+)
 
 from conftest import REPO
 from pcaptool.capfile.reader import LINKTYPE_ETHERNET, Packet
@@ -179,3 +195,61 @@ def test_nested_tunnels_are_bounded() -> None:
     assert rec["error"]["layer"] == "encap"
     with pytest.raises(Truncated):
         walk(eth(frame), LINKTYPE_ETHERNET, {})
+
+
+def _icmp_error(quoted: bytes, v6: bool = False) -> bytes:
+    if v6:  # Destination Unreachable (port), then the quoted IPv6 packet
+        return eth(ip6(struct.pack("!BBHI", 1, 4, 0, 0) + quoted, 58), 0x86DD)
+    return eth(ip4(struct.pack("!BBHI", 3, 3, 0, 0) + quoted, 1, B, A))
+
+
+def test_an_icmp_error_quoting_dns_carries_the_quoted_message(tmp_path) -> None:
+    """An ICMP error quoting a DNS datagram (whole or cut) carries its DNS under
+    `icmp.orig.dns`, as tshark decodes it; the packet itself is not DNS. A quote that
+    stops inside the DNS header keeps the id and flags when they are there (tshark too)."""
+    query = dns_query()
+    whole = ip4(udp(40000, 53, query), 17)
+    response = ip4(udp(53, 40000, dns_response()), 17, B, A)
+    frames = [
+        _icmp_error(whole),
+        _icmp_error(response[: 28 + 60]),  # the quote stops inside the records
+        _icmp_error(ip6(udp(5353, 5353, query), 17), v6=True),
+        _icmp_error(response[: 28 + 6]),  # inside the header: id and flags
+        _icmp_error(response[: 28 + 3]),  # not even the flags: the ports only
+    ]
+    recs = [translate(f) for f in frames]
+    assert all("dns" not in r and "error" not in r for r in recs)
+    quoted = [r["icmp"]["orig"].get("dns") for r in recs]
+    assert quoted[0]["questions"][0] == {"name": "example.com", "type": "AAAA", "class": "IN"}
+    assert quoted[1]["qr"] == "response" and quoted[1]["truncated"] is True
+    assert quoted[2]["id"] == quoted[0]["id"]
+    assert quoted[3]["qr"] == "response" and quoted[3]["questions"] == []
+    assert quoted[3]["truncated"] is True and quoted[4] is None
+    assert recs[4]["icmp"]["orig"]["sport"] == 53
+    # tshark decodes the same quoted messages
+    path = tmp_path / "icmp-dns.pcap"
+    with path.open("wb") as f:
+        writer = dpkt.pcap.Writer(f)
+        for i, frame in enumerate(frames):
+            writer.writepkt(frame, ts=1_700_000_000 + i)
+    fields = ("dns.id", "dns.qry.name", "dns.flags.response")
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-E", "occurrence=f"]
+        + [arg for field in fields for arg in ("-e", field)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    ours = [
+        "\t".join(
+            (
+                f"0x{d['id']:04x}",
+                d["questions"][0]["name"] if d["questions"] else "",
+                str(int(d["qr"] == "response")),
+            )
+        )
+        if d
+        else "\t\t"
+        for d in quoted
+    ]
+    assert out == ours

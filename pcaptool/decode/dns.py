@@ -8,6 +8,10 @@ nobody knows in RFC 3597's `\\# len hex`. OPT becomes `edns` with its options.
 A message that ends before the records its header counts is `truncated` when the snap
 length cut the packet, `incomplete` when it continues in a later TCP segment, and an
 error otherwise (the header and the records that parsed are kept).
+
+Most messages (names, A/AAAA/CNAME/NS/PTR/DNAME answers, OPT) are read here without
+dnspython, which is imported the first time a record needs it: importing it costs about
+0.1 CPU second, more than many captures' DNS (`_dnspython`).
 """
 
 from __future__ import annotations
@@ -18,25 +22,17 @@ import struct
 from functools import cache
 from socket import AF_INET, AF_INET6, inet_ntop
 
-import dns.edns
 import dns.exception
-import dns.name
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-import dns.wire
 
 from pcaptool.decode import Step, Truncated
 
 MDNS_PORT = 5353
 DNS_PORTS = frozenset((53, MDNS_PORT, 5355))
 HEADER = struct.Struct("!HHHHHH")
-RR = "!HHIH"
-QUESTION = "!HH"
+HEADER_START = struct.Struct("!HH")  # id, flags
+RR = struct.Struct("!HHIH")
+QUESTION = struct.Struct("!HH")
 OPT = 41
-# Names in record data are written relative to the root: no final dot, as owner names
-# (and tshark) have them; the root itself is "@".
-ROOT = dns.name.root
 NAME_TYPES = frozenset((2, 5, 12, 39))  # NS, CNAME, PTR, DNAME: the data is one name
 # Label bytes dnspython writes as they are (anything else it escapes: \. or \ddd).
 SAFE_LABEL = re.compile(rb"[\x21\x23\x25-\x27\x2a-\x2d\x2f-\x3a\x3c-\x3f\x41-\x5b\x5d-\x7e]*\Z")
@@ -70,8 +66,60 @@ RCODES = {
 FLAGS = ((0x400, "aa"), (0x200, "tc"), (0x100, "rd"), (0x80, "ra"), (0x20, "ad"), (0x10, "cd"))
 
 
+# dnspython's names of the usual types and classes (tests/test_dns_names.py checks them
+# against dnspython); others are asked of dnspython.
+TYPE_NAMES = {
+    1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 13: "HINFO", 15: "MX", 16: "TXT",
+    28: "AAAA", 33: "SRV", 35: "NAPTR", 39: "DNAME", 41: "OPT", 43: "DS", 46: "RRSIG",
+    47: "NSEC", 48: "DNSKEY", 50: "NSEC3", 51: "NSEC3PARAM", 64: "SVCB", 65: "HTTPS",
+    255: "ANY", 257: "CAA",
+}  # fmt: skip
+CLASS_NAMES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
+
+
 class _Cut(Exception):
     """The message ended before the records its header counts."""
+
+
+class _Wire:
+    """The read position in a message, as dnspython's wire parser keeps it (`wire`,
+    `current`, `end`), without importing dnspython; running out of bytes is `_Cut`."""
+
+    __slots__ = ("wire", "current", "end")
+
+    def __init__(self, wire: bytes, current: int) -> None:
+        self.wire, self.current, self.end = wire, current, len(wire)
+
+    def remaining(self) -> int:
+        return self.end - self.current
+
+    def get_struct(self, fmt: struct.Struct) -> tuple:
+        pos = self.current
+        if pos + fmt.size > self.end:
+            raise _Cut
+        self.current = pos + fmt.size
+        return fmt.unpack_from(self.wire, pos)
+
+    def get_bytes(self, size: int) -> bytes:
+        pos = self.current
+        self.current = pos + size
+        return self.wire[pos : pos + size]
+
+    def seek(self, where: int) -> None:
+        self.current = where
+
+
+@cache
+def _dnspython():
+    """dnspython's modules, imported the first time a record needs them."""
+    import dns.edns
+    import dns.name
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.wire
+
+    return dns
 
 
 def dns_udp(buf: bytes, off: int, end: int, rec: dict) -> Step | None:
@@ -114,23 +162,18 @@ def message(
     mDNS (RFC 6762 §10.2, §5.4) uses the class's top bit as a flag: it is masked off."""
     cls_mask = 0x7FFF if mdns else 0xFFFF
     if len(payload) < 12:
+        if cut and len(payload) >= 4:  # id and flags were captured: kept, as tshark does
+            d = rec["dns"] = _header(*HEADER_START.unpack_from(payload, 0), [], [])
+            d[what] = True
+            return d
         raise Truncated("dns", f"DNS header cut short: {len(payload)} of 12 bytes")
     qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(payload, 0)
-    opcode, rcode = (flags >> 11) & 0xF, flags & 0xF
     questions: list[dict] = []
     answers: list[dict] = []
-    d = rec["dns"] = {
-        "id": qid,
-        "qr": "response" if flags & 0x8000 else "query",
-        "opcode": OPCODES.get(opcode, str(opcode)),
-        "rcode": RCODES.get(rcode, str(rcode)),
-        "flags": [f for bit, f in FLAGS if flags & bit],
-        "questions": questions,
-        "answers": answers,
-        "authority": nscount,
-        "additional": arcount,
-    }
-    parser = dns.wire.Parser(payload, 12)
+    d = rec["dns"] = _header(qid, flags, questions, answers)
+    d["authority"] = nscount
+    d["additional"] = arcount
+    parser = _Wire(payload, 12)
     try:
         for _ in range(qdcount):
             q = _question(parser, cls_mask)
@@ -153,22 +196,29 @@ def message(
     return d
 
 
-def _question(parser: dns.wire.Parser, cls_mask: int) -> dict:
+def _header(qid: int, flags: int, questions: list, answers: list) -> dict:
+    opcode, rcode = (flags >> 11) & 0xF, flags & 0xF
+    return {
+        "id": qid,
+        "qr": "response" if flags & 0x8000 else "query",
+        "opcode": OPCODES.get(opcode, str(opcode)),
+        "rcode": RCODES.get(rcode, str(rcode)),
+        "flags": [f for bit, f in FLAGS if flags & bit],
+        "questions": questions,
+        "answers": answers,
+    }
+
+
+def _question(parser: _Wire, cls_mask: int) -> dict:
     name = _read_name(parser)
-    try:
-        qtype, qclass = parser.get_struct(QUESTION)
-    except dns.exception.FormError as exc:
-        _raise_cut(exc)
+    qtype, qclass = parser.get_struct(QUESTION)
     return {"name": name, "type": _type(qtype), "class": _class(qclass & cls_mask)}
 
 
-def _section(parser: dns.wire.Parser, count: int, out: list, d: dict, cls_mask: int) -> None:
+def _section(parser: _Wire, count: int, out: list, d: dict, cls_mask: int) -> None:
     for _ in range(count):
         name = _read_name(parser)
-        try:
-            rtype, rclass, ttl, rdlen = parser.get_struct(RR)
-        except dns.exception.FormError as exc:
-            _raise_cut(exc)
+        rtype, rclass, ttl, rdlen = parser.get_struct(RR)
         if parser.remaining() < rdlen:
             raise _Cut
         start = parser.current
@@ -181,7 +231,7 @@ def _section(parser: dns.wire.Parser, count: int, out: list, d: dict, cls_mask: 
             out.append({"name": name, "type": _type(rtype), "ttl": ttl, "data": data})
 
 
-def _rdata(parser: dns.wire.Parser, rclass: int, rtype: int, rdlen: int) -> str:
+def _rdata(parser: _Wire, rclass: int, rtype: int, rdlen: int) -> str:
     start = parser.current
     wire = parser.wire
     # Fast path for the types most answers are (dnspython's objects cost ~4x here).
@@ -195,18 +245,21 @@ def _rdata(parser: dns.wire.Parser, rclass: int, rtype: int, rdlen: int) -> str:
             if parser.current == start + rdlen:
                 return "@" if text == "." else text
         parser.seek(start)
+    dns = _dnspython()
     try:
-        with parser.restrict_to(rdlen):
-            text = dns.rdata.from_wire_parser(rclass, rtype, parser).to_text(ROOT)
+        sub = dns.wire.Parser(wire, start)
+        with sub.restrict_to(rdlen):
+            # names in the data relative to the root: no final dot, as owner names (and
+            # tshark) have them; the root itself is "@"
+            text = dns.rdata.from_wire_parser(rclass, rtype, sub).to_text(dns.name.root)
     except PARSE_ERRORS:
         # Data that does not parse as its type: RFC 3597's generic form, losslessly.
-        parser.seek(start)
-        raw = parser.get_bytes(rdlen)
+        raw = wire[start : start + rdlen]
         text = dns.rdata.GenericRdata(rclass, rtype, raw).to_text()
     return text if len(text) <= MAX_DATA else text[:MAX_DATA] + "..."
 
 
-def _edns(parser: dns.wire.Parser, udp_size: int, ttl: int, rdlen: int) -> dict:
+def _edns(parser: _Wire, udp_size: int, ttl: int, rdlen: int) -> dict:
     """OPT pseudo-record (RFC 6891): payload size, version, DO bit and each option."""
     edns = {"udp_size": udp_size, "version": (ttl >> 16) & 0xFF, "do": bool(ttl & 0x8000)}
     options = []
@@ -221,15 +274,7 @@ def _edns(parser: dns.wire.Parser, udp_size: int, ttl: int, rdlen: int) -> dict:
     return edns
 
 
-def _raise_cut(exc: Exception):
-    """Running out of bytes raises the bare FormError; a bad pointer or label is a
-    subclass of it, and malformed, not cut."""
-    if type(exc) is dns.exception.FormError:
-        raise _Cut from None
-    raise exc
-
-
-def _read_name(parser: dns.wire.Parser) -> str:
+def _read_name(parser: _Wire) -> str:
     """A (compressed) name at the parser's position, as dnspython writes it without the
     final dot, read here because dnspython's Name objects dominate a message's cost.
     The rules are dnspython's: pointers point backwards, at most 16 of them, 255 bytes."""
@@ -273,21 +318,21 @@ def _read_name(parser: dns.wire.Parser) -> str:
         return "."
     if all(SAFE_LABEL.match(label) for label in labels):
         return b".".join(labels).decode("ascii")
-    return dns.name.Name([*labels, b""]).to_text(omit_final_dot=True)
+    return _dnspython().name.Name([*labels, b""]).to_text(omit_final_dot=True)
 
 
 @cache
 def _type(value: int) -> str:
-    return dns.rdatatype.to_text(value)
+    return TYPE_NAMES.get(value) or _dnspython().rdatatype.to_text(value)
 
 
 @cache
 def _class(value: int) -> str:
-    return dns.rdataclass.to_text(value)
+    return CLASS_NAMES.get(value) or _dnspython().rdataclass.to_text(value)
 
 
 def _option(code: int) -> str:
-    return dns.edns.OptionType.to_text(code)
+    return _dnspython().edns.OptionType.to_text(code)
 
 
 def _reason(exc: Exception) -> str:

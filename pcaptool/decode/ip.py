@@ -10,10 +10,12 @@ one into rec["encap"].
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from socket import AF_INET, AF_INET6, inet_ntop
 
 from pcaptool.decode import IP_FRAGMENT, IP_PROTO, Step, Truncated, need, outer
+from pcaptool.decode.dns import DNS_PORTS, MDNS_PORT, message
 
 IPV4 = struct.Struct("!BBHHHBBH4s4s")
 IPV6 = struct.Struct("!IHBB16s16s")
@@ -172,8 +174,18 @@ def inner_ip(buf: bytes, off: int, end: int) -> dict | None:
     first = step is not None and (step[0] is IP_PROTO or not orig.get("frag_offset"))
     if first and proto in (6, 17, 132) and step[2] + 4 <= end:
         poff = step[2]
-        inner["sport"], inner["dport"] = PORTS.unpack_from(buf, poff)
+        inner["sport"], inner["dport"] = sport, dport = PORTS.unpack_from(buf, poff)
+        if proto == 17 and (sport in DNS_PORTS or dport in DNS_PORTS):
+            _quoted_dns(buf, poff + 8, end, inner, MDNS_PORT in (sport, dport))
     return inner
+
+
+def _quoted_dns(buf: bytes, off: int, end: int, inner: dict, mdns: bool) -> None:
+    """The DNS message a quoted UDP datagram carries, as far as the quote goes (tshark
+    decodes it too): `inner["dns"]`, `truncated` where the quote stops."""
+    # under 4 bytes of it, or bytes that do not parse as DNS: the ports say enough
+    with contextlib.suppress(Truncated):
+        inner["dns"] = message(bytes(buf[off:end]), {}, cut=True, mdns=mdns)
 
 
 def ipv4_fields(

@@ -4,6 +4,7 @@ of `pcaptool.http.http2.H2Connection`, which provides `_stream` and `_end_stream
 
 from __future__ import annotations
 
+from pcaptool.http.doh import carries_dns
 from pcaptool.http.h2frames import (
     END_HEADERS,
     END_STREAM,
@@ -125,6 +126,8 @@ class HeaderBlocks:
                 s.req = headers
                 s.first_ts = ts
                 s.req_size += size
+                if carries_dns(headers):
+                    s.doh[0] = bytearray()
                 msgs.append((s, s.request_dict()))
             else:  # request trailers
                 s.req_size += size
@@ -132,6 +135,8 @@ class HeaderBlocks:
             informational = headers.get(":status", "").startswith("1")
             if s.resp is None or not informational:
                 s.resp = headers
+                if not informational and carries_dns(headers):
+                    s.doh[1] = bytearray()
             s.resp_size += size
             if not informational and not flags & END_STREAM:
                 msgs.append((s, s.headers_dict(ts)))

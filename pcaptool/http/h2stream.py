@@ -31,6 +31,7 @@ class Stream:
         "first_num",
         "unknown",
         "held",
+        "doh",
     )
 
     def __init__(self, sid: int, ts: int) -> None:
@@ -50,6 +51,8 @@ class Stream:
         self.first_num = 0
         self.unknown = 0  # header fields that referred to unknown HPACK entries
         self.held = 0  # header block bytes kept (charged to the connection's budget)
+        # the DNS-over-HTTPS bodies being reassembled, request's then response's (doh.py)
+        self.doh: list[bytearray | None] = [None, None]
 
     def request_dict(self) -> dict:
         r = self.req or {}

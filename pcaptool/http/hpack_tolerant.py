@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections import deque
 
-from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable
-
-STATIC = HeaderTable.STATIC_TABLE  # 61 (name, value) pairs, index 1..61
-NSTATIC = len(STATIC)
+# RFC 7541 Appendix A, 61 (name, value) pairs (index 1..61), and the Huffman decoder:
+# hpack's, imported by the first decoder (`_load_hpack`), so that captures without
+# HTTP/2 do not pay for importing it.
+STATIC: tuple[tuple[bytes, bytes], ...] = ()
+NSTATIC = 61
+_decode_huffman = None
 UNKNOWN = b"<unknown>"
 MAX_TABLE = 1 << 16  # table size honoured at most, whatever SETTINGS says (bounded memory)
 MAX_FIELDS = 1024  # fields decoded per block (bounds the work of a hostile block)
@@ -56,6 +57,8 @@ class TolerantDecoder:
     __slots__ = ("entries", "size", "max_size", "max_allowed", "complete", "unknown_total")
 
     def __init__(self, complete: bool = True, max_allowed: int = 4096) -> None:
+        if not STATIC:
+            _load_hpack()
         max_allowed = min(max_allowed, MAX_TABLE)
         self.entries: deque[tuple[bytes, bytes]] = deque()  # newest first (index 62)
         self.size = 0
@@ -139,6 +142,15 @@ class TolerantDecoder:
             self.size -= len(name) + len(value) + 32
 
 
+def _load_hpack() -> None:
+    global STATIC, _decode_huffman
+    from hpack.huffman_table import decode_huffman
+    from hpack.table import HeaderTable
+
+    STATIC, _decode_huffman = tuple(HeaderTable.STATIC_TABLE), decode_huffman
+    assert len(STATIC) == NSTATIC
+
+
 def _integer(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
     """RFC 7541 5.1: an integer with an N-bit prefix starting at data[pos]."""
     mask = (1 << prefix) - 1
@@ -173,7 +185,7 @@ def _string(data: bytes, pos: int) -> tuple[bytes, int]:
     raw = data[pos:end]
     if huff:
         try:
-            raw = decode_huffman(raw)
+            raw = _decode_huffman(raw)
         except Exception as exc:  # hpack.exceptions.HPACKDecodingError
             raise HpackError(f"bad Huffman string: {exc}") from None
     return raw, end

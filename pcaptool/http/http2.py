@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+from pcaptool.http import doh
 from pcaptool.http.budget import Budget
 from pcaptool.http.h2frames import (  # noqa: F401 (re-exported: the frame vocabulary's old home)
     ACK,
@@ -118,6 +119,8 @@ class H2Connection(HeaderBlocks):
         msgs: list = []
         if st.broken:
             return msgs
+        for sid in self.streams:  # a DNS body that lost bytes is not decoded
+            self._doh_drop(d, sid)
         if st.skip and size <= st.skip and not st.buf:
             st.skip -= size
             f = st.skip_frame
@@ -184,6 +187,7 @@ class H2Connection(HeaderBlocks):
             take = min(st.skip, n)
             st.skip -= take
             pos = take
+            self._doh_data(d, st.skip_frame["stream_id"], data, 0, take)
             if not st.skip:
                 f = st.skip_frame
                 st.skip_frame = None
@@ -242,6 +246,10 @@ class H2Connection(HeaderBlocks):
                     st.skip = end - n
                     st.skip_frame = f
                     self._count_data(d, sid, length)
+                    if flags & PADDED:  # its padding comes in a later segment: not kept
+                        self._doh_drop(d, sid)
+                    else:
+                        self._doh_data(d, sid, data, pos + 9, n)
                     return
                 if length > MAX_BUFFERED_FRAME:
                     name = FRAME_TYPES[ftype] if ftype < 10 else ftype
@@ -303,12 +311,46 @@ class H2Connection(HeaderBlocks):
         s = self.streams.get(sid)
         if s is None:
             return
+        body = s.doh[d != self.client]
+        if body is not None:
+            self._doh_drop(d, sid)
+            dns, why = doh.decoded(body)
+            if dns is not None:
+                msgs.append((s, {"type": "dns", "dns": dns}))
+            else:
+                self.errors.append(("doh_not_dns", f"stream {sid}: {why}"))
         if d == self.client:
             s.req_end_ts = ts
         else:
             msgs.append((s, s.response_dict(ts)))
             del self.streams[sid]
             self.kept -= s.held
+
+    def _doh_data(self, d: int, sid: int, data: bytes, start: int, end: int) -> None:
+        """DATA payload bytes of direction `d` of stream `sid`: kept when its body is a
+        DNS message (pcaptool/http/doh.py), charged to the budget."""
+        s = self.streams.get(sid)
+        if s is None or end <= start:
+            return
+        body = s.doh[d != self.client]
+        if body is None:
+            return
+        if len(body) + end - start > doh.MAX_MESSAGE:
+            self._doh_drop(d, sid)
+            self.errors.append(("doh_not_dns", f"stream {sid}: body over {doh.MAX_MESSAGE} bytes"))
+            return
+        body += data[start:end]
+        s.held += end - start
+        self.kept += end - start
+
+    def _doh_drop(self, d: int, sid: int) -> None:
+        """Stop keeping the DNS body of direction `d` of stream `sid` (if any)."""
+        s = self.streams.get(sid)
+        body = s.doh[d != self.client] if s is not None else None
+        if body is not None:
+            s.held -= len(body)
+            self.kept -= len(body)
+            s.doh[d != self.client] = None
 
     def _reset(self, d: int, sid: int, code: str, ts: int, msgs: list) -> None:
         """RST_STREAM: an event on the stream. The server's reset ends the stream (its
@@ -330,6 +372,7 @@ class H2Connection(HeaderBlocks):
             pad = data[start] if flags & PADDED and end > start else 0
             f["_pad"] = pad
             self._count_data(d, sid, end - start)
+            self._doh_data(d, sid, data, start + (1 if flags & PADDED else 0), end - pad)
             if flags & END_STREAM:
                 self._end_stream(d, sid, ts, msgs)
         elif ftype in (HEADERS, PUSH_PROMISE):

@@ -289,6 +289,9 @@ class HttpStream:
         cur = None
         for s, d in msgs:
             t = d["type"]
+            if t == "dns":  # a DNS-over-HTTPS body (http/doh.py): the packet's DNS
+                rec.setdefault("dns", d["dns"])
+                continue
             if t == "request":
                 s.trace = records.trace(s.req or {})
                 s.first_num = num
