@@ -87,11 +87,6 @@ def packet_record(clock: Clock, ts_ns: int, pcap: dict) -> dict:
     }
 
 
-def message_prefix(num: int, iface_name: str | None) -> str:
-    """`#12 eth0 ` (the interface only where the capture names it)."""
-    return f"#{num} {iface_name} " if iface_name else f"#{num} "
-
-
 def set_error(rec: dict, prefix: str, layer: str, reason: str) -> None:
     """A packet that did not decode: ERROR severity, `error`, and the message saying so."""
     rec["severity"] = "ERROR"

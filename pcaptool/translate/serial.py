@@ -124,7 +124,7 @@ class Translator:
             "message": "",
             "pcap": pcap,
         }
-        prefix = f"#{num} {iface_name} " if iface_name else f"#{num} "
+        prefix = f"#{num} {iface_name} " if iface_name else f"#{num} "  # the interface if named
         try:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
