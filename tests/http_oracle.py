@@ -54,7 +54,8 @@ def ours(stdout: bytes) -> dict[int, dict[str, list[str]]]:
                 got["http.request.method"].append(m["method"])
                 got["http.request.uri"].append(m["target"])
             elif m["type"] == "response":
-                got["http.response.code"].append(str(m["status"]))
+                if m["status"] is not None:  # an HTTP/0.9 response has no status line
+                    got["http.response.code"].append(str(m["status"]))
                 if "num" in m.get("request", {}):
                     got["http.request_in"].append(str(m["request"]["num"]))
         for fr in rec.get("http2", {}).get("frames", []):

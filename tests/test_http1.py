@@ -279,3 +279,30 @@ def test_gap_inside_headers_keeps_the_lines_before_the_cut():
     assert m.request.target == "/a?x=1" and m.errors[-1][0] == "gap"
     (m2,) = s.feed(b"junk\r\n" + RESP_CL, 3)  # and the next response is found
     assert m2.status == 200 and m2.body_size == 5
+
+
+def test_http09_simple_request_and_response():
+    """RFC 1945: `GET /x` with no version is a Simple-Request; its answer, a body with no
+    status line, runs to the close. Only GET has a simple form."""
+    c, s = pair()
+    (req,) = feed_split(c, b"GET /old/page.html\r\n", [3, 9])
+    assert (req.method, req.target, req.version, req.headers) == (
+        "GET",
+        "/old/page.html",
+        "HTTP/0.9",
+        {},
+    )
+    assert s.feed(b"<html>no status line", 5) == [] and s.feed(b" here</html>", 6) == []
+    (resp,) = s.finish(9)
+    assert resp.version == "HTTP/0.9" and resp.status is None and resp.request is req
+    assert resp.body_size == len(b"<html>no status line here</html>") and not resp.errors
+    # the same two-token line with another method is no request at all
+    c, s = pair()
+    assert c.feed(b"POST /x\r\n", 0) == [] and c.errors == [("bad_start_line", "POST /x")]
+    # a simple request among HTTP/1.x ones: the server answers each as asked
+    c, s = pair()
+    assert len(c.feed(REQ_GET + b"GET /\r\n", 0)) == 2
+    (r1,) = s.feed(RESP_CL, 1)
+    assert r1.status == 200 and s.feed(b"body of the 0.9 answer", 2) == []
+    (r2,) = s.finish(3)
+    assert r2.version == "HTTP/0.9" and r2.request.target == "/"

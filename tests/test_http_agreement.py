@@ -77,7 +77,8 @@ def ours(stdout: bytes) -> tuple[dict[int, dict], dict[int, str]]:
                 uri.append(m["target"])
                 ports[rec.get("tcp", {}).get("dport")] = "http"  # h2c Upgrade: tshark follows it
             elif m["type"] == "response":
-                status.append(str(m["status"]))
+                if m["status"] is not None:  # an HTTP/0.9 response has no status line
+                    status.append(str(m["status"]))
                 if "num" in m.get("request", {}):
                     req_in.append(str(m["request"]["num"]))
         for fr in rec.get("http2", {}).get("frames", []):

@@ -1,5 +1,6 @@
-"""Body states of the HTTP/1.x parser: a body of known length, chunked bodies (chunk-size
-lines, chunk data, the CRLF after it) and trailers (RFC 9112 section 7). A mixin of
+"""Body states of the HTTP/1.x parser: chunked bodies (chunk-size lines, chunk data, the
+CRLF after it), trailers (RFC 9112 section 7) and a body that runs to the end of the
+connection (a body of known length is `Http1Parser.feed`'s inline steady case). A mixin of
 `pcaptool.http.http1.Http1Parser`, which provides `_error` and `_complete`."""
 
 from __future__ import annotations
@@ -12,16 +13,6 @@ class BodyStates:
     the new position, or -1 when more data is needed."""
 
     __slots__ = ()
-
-    def _step_body(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
-        """Inside a body of known length (Content-Length)."""
-        take = min(self.remaining, len(data) - pos)
-        self._body(data, pos, take)
-        pos += take
-        self.remaining -= take
-        if self.remaining == 0:
-            self._complete(ts, base + pos, done)
-        return pos
 
     def _step_chunk_data(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
         """Inside the data of one chunk."""

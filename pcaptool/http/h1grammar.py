@@ -9,6 +9,9 @@ from collections import deque
 from pcaptool.http.budget import Budget
 
 REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +([^ \r\n]+) +(HTTP/\d\.\d)\r?\n")
+# RFC 1945 4.1: HTTP/0.9's Simple-Request, `GET target` and no version; its answer is a
+# Simple-Response, the body alone until the connection closes.
+SIMPLE_REQUEST = re.compile(rb"GET +([^ \r\n]+)\r?\n")
 STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) +(\d{3})(?: ([^\r\n]*))?\r?\n")
 # Where to resynchronise after garbage: a start line anywhere in the data.
 SEEK_REQUEST = re.compile(rb"[A-Z][A-Z-]{2,15} [^ \r\n]+ HTTP/1\.[019]\r?\n")
@@ -32,7 +35,9 @@ MAX_START_LINE = 8192
 # Node's first default, 8 KiB): the most one direction holds while waiting for the end of
 # headers, whether the section arrives in one segment or in many.
 HEADER_LIMIT = 8 * 1024
-END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+# The end of a header section: where a match of `\r?\n\r?\n` ends (only `end()` is used).
+# Starting at the LF lets the search skip from LF to LF instead of trying every byte.
+END_OF_HEADERS = re.compile(rb"\n\r?\n")
 MAX_GARBAGE = 64 * 1024
 MAX_PENDING = 100  # requests awaiting a response per connection (pipelining depth)
 MAX_HOLD = 64 * 1024  # client bytes held after CONNECT until the proxy answers

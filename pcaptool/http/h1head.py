@@ -9,7 +9,6 @@ from pcaptool.http.h1grammar import (
     BODY,
     BODY_EOF,
     CHUNK_SIZE,
-    END_OF_HEADERS,
     H2_PREFACE,
     HEAD,
     MAX_GARBAGE,
@@ -18,6 +17,7 @@ from pcaptool.http.h1grammar import (
     SEEK,
     SEEK_REQUEST,
     SEEK_RESPONSE,
+    SIMPLE_REQUEST,
     START,
     STATUS_LINE,
     SWITCHED,
@@ -32,25 +32,17 @@ class HeadStates:
 
     __slots__ = ()
 
-    def _step_start(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
-        """At a message boundary (START) or looking for one (SEEK)."""
-        if self.start_ts is None:
-            self.start_ts = ts
-        return self._start(data, pos, ts, done)
-
-    def _step_head(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
-        """Inside a header section: parsed once its end is in `data`."""
+    def _head_cut(self, data: bytes, pos: int) -> int:
+        """A header section whose end is not in `data` (`Http1Parser.feed` looks for it):
+        held for the next bytes, unless it is already too large. Returns -1."""
         n = len(data)
-        found = END_OF_HEADERS.search(data, pos, pos + self.header_limit + 4)
-        if found is None:
-            if n - pos > self.header_limit or self.budget.over(n - pos):
-                self._error("headers_too_large", f"{n - pos} bytes without end of headers")
-                self.msg = None
-                self.state = SEEK
-                return -1
-            self.buf = data[pos:]
+        if n - pos > self.header_limit or self.budget.over(n - pos):
+            self._error("headers_too_large", f"{n - pos} bytes without end of headers")
+            self.msg = None
+            self.state = SEEK
             return -1
-        return self._head(data, pos, found.end(), ts, base, done)
+        self.buf = data[pos:]
+        return -1
 
     def _start(self, data: bytes, pos: int, ts: int, done: list) -> int:
         """At a message boundary: find the start line. Returns the new position, or -1
@@ -74,6 +66,12 @@ class HeadStates:
             if m is not None:
                 self.state = HEAD
                 return pos
+            if self.is_request:
+                m = SIMPLE_REQUEST.match(data, pos)
+                if m is not None:
+                    return self._simple_request(data, m, ts, done)
+            elif self.pending and self.pending[0].version == "HTTP/0.9":
+                return self._simple_response(pos, ts)
             eol = data.find(b"\n", pos)
             if eol < 0 and n - pos < MAX_START_LINE:
                 self.buf = data[pos:]
@@ -99,6 +97,33 @@ class HeadStates:
         self.state = HEAD
         return m.start()
 
+    def _simple_request(self, data: bytes, m, ts: int, done: list) -> int:
+        """An HTTP/0.9 Simple-Request (RFC 1945 4.1): a GET with no version and no
+        headers, complete at its line's end."""
+        msg = Message(True, ts if self.start_ts is None else self.start_ts)
+        self.start_ts = None
+        msg.method, msg.target, msg.version = "GET", m.group(1).decode("latin-1"), "HTTP/0.9"
+        msg.header_size = msg.cost = m.end() - m.start()
+        self.budget.held += msg.cost
+        self.msg = msg
+        # `feed` counted all of `data` into the offset already
+        self._complete(ts, self.offset - len(data) + m.end(), done)
+        return m.end()
+
+    def _simple_response(self, pos: int, ts: int) -> int:
+        """The answer to an HTTP/0.9 request: no status line, the bytes up to the close
+        are its body (RFC 1945 6)."""
+        msg = Message(False, ts if self.start_ts is None else self.start_ts)
+        self.start_ts = None
+        msg.version = "HTTP/0.9"
+        req = msg.request = self.pending.popleft()
+        self.budget.held -= req.cost
+        msg.trace = req.trace
+        msg.cost = 0
+        self.msg = msg
+        self.state = BODY_EOF
+        return pos
+
     def _bad_line(self, data: bytes, pos: int, eol: int) -> bool:
         """At a message boundary, a whole line that is not a start line: reported as
         `bad_start_line` at once, unless a start line follows junk on it (then the junk is
@@ -112,14 +137,11 @@ class HeadStates:
     def _head(self, data: bytes, pos: int, end: int, ts: int, base: int, done: list) -> int:
         # one decode of the whole block, then str operations (latin-1 maps bytes 1:1)
         text = data[pos:end].decode("latin-1")
-        lines = text.split("\n")
-        if text.count("\r\n") != len(lines) - 1:
+        lines = text.split("\r\n")
+        bare_lf = text.count("\n") != len(lines) - 1
+        if bare_lf:
             # RFC 9112 section 2.2: a bare LF ends a line too (never hides the next header)
-            lines = [x[:-1] if x.endswith("\r") else x for x in lines]
-            bare_lf = True
-        else:
-            lines = [x[:-1] for x in lines[:-1]] + lines[-1:]
-            bare_lf = False
+            lines = [x[:-1] if x.endswith("\r") else x for x in text.split("\n")]
         first = lines[0]
         msg = Message(self.is_request, ts if self.start_ts is None else self.start_ts)
         self.start_ts = None
@@ -143,7 +165,8 @@ class HeadStates:
             msg.method, msg.target, msg.version = parts
         else:
             parts = first.split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/") or ascii_int(parts[1]) is None:
+            code = parts[1] if len(parts) > 1 else ""
+            if not (parts[0].startswith("HTTP/") and code.isdigit() and code.isascii()):
                 m = STATUS_LINE.match(first.encode("latin-1") + b"\n")
                 if m is None:
                     self.msg = None
@@ -161,7 +184,7 @@ class HeadStates:
         return self._framing(msg, end, ts, base, done)
 
     def _headers(self, headers: dict, lines: list[str]) -> None:
-        repeated: dict[str, list[str]] = {}
+        repeated: dict[str, list[str]] | None = None  # made at the first repeat
         for line in lines[1:]:
             if not line:
                 continue
@@ -172,16 +195,19 @@ class HeadStates:
                 continue
             k = name.lower()
             v = value.strip()
-            if k in headers:
-                more = repeated.get(k)
-                if more is None:
-                    repeated[k] = [headers[k], v]
-                else:
-                    more.append(v)
-            else:
+            if k not in headers:
                 headers[k] = v
-        for k, vs in repeated.items():  # joined once: linear in the number of repeats
-            headers[k] = ", ".join(vs)
+                continue
+            if repeated is None:
+                repeated = {}
+            more = repeated.get(k)
+            if more is None:
+                repeated[k] = [headers[k], v]
+            else:
+                more.append(v)
+        if repeated:
+            for k, vs in repeated.items():  # joined once: linear in the number of repeats
+                headers[k] = ", ".join(vs)
 
     def _framing(self, msg: Message, end: int, ts: int, base: int, done: list) -> int:
         """RFC 9112 section 6.3: how long is the body?"""
@@ -205,8 +231,11 @@ class HeadStates:
             self.state = BODY_EOF
             return end
         if cl is not None:
-            vals = {v.strip() for v in cl.split(",")}
-            size = ascii_int(next(iter(vals))) if len(vals) == 1 else None
+            if cl.isdigit() and cl.isascii():
+                size = int(cl)
+            else:  # a list of equal values is one value (RFC 9110 section 8.6)
+                vals = {v.strip() for v in cl.split(",")}
+                size = ascii_int(next(iter(vals))) if len(vals) == 1 else None
             if size is None:
                 self._error("bad_content_length", repr(cl[:32])[1:-1])
                 self._complete(ts, base + end, done)
@@ -241,7 +270,11 @@ class HeadStates:
                 self._unqueue()
         self.after_gap = False
         if pending:
-            req = pending[0] if 100 <= status < 200 and status != 101 else self._unqueue()
+            if 100 <= status < 200 and status != 101:
+                req = pending[0]  # an interim response: the request waits for its final one
+            else:
+                req = pending.popleft()
+                self.budget.held -= req.cost
             msg.request = req
             msg.trace = req.trace
         if status == 101 or (req is not None and req.method == "CONNECT" and status < 300):

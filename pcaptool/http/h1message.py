@@ -63,6 +63,9 @@ class Message:
                 "target": self.target,
                 "host": h.get("host"),
                 "version": self.version,
+                "headers": h,
+                "header_size": self.header_size,
+                "body_size": self.body_size,
             }
         else:
             d = {
@@ -70,10 +73,10 @@ class Message:
                 "version": self.version,
                 "status": self.status,
                 "reason": self.reason,
+                "headers": h,
+                "header_size": self.header_size,
+                "body_size": self.body_size,
             }
-        d["headers"] = h
-        d["header_size"] = self.header_size
-        d["body_size"] = self.body_size
         if self.chunked:
             d["chunked"] = True
         if self.sample:
@@ -85,8 +88,9 @@ class Message:
             d["errors"] = [{"code": c, "detail": t} for c, t in self.errors]
         req = self.request
         if req is not None:
-            d["request"] = {"method": req.method, "target": req.target, "host": req.host}
+            r = {"method": req.method, "target": req.target, "host": req.headers.get("host")}
             if req.first_num:
-                d["request"]["num"] = req.first_num
+                r["num"] = req.first_num
+            d["request"] = r
             d["latency"] = self.end_ts - req.first_ts
         return d

@@ -120,24 +120,52 @@ class Http1Parser(HeadStates, BodyStates):
         base = self.offset  # stream offset of data[0]
         self.offset += n
         while pos < n:
-            pos = self._step(data, pos, ts, base, done)
+            st = self.state
+            if st == BODY:  # the steady case, inline: a body of known length goes on
+                msg = self.msg
+                rem = self.remaining
+                take = n - pos
+                if take > rem:
+                    take = rem
+                msg.body_size += take
+                room = self.sample_limit - len(msg.sample)
+                if room > 0:
+                    msg.sample += data[pos : pos + (room if room < take else take)]
+                pos += take
+                self.remaining = rem - take
+                if take == rem:
+                    self._complete(ts, base + pos, done)
+                continue
+            if st in (START, SEEK):
+                if self.start_ts is None:
+                    self.start_ts = ts
+                pos = self._start(data, pos, ts, done)
+                if pos < 0:
+                    break
+                if pos >= n or self.state != HEAD:
+                    continue
+                st = HEAD  # a start line: its header section follows at once
+            if st == HEAD:
+                found = END_OF_HEADERS.search(data, pos, pos + self.header_limit + 4)
+                if found is not None:
+                    pos = self._head(data, pos, found.end(), ts, base, done)
+                else:
+                    pos = self._head_cut(data, pos)
+            else:
+                pos = self._step(data, pos, ts, base, done)
             if pos < 0:
                 break
-        # buffered bytes are counted again when they come back through `data`
-        self.offset -= len(self.buf)
-        self.budget.held += len(self.buf)
+        held = len(self.buf)
+        if held:  # buffered bytes are counted again when they come back through `data`
+            self.offset -= held
+            self.budget.held += held
         return done
 
     def _step(self, data: bytes, pos: int, ts: int, base: int, done: list) -> int:
-        """One step of the state machine from `pos`: the new position, or -1 when the
-        rest of `data` is buffered, consumed or handed over."""
+        """One step of the state machine from `pos` in a state other than BODY, START,
+        SEEK and HEAD (`feed` handles those): the new position, or -1 when the rest of
+        `data` is buffered, consumed or handed over."""
         st = self.state
-        if st == BODY:
-            return self._step_body(data, pos, ts, base, done)
-        if st in (START, SEEK):
-            return self._step_start(data, pos, ts, base, done)
-        if st == HEAD:
-            return self._step_head(data, pos, ts, base, done)
         if st == CHUNK_SIZE:
             return self._chunk_size(data, pos, ts, base, done)
         if st == CHUNK_DATA:

@@ -27,6 +27,7 @@ from pcaptool.http.records import HttpRecords
 from pcaptool.http.sniff import Sniffer
 from pcaptool.http.switch import switch
 from pcaptool.http.tlsstream import TlsHelloStream, hello_needs_stream
+from pcaptool.http.tracectx import trace_fields
 from pcaptool.record.envelope import warn
 from pcaptool.tcp.connections import OTHER
 from pcaptool.tcp.reassembly import Conn
@@ -128,16 +129,26 @@ class HttpStream:
         kind = self.kind
         if kind == "http1":
             p = self.parsers[i]
-            msgs = p.gap(gap, ts) if gap else []
+            msgs = p.gap(gap, ts) if gap else None
             if data:
                 if p.is_request:
                     self.parsers[1 - i].peer_acked = p.offset + len(data)
-                msgs += p.feed(data, ts)
-            self.http1_out(conn, i, p, msgs, num, rec)
+                more = p.feed(data, ts)
+                msgs = msgs + more if msgs else more
+            elif msgs is None:
+                msgs = []
+            m = p.msg
+            if msgs or p.errors or m is None or m.is_request:
+                self.http1_out(conn, i, p, msgs, num, rec)
+            else:  # more of a response's body: nothing to report, its trace goes on
+                self.last_trace = m.trace or None
             if p.switched is not None:
                 switch(self, conn, i, p, ts, num, rec)
             elif msgs and not p.is_request:
-                self._refused_connect(conn, i, msgs, ts, num, rec)
+                for m in msgs:
+                    r = m.request
+                    if r is not None and r.method == "CONNECT" and m.status >= 200:
+                        self._refused_connect(conn, i, ts, num, rec)
         elif kind == "h2":
             if gap:
                 self.h2_out(conn, i, self.h2.gap(i, gap, ts), (), ts, num, rec)
@@ -195,13 +206,10 @@ class HttpStream:
             c["http_errors"] = errors
         return c
 
-    def _refused_connect(self, conn: Conn, i: int, msgs, ts: int, num: int, rec: dict) -> None:
+    def _refused_connect(self, conn: Conn, i: int, ts: int, num: int, rec: dict) -> None:
         """A final non-2xx answer to CONNECT: the client goes on speaking HTTP."""
-        for m in msgs:
-            r = m.request
-            if r is not None and r.method == "CONNECT" and m.status >= 200:
-                other = self.parsers[1 - i]
-                self.http1_out(conn, 1 - i, other, other.resume(ts), num, rec)
+        other = self.parsers[1 - i]
+        self.http1_out(conn, 1 - i, other, other.resume(ts), num, rec)
 
     # -- finding where HTTP starts --------------------------------------------------------
 
@@ -245,15 +253,19 @@ class HttpStream:
         records = self.records
         cur = None
         for m in msgs:
-            if m.is_request:
+            is_req = m.is_request
+            if is_req:
                 if m.trace is None:
-                    m.trace = records.trace(m.headers) or False
+                    m.trace = trace_fields(m.headers, records.project) or False
                 m.first_num = num
                 self.requests += 1
             if cur is None and m.trace:
                 cur = m.trace
-            self.emit(rec, m.as_dict())
-            if m.is_request:  # waiting for its response: keep what pairing and httpRequest use
+            d = m.as_dict()
+            if self.tunnel is not None:
+                d["tunnel"] = self.tunnel
+            records.emit(rec, d)
+            if is_req:  # waiting for its response: keep what pairing and httpRequest use
                 m.headers = {k: v for k, v in m.headers.items() if k in _KEPT}
             else:
                 records.http1_request(conn, i, rec, m)
@@ -264,7 +276,7 @@ class HttpStream:
         if m is not None:
             if m.is_request:
                 if m.trace is None:
-                    m.trace = records.trace(m.headers) or False
+                    m.trace = trace_fields(m.headers, records.project) or False
                 if cur is None:
                     cur = m.trace
             elif cur is None:
