@@ -122,18 +122,40 @@ class Framer:
         self._parts = [buf]  # held as one piece until framed
         return self._frame(buf)
 
-    def _frame(self, buf: bytes) -> Iterator[tuple[str, int, int, object]]:
+    def packets(self, data: bytes) -> Iterator[Packet]:
+        """`feed(data)` for a reader of packets only (decode=PACKETS): the `Packet` of each
+        PACKET event, no other events; plain pcap records take a loop of their own
+        (`_pcap_packets`), which builds no event."""
+        if data:
+            self._parts.append(data)
+            self._have += len(data)
+        if self._have < self._need:
+            return iter(())
+        parts = self._parts
+        self.buf = buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = [buf]
+        return self._frame(buf, True)
+
+    def _frame(self, buf: bytes, packets: bool = False) -> Iterator:
         self._pos, self._need = 0, 0
         try:
             while self._need == 0:
                 state = self._state
                 if state == _PCAP:
-                    yield from (self._pcap_runs if self.decode == RUNS else self._pcap)(buf)
+                    if packets:
+                        yield from self._pcap_packets(buf)
+                    else:
+                        yield from (self._pcap_runs if self.decode == RUNS else self._pcap)(buf)
                 elif state == _PCAPNG:
-                    yield from self._pcapng(buf)
+                    if packets:
+                        for kind, _start, _end, info in self._pcapng(buf):
+                            if kind is PACKET:
+                                yield info
+                    else:
+                        yield from self._pcapng(buf)
                 else:
                     event = self._header(buf, self._pos)
-                    if event is not None:
+                    if event is not None and not packets:
                         yield event
         finally:
             pos = self._pos
@@ -279,6 +301,40 @@ class Framer:
                     yield PACKET, start, nxt, None
         finally:
             self._pos, self.count = pos, count
+
+    def _pcap_packets(self, buf: bytes) -> Iterator[Packet]:
+        """The loop of `_pcap` for `packets()`: each record's `Packet` itself."""
+        pos, end, count = self._pos, len(buf), self.count
+        unpack = PCAP_RECORD[self.byte_order].unpack_from
+        linktype, mul = self.interfaces[0].linktype, self.interfaces[0].ts_mul
+        limit, stream_words, new = MAX_RECORD, NEW_STREAM_WORDS, tuple.__new__
+        try:
+            while end - pos >= 16:
+                sec, frac, incl, orig = unpack(buf, pos)
+                if sec in stream_words and stream_header_at(buf, pos):
+                    self._state = _START  # a new capture stream follows on the same input
+                    return
+                start = pos + 16
+                nxt = start + incl
+                if nxt > end or incl > limit:
+                    if incl > limit:
+                        raise self._error(
+                            pos,
+                            f"corrupt packet record {count + 1}: captured length {incl} "
+                            f"exceeds the limit {MAX_RECORD}",
+                        )
+                    self._need = 16 + incl
+                    return
+                pos = nxt
+                self.count = count = count + 1
+                # Packet(...) without the Python-level __new__ of a NamedTuple
+                yield new(
+                    Packet,
+                    (sec * 1_000_000_000 + frac * mul, incl, orig, buf[start:nxt], 0, linktype),
+                )
+            self._need = 16
+        finally:
+            self._pos = pos
 
     def _pcap_runs(self, buf: bytes) -> Iterator[tuple[str, int, int, object]]:
         """The loop of `_pcap`, collecting (key, record) pairs into one RUN event."""

@@ -51,7 +51,7 @@ from pcaptool.capfile.format import (
     Packet,
     stream_header_at,
 )
-from pcaptool.capfile.framing import PACKET, Framer
+from pcaptool.capfile.framing import Framer
 from pcaptool.capfile.streams import CHUNK, open_input, read_chunk
 from pcaptool.capfile.writer import PcapngWriter, PcapWriter
 from pcaptool.errors import CaptureFormatError
@@ -129,16 +129,14 @@ class CaptureReader:
 
     def __iter__(self) -> Iterator[Packet]:
         framer, read, name = self.framer, self._read, self.name
-        feed, before = framer.feed, self.before_read
+        packets, before = framer.packets, self.before_read
         while True:
             if before is not None:
                 before()
             chunk = read_chunk(read, CHUNK, name, framer.count)
             if not chunk:
                 break
-            for kind, _start, _end, info in feed(chunk):
-                if kind is PACKET:
-                    yield info  # type: ignore[misc]
+            yield from packets(chunk)
         if framer.section < 0 and not framer.pending:
             raise CaptureFormatError(f"{name}: empty input, not a capture")
         framer.close()

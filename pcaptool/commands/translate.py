@@ -387,10 +387,17 @@ class _Run:
         )
 
     def _serial(self, reader, name: str, source: str, out) -> None:
+        from pcaptool.record.ndjson import NdjsonWriter
+
         translator = self.options.translator(name)
+        records = translator.records(_live(reader, source, self.backlog, out.flush))
         try:
-            for rec in translator.records(_live(reader, source, self.backlog, out.flush)):
-                out.write(rec)
+            if type(out) is NdjsonWriter:  # records written whole: its own loop
+                out.write_all(records)
+            else:  # (not getattr: Reduced and SelectingWriter hand on what they lack)
+                write = out.write
+                for rec in records:
+                    write(rec)
         finally:  # what is gathered goes out whatever stops the loop
             out.flush()
         analyzer = translator.analyzer

@@ -15,13 +15,26 @@ from __future__ import annotations
 import struct
 
 from pcaptool.decode import TCP_PORT, UDP_PORT, Table
-from pcaptool.decode.ip import V4_NAMES, ipv4_addr, ipv4_fields
-from pcaptool.decode.link import MAC_NAMES, mac
-from pcaptool.decode.tcp import FLAG_NAMES, TS_ONLY, U32X2, flags_of, options, tcp_fields
+from pcaptool.decode.ip import ipv4_addr
+from pcaptool.decode.link import mac
+from pcaptool.decode.tcp import FLAG_NAMES, flags_of, options
 
-HEAD = struct.Struct("!6s6sHBBHHHBBH4s4s")  # Ethernet + IPv4 without options: 34 bytes
-TCP = struct.Struct("!HHIIBBHHH")
+# Ethernet + IPv4 without options (34 bytes): both MACs, TOS, total length, id, flags and
+# fragment offset, TTL, both addresses; the version, protocol and ethertype are checked
+# byte by byte first.
+HEAD = struct.Struct("!12s2xxBHHHBxxx8s")
+TCP = struct.Struct("!HHIIBBHxxH")  # without the checksum
+TCP_TS = struct.Struct("!HHIIBBHxxHIII")  # and the first 12 option bytes
+TS_WORD = 0x0101080A  # NOP, NOP, timestamps (kind 8, length 10): Linux's every segment
 UDP = struct.Struct("!HHH")
+IPV4_20 = b"\x08\x00\x45"  # ethertype 0x0800, then version 4 and a 20-byte header
+
+# Names of a frame's MAC pair (12 bytes: destination, source) and of a packet's address
+# pair (8 bytes: source, destination): a capture's pairs repeat, and one look-up of the
+# pair costs less than two of its halves. Bounded: emptied when full.
+MAC_PAIRS: dict[bytes, tuple[str, str]] = {}
+ADDR_PAIRS: dict[bytes, tuple[str, str]] = {}
+PAIRS_LIMIT = 16_384
 
 Walked = tuple[str, Table | None, object, int, int]
 
@@ -29,46 +42,87 @@ Walked = tuple[str, Table | None, object, int, int]
 def eth_ipv4(buf: bytes, rec: dict) -> Walked | None:
     """`walk`'s answer for an untagged Ethernet / IPv4 / TCP or UDP packet, or None."""
     end = len(buf)
-    # IPv4 ethertype, version 4 with a 20-byte header, neither MF nor a fragment offset
-    if end < 42 or buf[14] != 0x45 or buf[12] != 8 or buf[13] or buf[20] & 0x3F or buf[21]:
+    # the IPv4 ethertype, version 4 with a 20-byte header; TCP or UDP
+    if end < 42 or buf[12:15] != IPV4_20:
         return None
     proto = buf[23]
     if proto != 6 and proto != 17:
         return None
-    dmac, smac, _, _, tos, total, ident, frag, ttl, _, _, src, dst = HEAD.unpack_from(buf)
+    macs, tos, total, ident, frag, ttl, addrs = HEAD.unpack_from(buf)
+    if frag & 0x3FFF:  # MF or a fragment offset
+        return None
     pend = min(end, 14 + total) if total >= 20 else end
     if proto == 6:
         if pend < 54:
             return None
-        sport, dport, seq, ack, doff, bits, win, _csum, urg = TCP.unpack_from(buf, 34)
+        if end >= 66:
+            sport, dport, seq, ack, doff, bits, win, urg, word, tsval, tsecr = TCP_TS.unpack_from(
+                buf, 34
+            )
+        else:
+            sport, dport, seq, ack, doff, bits, win, urg = TCP.unpack_from(buf, 34)
+            word = 0
         hlen = (doff >> 4) * 4
         if hlen < 20 or 34 + hlen > pend:
             return None
     elif pend < 42:
         return None
-    s = MAC_NAMES.get(smac) or mac(smac)
-    d = MAC_NAMES.get(dmac) or mac(dmac)
-    rec["l2"] = {"type": "ethernet", "src": s, "dst": d, "ethertype": 0x0800}
-    s = V4_NAMES.get(src) or ipv4_addr(src)
-    d = V4_NAMES.get(dst) or ipv4_addr(dst)
-    flags = ["DF"] if frag & 0x4000 else []
-    rec["ip"] = ipv4_fields(s, d, ttl, ident, flags, 0, proto, total, 20, tos)
+    pair = MAC_PAIRS.get(macs) or _mac_pair(macs)
+    rec["l2"] = {"type": "ethernet", "src": pair[1], "dst": pair[0], "ethertype": 0x0800}
+    s, d = ADDR_PAIRS.get(addrs) or _addr_pair(addrs)
+    # the dicts of ip.ipv4_fields and tcp.tcp_fields, written out (a call less each)
+    rec["ip"] = {
+        "version": 4,
+        "src": s,
+        "dst": d,
+        "ttl": ttl,
+        "id": ident,
+        "flags": ["DF"] if frag & 0x4000 else [],
+        "frag_offset": 0,
+        "proto": proto,
+        "len": total,
+        "hdr_len": 20,
+        "tos": tos,
+    }
     if proto == 17:
         return _udp(buf, pend, rec)
     names, letters = FLAG_NAMES.get(bits) or flags_of(bits)
-    t = rec["tcp"] = tcp_fields(sport, dport, seq, ack, names, letters, win, hlen)
+    off = 34 + hlen
+    t = rec["tcp"] = {
+        "sport": sport,
+        "dport": dport,
+        "seq": seq,
+        "ack": ack,
+        "flags": names,
+        "flags_str": letters,
+        "window": win,
+        "hdr_len": hlen,
+        "len": pend - off,  # the header fits (checked above): never negative
+    }
     if urg and bits & 0x20:
         t["urgent"] = urg
-    if hlen == 32 and buf[54:58] == TS_ONLY:  # NOP NOP timestamps: Linux's every segment
-        t["options"] = {"ts": list(U32X2.unpack_from(buf, 58))}
+    if hlen == 32 and word == TS_WORD:
+        t["options"] = {"ts": [tsval, tsecr]}
     elif hlen > 20:
         t["options"] = options(buf, 54, 34 + hlen)
-    off = 34 + hlen
     if pend > off:
-        t["len"] = pend - off
         key = sport if dport not in TCP_PORT and sport in TCP_PORT else dport
         return "tcp", TCP_PORT, key, off, pend
     return "tcp", None, None, 34, pend
+
+
+def _mac_pair(macs: bytes) -> tuple[str, str]:
+    if len(MAC_PAIRS) >= PAIRS_LIMIT:
+        MAC_PAIRS.clear()
+    pair = MAC_PAIRS[macs] = (mac(macs[:6]), mac(macs[6:]))
+    return pair
+
+
+def _addr_pair(addrs: bytes) -> tuple[str, str]:
+    if len(ADDR_PAIRS) >= PAIRS_LIMIT:
+        ADDR_PAIRS.clear()
+    pair = ADDR_PAIRS[addrs] = (ipv4_addr(addrs[:4]), ipv4_addr(addrs[4:]))
+    return pair
 
 
 def _udp(buf: bytes, pend: int, rec: dict) -> Walked:

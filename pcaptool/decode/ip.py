@@ -192,7 +192,8 @@ def ipv4_fields(
     src: str, dst: str, ttl: int, ident: int, flags: list, frag_off: int, proto: int,
     total: int, ihl: int, tos: int,
 ) -> dict:  # fmt: skip
-    """The record's `ip` object of an IPv4 header (its one home: decode/fastpath.py too)."""
+    """The record's `ip` object of an IPv4 header (decode/fastpath.py writes the same dict
+    out in line; tests/test_decode_fastpath.py checks that they agree)."""
     return {
         "version": 4,
         "src": src,

@@ -141,8 +141,11 @@ def walk(buf: bytes, linktype: int, rec: dict) -> tuple[str, Table | None, objec
                 return fast
             row = table.get(key)
             if row is None:
-                row = table.sniff(buf, off, end)
-                if row is None:
+                for test, sniffed in table.sniffers:  # PortTable.sniff, in line
+                    if test(buf, off, end):
+                        row = sniffed
+                        break
+                else:
                     return fast
             return walk_on(buf, row, off, end, rec, MAX_LAYERS - 3)
     return walk_tables(buf, linktype, rec)

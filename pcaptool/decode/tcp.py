@@ -109,8 +109,9 @@ def options(buf: bytes, off: int, end: int) -> dict:
 def tcp_fields(
     sport: int, dport: int, seq: int, ack: int, names: list, letters: str, win: int, hlen: int
 ) -> dict:
-    """The record's `tcp` object of a TCP header (its one home: decode/fastpath.py too);
-    `len` is set once the payload is known."""
+    """The record's `tcp` object of a TCP header (decode/fastpath.py writes the same dict
+    out in line; tests/test_decode_fastpath.py checks that they agree); `len` is set once
+    the payload is known."""
     return {
         "sport": sport,
         "dport": dport,

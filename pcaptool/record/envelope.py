@@ -52,26 +52,31 @@ def timestamp(ts_ns: int) -> dict:
 
 
 class Clock:
-    """RFC 3339 dates of capture times, formatting each second once."""
+    """RFC 3339 dates of capture times, formatting each second once: `text` is the date
+    and time of the capture second `second` (the translator reads them directly)."""
 
-    __slots__ = ("_second", "_text")
+    __slots__ = ("second", "text")
 
     def __init__(self) -> None:
-        self._second = -1
-        self._text = ""
+        self.second = -1
+        self.text = ""
+
+    def tick(self, sec: int) -> None:
+        """Make `sec` (seconds since the epoch) the current second."""
+        self.second = sec
+        self.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
     def date(self, ts_ns: int) -> tuple[int, int, str]:
         """(seconds, nanoseconds, `2024-06-01T12:00:00.123456789Z`) of `ts_ns`."""
         sec, nanos = divmod(ts_ns, 1_000_000_000)
-        if sec != self._second:
-            self._second = sec
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return sec, nanos, "%s.%09dZ" % (self._text, nanos)  # noqa: UP031 (faster here)
+        if sec != self.second:
+            self.tick(sec)
+        return sec, nanos, "%s.%09dZ" % (self.text, nanos)  # noqa: UP031 (faster here)
 
 
 def packet_record(clock: Clock, ts_ns: int, pcap: dict) -> dict:
     """A packet record's envelope: timestamp, DEFAULT severity, an empty message, `pcap`
-    (whose `date` is filled in here)."""
+    (whose `date` is filled in here). `Translator.translate` builds the same in line."""
     sec, nanos, date = clock.date(ts_ns)
     pcap["date"] = date
     return {
@@ -80,11 +85,6 @@ def packet_record(clock: Clock, ts_ns: int, pcap: dict) -> dict:
         "message": "",
         "pcap": pcap,
     }
-
-
-def message_prefix(num: int, iface_name: str | None) -> str:
-    """`#12 eth0 ` (the interface only where the capture names it)."""
-    return f"#{num} {iface_name} " if iface_name else f"#{num} "
 
 
 def set_error(rec: dict, prefix: str, layer: str, reason: str) -> None:

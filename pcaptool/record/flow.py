@@ -99,18 +99,20 @@ class FlowTable:
 
     def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
-        self._flows: dict[tuple, Flow] = {}
+        # (proto, src, sport, dst, dport) -> Flow, both directions: a caller on a hot path
+        # may look a known flow up here itself; `get` makes new ones
+        self.by_key: dict[tuple, Flow] = {}
 
     def get(
         self, proto: int, src: str, dst: str, sport: int | None, dport: int | None
     ) -> tuple[Flow, bool]:
         key = (proto, src, sport, dst, dport)
-        flow = self._flows.get(key)
+        flow = self.by_key.get(key)
         if flow is not None:
             return flow, False
         digest = community_digest(proto, src, dst, sport, dport)
         flow = Flow(digest[:8].hex(), "1:" + base64.b64encode(digest).decode())
-        flows = self._flows
+        flows = self.by_key
         if len(flows) >= self.limit:
             for old in list(flows)[: self.limit // 4]:
                 del flows[old]
@@ -119,4 +121,4 @@ class FlowTable:
         return flow, True
 
     def __len__(self) -> int:
-        return len(self._flows)
+        return len(self.by_key)

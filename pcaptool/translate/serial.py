@@ -19,16 +19,16 @@ from pcaptool.decode.ip import PROTO_NAMES
 from pcaptool.decode.ipfrag import Reassembler
 from pcaptool.decode.table import endpoints, walk
 from pcaptool.record.envelope import (
+    LABELS,
+    OPERATION,
+    PRODUCER,
     RUN_ID_ENV,
     Clock,
     direction,
     endpoint,
     finish_labels,
     mark_last,
-    message_prefix,
-    packet_record,
     set_error,
-    set_flow,
 )
 from pcaptool.record.flow import Flow, FlowTable
 from pcaptool.tcp.annotate import analyse, on_tcp
@@ -74,6 +74,7 @@ class Translator:
         self.ifaces = ifaces or []
         self.analyzer = analyzer
         self.flows = FlowTable()
+        self._by_key = self.flows.by_key
         self.clock = Clock()
         self.expert = TcpExpert() if expert else None  # tcp.analysis (docs/expert.md)
         # connection records (--flows): UDP ones here, outcomes added to the TCP ones
@@ -87,40 +88,54 @@ class Translator:
         self._next_expiry = 0  # capture time of the next second: UDP flows, DNS queries
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
-        """The record of packet `num` (1-based in its input)."""
-        if pkt.ts_ns >= self._next_expiry:
-            self.expire(pkt.ts_ns)
-        iface = {"index": pkt.iface, "name": iface_name}
-        if pkt.iface < len(self.ifaces):
-            live = self.ifaces[pkt.iface]
+        """The record of packet `num` (1-based in its input): the envelope
+        (`pcaptool.record.envelope.packet_record`'s, built here in one go), the layers, the
+        flow, the labels and the run id."""
+        ts = pkt.ts_ns
+        if ts >= self._next_expiry:
+            self.expire(ts)
+        index = pkt.iface
+        iface = {"index": index, "name": iface_name}
+        if index < len(self.ifaces):
+            live = self.ifaces[index]
             if iface_name in (None, live.name):
                 iface_name = iface["name"] = live.name
                 iface.update(live.fields())
-        rec = packet_record(
-            self.clock,
-            pkt.ts_ns,
-            {
-                "num": num,
-                "date": "",
-                "file": self.input_name,
-                "iface": iface,
-                "linktype": LINKTYPE_NAMES.get(pkt.linktype, str(pkt.linktype)),
-                "len": pkt.wirelen,
-                "caplen": pkt.caplen,
-                "truncated": pkt.caplen < pkt.wirelen,
-            },
-        )
-        prefix = message_prefix(num, iface_name)
+        sec, nanos = divmod(ts, 1_000_000_000)
+        clock = self.clock
+        if sec != clock.second:
+            clock.tick(sec)
+        linktype, caplen, wirelen, run_id = pkt.linktype, pkt.caplen, pkt.wirelen, self.run_id
+        pcap = {
+            "num": num,
+            "date": "%s.%09dZ" % (clock.text, nanos),  # noqa: UP031 (faster here)
+            "file": self.input_name,
+            "iface": iface,
+            "linktype": LINKTYPE_NAMES.get(linktype) or str(linktype),
+            "len": wirelen,
+            "caplen": caplen,
+            "truncated": caplen < wirelen,
+        }
+        if run_id:
+            pcap["id"] = run_id
+        rec = {
+            "timestamp": {"seconds": sec, "nanos": nanos},
+            "severity": "DEFAULT",
+            "message": "",
+            "pcap": pcap,
+        }
+        prefix = f"#{num} {iface_name} " if iface_name else f"#{num} "  # the interface if named
         try:
             rec["message"] = prefix + self._layers(num, pkt, rec)
         except Truncated as exc:
             if exc.layer == "tcp" and self.expert and "seq" in rec.get("tcp", ()):
                 ip = rec["ip"]  # options cut short (not just ports kept): still analysed
-                on_tcp(self.expert, rec, rec["tcp"], ip["src"], ip["dst"], pkt.ts_ns)
+                on_tcp(self.expert, rec, rec["tcp"], ip["src"], ip["dst"], ts)
             set_error(rec, prefix, exc.layer, exc.reason)
         except Exception as exc:  # a decoder bug: this packet's record says so, the rest go on
             set_error(rec, prefix, "internal", f"{type(exc).__name__} while decoding")
-        finish_labels(rec, self.run_id)
+        if LABELS not in rec:  # no flow (`_flow` labels a flow's records, run id included)
+            finish_labels(rec, run_id)
         return rec
 
     def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
@@ -139,6 +154,13 @@ class Translator:
             if ends is not None:
                 self._flow(rec, *ends)
             raise exc
+        ip = rec.get("ip")
+        if ip is not None and layer != "ip" and layer != "arp":  # the common case first
+            seg = rec.get("tcp")
+            if seg is not None and ip["proto"] == 6:
+                flow = self._flow(rec, 6, ip["src"], ip["dst"], seg["sport"], seg["dport"])
+                msg = self._tcp(num, pkt, rec, flow, layer, end)
+                return msg + _encap_note(rec) if "encap" in rec else msg
         ends = endpoints(rec) if layer != "arp" else None
         if ends is None:
             if layer == "arp":
@@ -155,7 +177,6 @@ class Translator:
             over = self.udp.packet(flow, src, sport, dst, dport, n, pkt.ts_ns, num)
             if over:
                 self._pending += self._labelled(over)
-        ip = rec.get("ip")
         if ip is None:  # a tunnel whose inner packet is not IP: the outer one's flow
             msg = f"{layer.upper()} {src} > {dst} len={pkt.wirelen}"
             if table is ETHERTYPE:
@@ -278,9 +299,25 @@ class Translator:
     def _flow(
         self, rec: dict, proto: int, src: str, dst: str, sport: int | None, dport: int | None
     ) -> Flow:
-        flow, first = self.flows.get(proto, src, dst, sport, dport)
+        """`flow`, the labels (with the run id) and the operation of a record of the flow
+        (as `pcaptool.record.envelope.set_flow` and `finish_labels` make them)."""
+        flow = self._by_key.get((proto, src, sport, dst, dport))  # FlowTable.get's hit, in line
+        if flow is None:
+            flow, first = self.flows.get(proto, src, dst, sport, dport)
+        else:
+            first = False
         flow.packets += 1
-        set_flow(rec, flow, PROTO_NAMES.get(proto) or str(proto), first)
+        fid, run_id = flow.id, self.run_id
+        name = PROTO_NAMES.get(proto) or str(proto)
+        rec["flow"] = {"id": fid, "community_id": flow.community_id}
+        rec[LABELS] = (
+            {"flow": fid, "proto": name, "run": run_id} if run_id else {"flow": fid, "proto": name}
+        )
+        rec[OPERATION] = (
+            {"id": fid, "producer": PRODUCER, "first": True}
+            if first
+            else {"id": fid, "producer": PRODUCER}
+        )
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
@@ -315,7 +352,15 @@ class Translator:
 
 
 def _iface_names(reader):
-    if isinstance(reader, CaptureReader) or hasattr(reader, "interfaces"):
+    if isinstance(reader, CaptureReader):
+        framer = reader.framer  # its interfaces, without the property per packet
+
+        def names(index: int) -> str | None:
+            ifaces = framer.interfaces
+            return ifaces[index].name if index < len(ifaces) else None
+
+        return names
+    if hasattr(reader, "interfaces"):
 
         def names(index: int) -> str | None:
             ifaces = reader.interfaces
