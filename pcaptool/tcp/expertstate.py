@@ -66,7 +66,7 @@ class Side:
         # past the handshake, any zero window and any loss: the steady path may take
         # this side's segments and its peer's (pcaptool/tcp/expertsteady.py)
         self.calm = False
-        self.shift = -1  # the window's scale once calm (-1: unknown)
+        self.shift = -1  # the shift of its window for the window-full test (-1: no test)
         self.bytes = 0
         self.rt_segs = 0
         self.rt_bytes = 0
