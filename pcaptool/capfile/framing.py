@@ -112,29 +112,28 @@ class Framer:
 
     def feed(self, data: bytes) -> Iterator[tuple[str, int, int, object]]:
         """Take DATA; the events of every unit now complete (iterate them before feeding on)."""
-        if data:
-            self._parts.append(data)
-            self._have += len(data)
-        if self._have < self._need:
-            return iter(())
-        parts = self._parts
-        self.buf = buf = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._parts = [buf]  # held as one piece until framed
-        return self._frame(buf)
+        buf = self._take(data)
+        return iter(()) if buf is None else self._frame(buf)
 
     def packets(self, data: bytes) -> Iterator[Packet]:
         """`feed(data)` for a reader of packets only (decode=PACKETS): the `Packet` of each
         PACKET event, no other events; plain pcap records take a loop of their own
         (`_pcap_packets`), which builds no event."""
+        buf = self._take(data)
+        return iter(()) if buf is None else self._frame(buf, True)
+
+    def _take(self, data: bytes) -> bytes | None:
+        """Add DATA to what is held: all of it as one piece once the next unit can be
+        complete, else None (more is needed)."""
         if data:
             self._parts.append(data)
             self._have += len(data)
         if self._have < self._need:
-            return iter(())
+            return None
         parts = self._parts
         self.buf = buf = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._parts = [buf]
-        return self._frame(buf, True)
+        self._parts = [buf]  # held as one piece until framed
+        return buf
 
     def _frame(self, buf: bytes, packets: bool = False) -> Iterator:
         self._pos, self._need = 0, 0
