@@ -103,13 +103,11 @@ class HttpRecords:
         if t and not (lowered and redact.isdisjoint(t) and _URL_SET.isdisjoint(t)):
             d["trailers"] = self._headers(t, redact)
         target = d.get("target")
-        if target and ("=" in target or "@" in target):  # what redact_url can change
+        if target:
             d["target"] = redact_url(target)
         req = d.get("request")
-        if req is not None:
-            target = req.get("target")
-            if target and ("=" in target or "@" in target):
-                req["target"] = redact_url(target)
+        if req is not None and req.get("target"):
+            req["target"] = redact_url(req["target"])
         sample = d.get("body_sample")
         if sample is not None and _credential_body(h or {}, sample):
             d["body_sample"] = REDACTED

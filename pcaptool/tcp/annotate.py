@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 from pcaptool.decode.tcp import FLAG_BITS
-from pcaptool.tcp.expert import SFR_ACK, TcpExpert
-from pcaptool.tcp.expertflags import ACK, FLAG_INFO, NOTICE_FLAGS, WARNING_FLAGS
-from pcaptool.tcp.expertsteady import GENERAL, steady
+from pcaptool.tcp.expert import TcpExpert
+from pcaptool.tcp.expertflags import FLAG_INFO, NOTICE_FLAGS, WARNING_FLAGS
 
 _NAMES_CACHE: dict[int, tuple[list[str], list]] = {}
 SEVERITY_RANK = {"DEFAULT": 0, "DEBUG": 1, "INFO": 2, "NOTICE": 3, "WARNING": 4, "ERROR": 5}
@@ -126,13 +125,7 @@ def analyse(
         sack = opts.get("sack")
     if rec["pcap"]["truncated"]:
         seglen = _wire_seglen(ip, seg, seglen)
-    key = (src, sport, dst, dport)
-    hit = expert.conns.get(key)
-    a = GENERAL
-    if hit is not None and flags & SFR_ACK == ACK and ws is None:  # as TcpExpert.segment
-        a = steady(expert, hit, num, ts, seq, ack, flags, window, seglen, sack)
-    if a is GENERAL:
-        a = expert.general(hit, key, num, ts, seq, ack, flags, window, seglen, ws, sack)
+    a = expert.segment(num, ts, src, sport, dst, dport, seq, ack, flags, window, seglen, ws, sack)
     if a is None:
         return ""
     if "flags" not in a and "mid_data_reset" not in a:  # values only: nothing to tag
