@@ -34,7 +34,7 @@ from pcaptool.record.flow import Flow, FlowTable
 from pcaptool.tcp.annotate import analyse, on_tcp
 from pcaptool.tcp.expert import TcpExpert
 from pcaptool.tcp.outcome import UdpFlows, icmp_error, merge_conn_record
-from pcaptool.tcp.stream import Segment
+from pcaptool.tcp.stream import Segment, new_segment
 
 
 class Analyzer(Protocol):
@@ -232,7 +232,7 @@ class Translator:
         if self.analyzer is not None:
             missing = 0 if pkt.caplen >= pkt.wirelen else self._missing(rec, seg, len(payload))
             note = self.analyzer.on_tcp(
-                rec, flow, side, Segment(src, sport, dst, dport, seq, ack, flags, payload,
+                rec, flow, side, new_segment(src, sport, dst, dport, seq, ack, flags, payload,
                 pkt.ts_ns, num, window, missing),
             )  # fmt: skip
         what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
