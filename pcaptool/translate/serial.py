@@ -343,7 +343,7 @@ class Translator:
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
         """Records for every packet of `reader`, then whatever the analyzer still holds."""
-        names = _iface_names(reader)
+        holder = _iface_holder(reader)
         analyzer = self.analyzer
         last = None
         num = 0
@@ -353,7 +353,8 @@ class Translator:
                 yield pkt.record(self)
                 continue
             num += 1
-            yield self.translate(num, pkt, names(pkt.iface))
+            index, ifaces = pkt.iface, holder.interfaces  # the name of the packet's interface
+            yield self.translate(num, pkt, ifaces[index].name if index < len(ifaces) else None)
             last = pkt.ts_ns
             if analyzer is not None:
                 done = analyzer.take_records()
@@ -372,23 +373,17 @@ class Translator:
         return self._labelled(records)
 
 
-def _iface_names(reader):
+class _NoInterfaces:
+    interfaces: tuple = ()
+
+
+def _iface_holder(reader):
+    """What holds the interfaces of `reader`'s current section as `interfaces` (read per
+    packet: a new section brings new ones): a CaptureReader's framer (without the
+    reader's property), a reader that has them, else an empty tuple's holder."""
     if isinstance(reader, CaptureReader):
-        framer = reader.framer  # its interfaces, without the property per packet
-
-        def names(index: int) -> str | None:
-            ifaces = framer.interfaces
-            return ifaces[index].name if index < len(ifaces) else None
-
-        return names
-    if hasattr(reader, "interfaces"):
-
-        def names(index: int) -> str | None:
-            ifaces = reader.interfaces
-            return ifaces[index].name if index < len(ifaces) else None
-
-        return names
-    return lambda index: None
+        return reader.framer
+    return reader if hasattr(reader, "interfaces") else _NoInterfaces
 
 
 def _encap_note(rec: dict) -> str:
