@@ -231,7 +231,6 @@ class Translator:
         size = seg["len"]
         buf = pkt.data
         flags = buf[end - size - seg["hdr_len"] + 13]  # the flag bits (RFC 9293 section 3.1)
-        payload = buf[end - size : end] if size else b""
         # direction(), in line
         side = 0 if src < dst or (src == dst and sport < dport) else 1
         if flags & 0x04:  # RST
@@ -251,6 +250,7 @@ class Translator:
             )  # fmt: skip
         note = None
         if self.analyzer is not None:
+            payload = buf[end - size : end] if size else b""
             missing = 0 if pkt.caplen >= pkt.wirelen else self._missing(rec, seg, len(payload))
             note = self.analyzer.on_tcp(
                 rec, flow, side, new_segment(src, sport, dst, dport, seq, ack, flags, payload,
