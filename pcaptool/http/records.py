@@ -116,6 +116,7 @@ class HttpRecords:
     def __init__(self, project: str | None = None, redact=DEFAULT_REDACT) -> None:
         self.project = project
         self.redact = frozenset(h.lower() for h in redact)
+        self.touched = self.redact | _URL_SET  # names whose values emit() may change
         self.ended: list[dict] = []  # records of end_record() waiting to go out
 
     def trace(self, headers: dict) -> dict | None:
@@ -126,13 +127,14 @@ class HttpRecords:
         """Add a message (request, response) to the record's `http`; a record that already
         has one keeps it and lists the next under `http.more`."""
         redact = self.redact
+        touched = self.touched
         # HTTP/1 names are lower-cased by the parser; HTTP/2 ones come as the peer sent them
         lowered = d.get("version") != "HTTP/2"
         h = d.get("headers")
-        if h and not (lowered and redact.isdisjoint(h) and _URL_SET.isdisjoint(h)):
+        if h and not (lowered and touched.isdisjoint(h)):
             d["headers"] = h = self._headers(h, redact)
         t = d.get("trailers")
-        if t and not (lowered and redact.isdisjoint(t) and _URL_SET.isdisjoint(t)):
+        if t and not (lowered and touched.isdisjoint(t)):
             d["trailers"] = self._headers(t, redact)
         target = d.get("target")
         if target:
