@@ -221,3 +221,54 @@ def test_conn_states():
     assert c.state() == "SF"
     c.rst = 0
     assert c.state() == "RSTO"
+
+
+def test_new_segment_is_the_class_call():
+    """`new_segment` (the translator's per-packet path) builds what `Segment(...)` does."""
+    from pcaptool.tcp.stream import Segment, new_segment
+
+    args = ("10.0.0.1", 40000, "10.0.0.2", 80, 2**32 - 5, 7, 0x18, b"GET /", 10**18)
+    for extra in ((), (5,), (5, 1024), (5, 1024, 3)):
+        a, b = Segment(*args, *extra), new_segment(*args, *extra)
+        assert type(b) is Segment
+        assert [getattr(b, k) for k in Segment.__slots__] == [
+            getattr(a, k) for k in Segment.__slots__
+        ]
+
+
+def test_due_shortcut_agrees_with_due():
+    """`ts >= next_tick` (the tracker's per-segment test) is true exactly when `due` may be."""
+    rnd = random.Random(7)
+    a, b = FlowTable(), FlowTable()
+    ts = rnd.randrange(10**18)
+    for _ in range(2000):
+        ts += rnd.choice((0, 1, 999_999_999, 10**9, 3 * 10**9 + 7, rnd.randrange(10**8)))
+        assert (ts >= b.next_tick and b.due(ts)) == a.due(ts)
+        assert (ts >= b.next_tick) == (ts // 1_000_000_000 > b._tick)
+
+
+def test_tracker_keeps_conns_in_activity_order():
+    """The tracker skips moving the connection of the previous segment to the end of the
+    table (it is there already): the order stays that of the last activity, with idle
+    timeouts, port reuse and closes in between."""
+    from pcaptool.tcp.connections import ConnectionTracker
+    from pcaptool.tcp.stream import Segment
+
+    rnd = random.Random(3)
+    lim = Limits(idle_timeout_ns=5_000_000_000, linger_ns=1_000_000_000)
+    tr = ConnectionTracker(limits=lim)
+    keys = [f"k{i}" for i in range(6)]
+    ts = 10**18
+    last: dict[str, int] = {}
+    for n in range(1, 3000):
+        key = rnd.choice(keys[:2] if rnd.random() < 0.5 else keys)
+        ts += rnd.choice((1000, 10**6, 2 * 10**9))
+        flags = rnd.choice((SYN, ACK, ACK, ACK, ACK | 0x01, ACK | 0x04, SYN | ACK))
+        d = rnd.randrange(2)
+        seg = Segment("a", 1, "b", 2, n * 10, n, flags, b"", ts, n)
+        tr.segment({}, key, d, seg)
+        last[key] = n
+        conns = tr.table.conns
+        assert list(conns) == sorted(conns, key=last.__getitem__)
+        assert tr.table.last is None or tr.table.last is list(conns.values())[-1]
+        assert all(c.last_num == last[k] for k, c in conns.items())

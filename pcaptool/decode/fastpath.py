@@ -29,12 +29,15 @@ TS_WORD = 0x0101080A  # NOP, NOP, timestamps (kind 8, length 10): Linux's every 
 UDP = struct.Struct("!HHH")
 IPV4_20 = b"\x08\x00\x45"  # ethertype 0x0800, then version 4 and a 20-byte header
 
-# Names of a frame's MAC pair (12 bytes: destination, source) and of a packet's address
-# pair (8 bytes: source, destination): a capture's pairs repeat, and one look-up of the
-# pair costs less than two of its halves. Bounded: emptied when full.
-MAC_PAIRS: dict[bytes, tuple[str, str]] = {}
+# The `l2` of a frame's MAC pair (12 bytes: destination, source), and the names of a
+# packet's address pair (8 bytes: source, destination): a capture's pairs repeat, and one
+# look-up of the pair costs less than two of its halves. Bounded: emptied when full. The
+# `l2` objects are shared by the records of their pair: nothing changes them once made
+# (a tunnel's `outer` copies what it moves), as `ip.flags` and `tcp.flags` lists.
+MAC_PAIRS: dict[bytes, dict] = {}
 ADDR_PAIRS: dict[bytes, tuple[str, str]] = {}
 PAIRS_LIMIT = 16_384
+DF, NO_FLAGS = ["DF"], []  # `ip.flags` of a packet that is not a fragment
 
 Walked = tuple[str, Table | None, object, int, int]
 
@@ -51,7 +54,7 @@ def eth_ipv4(buf: bytes, rec: dict) -> Walked | None:
     macs, tos, total, ident, frag, ttl, addrs = HEAD.unpack_from(buf)
     if frag & 0x3FFF:  # MF or a fragment offset
         return None
-    pend = min(end, 14 + total) if total >= 20 else end
+    pend = 14 + total if 20 <= total < end - 14 else end  # min(end, 14 + total), the IP length
     if proto == 6:
         if pend < 54:
             return None
@@ -67,8 +70,7 @@ def eth_ipv4(buf: bytes, rec: dict) -> Walked | None:
             return None
     elif pend < 42:
         return None
-    pair = MAC_PAIRS.get(macs) or _mac_pair(macs)
-    rec["l2"] = {"type": "ethernet", "src": pair[1], "dst": pair[0], "ethertype": 0x0800}
+    rec["l2"] = MAC_PAIRS.get(macs) or _l2(macs)
     s, d = ADDR_PAIRS.get(addrs) or _addr_pair(addrs)
     # the dicts of ip.ipv4_fields and tcp.tcp_fields, written out (a call less each)
     rec["ip"] = {
@@ -77,7 +79,7 @@ def eth_ipv4(buf: bytes, rec: dict) -> Walked | None:
         "dst": d,
         "ttl": ttl,
         "id": ident,
-        "flags": ["DF"] if frag & 0x4000 else [],
+        "flags": DF if frag & 0x4000 else NO_FLAGS,
         "frag_offset": 0,
         "proto": proto,
         "len": total,
@@ -111,11 +113,13 @@ def eth_ipv4(buf: bytes, rec: dict) -> Walked | None:
     return "tcp", None, None, 34, pend
 
 
-def _mac_pair(macs: bytes) -> tuple[str, str]:
+def _l2(macs: bytes) -> dict:
+    """`link.ethernet`'s `l2` of an untagged IPv4 frame between these MACs (dst, src)."""
     if len(MAC_PAIRS) >= PAIRS_LIMIT:
         MAC_PAIRS.clear()
-    pair = MAC_PAIRS[macs] = (mac(macs[:6]), mac(macs[6:]))
-    return pair
+    l2 = {"type": "ethernet", "src": mac(macs[6:]), "dst": mac(macs[:6]), "ethertype": 0x0800}
+    MAC_PAIRS[macs] = l2
+    return l2
 
 
 def _addr_pair(addrs: bytes) -> tuple[str, str]:

@@ -37,26 +37,27 @@ SEED = b"\x00\x00"
 class Flow:
     """One flow, shared by the records of both its directions."""
 
-    __slots__ = ("id", "community_id", "packets", "fin", "closed", "_ends")
+    __slots__ = ("id", "community_id", "fin", "closed", "texts", "shared")
 
     def __init__(self, flow_id: str, community_id: str) -> None:
         self.id = flow_id
         self.community_id = community_id
-        self.packets = 0
         self.fin = 0  # 1: FIN seen from the initiator side of the key, 2: from the other
         self.closed = False
-        self._ends: list | None = None
+        self.texts: tuple[str, str] | None = None  # `ends` of direction 0 and 1, once known
+        # (flow, labels, operation) of its packet records after the first: the same dicts
+        # for every one (Translator._flow), so nothing may change them in place
+        self.shared: tuple[dict, dict, dict] | None = None
 
     def ends(self, side: int, src: str, sport: int, dst: str, dport: int) -> str:
         """`10.0.0.1:80 > 10.0.0.2:40000`, as messages print a packet of direction `side`
-        (`pcaptool.record.envelope.direction`); made once per flow and direction."""
-        ends = self._ends
-        if ends is None:
-            ends = self._ends = [None, None]
-        text = ends[side]
-        if text is None:
-            text = ends[side] = f"{_endpoint(src, sport)} > {_endpoint(dst, dport)}"
-        return text
+        (`pcaptool.record.envelope.direction`); made once per flow, both directions."""
+        texts = self.texts
+        if texts is None:
+            here = f"{_endpoint(src, sport)} > {_endpoint(dst, dport)}"
+            back = f"{_endpoint(dst, dport)} > {_endpoint(src, sport)}"
+            texts = self.texts = (here, back) if side == 0 else (back, here)
+        return texts[side]
 
 
 def _endpoint(addr: str, port: int) -> str:

@@ -120,7 +120,7 @@ def analyse(
         return ""  # a first fragment: Wireshark analyses the reassembled datagram only
     opts = seg.get("options")
     ws = sack = None
-    if opts is not None:
+    if opts is not None and (len(opts) != 1 or "ts" not in opts):  # not timestamps only
         ws = opts.get("wscale")
         sack = opts.get("sack")
     if rec["pcap"]["truncated"]:

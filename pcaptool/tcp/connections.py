@@ -43,13 +43,17 @@ class ConnectionTracker:
         out: list | tuple = _NONE
         ts = seg.ts
         table = self.table
-        if ts // 1_000_000_000 > table._tick and table.due(ts):
+        if ts >= table.next_tick and table.due(ts):
             out = self._closed_all(table.expired(ts), ts, "timeout", out)
-        conns = table.conns
-        conn = conns.pop(key, None)
+        conn = table.last
+        if conn is None or conn.key is not key:  # not the connection of the last segment
+            conns = table.conns
+            conn = conns.pop(key, None)
+            if conn is not None:
+                conns[key] = conn  # most recently active last
+                table.last = conn
         flags = seg.flags
         if conn is not None and not (conn.closed and flags & SYN and not flags & ACK):
-            conns[key] = conn  # most recently active last
             conn.last_ts = ts
             conn.last_num = seg.num
         else:

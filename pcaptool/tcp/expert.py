@@ -24,9 +24,9 @@ forgotten first; a later packet of one starts afresh, as at the start of a captu
 from __future__ import annotations
 
 from pcaptool.tcp.expertflags import ACK, ANY_RETRANSMISSION, FIN, REUSED_PORTS, RST, SFR, SYN
-from pcaptool.tcp.expertrules import analyze, sack_bytes
-from pcaptool.tcp.expertstate import Conn, Side
-from pcaptool.tcp.expertsteady import GENERAL, settle, steady
+from pcaptool.tcp.expertrules import NEG, analyze, sack_bytes
+from pcaptool.tcp.expertstate import Conn, M, Side
+from pcaptool.tcp.expertsteady import GENERAL, settle, steady, steady_data
 from pcaptool.tcp.outcome import control, count
 
 __all__ = ["Conn", "Side", "TcpExpert"]
@@ -74,9 +74,24 @@ class TcpExpert:
         key = (src, sport, dst, dport)
         hit = self.conns.get(key)
         if hit is not None and flags & SFR_ACK == ACK and wscale is None:
-            out = steady(self, hit, num, ts, seq, ack, flags, window, seglen, sack)
-            if out is not GENERAL:
-                return out
+            conn, _, fwd, rev = hit
+            top = rev.maxseqtobeacked
+            # the steady path (pcaptool/tcp/expertsteady.py) takes the segment when it is in
+            # order (no loss, keep-alive or retransmission), no window is zero (no zero-window
+            # probe), both sides are calm, and it ACKs no unseen segment
+            if (
+                seq == fwd.nextseq
+                and seq
+                and window
+                and fwd.calm
+                and rev.calm
+                and (ack == top or not top or (top - ack) & M < NEG)
+            ):
+                out = (steady_data if seglen else steady)(
+                    self, conn, fwd, rev, num, ts, seq, ack, flags, window, seglen, sack
+                )
+                if out is not GENERAL:
+                    return out
         return self.general(hit, key, num, ts, seq, ack, flags, window, seglen, wscale, sack)
 
     def general(

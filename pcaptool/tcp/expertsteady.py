@@ -2,10 +2,11 @@
 
 Most segments of a healthy connection are in order, carry an ACK and no SYN/FIN/RST, no
 window is zero, and both directions are past their handshake, any zero window and any
-loss (`Side.calm`, kept by the general path). For those only a few tests can hold (window
-full, the ACKed segment, bytes in flight), so `steady` runs only those, with the same
-results as the general path (`tests/test_expert_paths.py` compares the two), and returns
-`GENERAL` for any other segment.
+loss (`Side.calm`, kept by the general path); `TcpExpert.segment` tests that. For those
+only a few tests can hold (window full, the ACKed segment, bytes in flight), so `steady`
+(an ACK without data) and `steady_data` run only those, with the same results as the
+general path (`tests/test_expert_paths.py` compares the two), and return `GENERAL` for
+any other segment.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def _shift(side: Side) -> int:
 
 def steady(
     ex: TcpExpert,
-    hit: tuple,
+    conn: Conn,
+    fwd: Side,
+    rev: Side,
     num: int,
     ts: int,
     seq: int,
@@ -55,21 +58,8 @@ def steady(
     seglen: int,
     sack: list | None,
 ) -> dict | None | object:
-    """The analysis of an ACK segment without SYN/FIN/RST and without a window scale
-    option (`hit`: its connection entry), or GENERAL."""
-    conn, _, fwd, rev = hit
-    # in order (no loss, keep-alive or retransmission), no window is zero (no zero-window
-    # probe), both sides calm
-    if seq != fwd.nextseq or not (seq and window and fwd.calm and rev.calm):
-        return GENERAL
-    top = rev.maxseqtobeacked
-    if ack != top and top and (top - ack) & M >= NEG:
-        return GENERAL  # an ACKed unseen segment
-    if seglen:
-        peer = rev.lastack
-        if peer and peer != seq and not 0 < (seq + seglen - peer) & M < NEG:
-            return GENERAL  # data acknowledged already (spurious retransmission)
-        return _data(ex, conn, fwd, rev, num, ts, seq, ack, flags, window, seglen, sack)
+    """The analysis of an ACK segment without data, SYN/FIN/RST or a window scale option
+    that passed `TcpExpert.segment`'s test for the steady path, or GENERAL."""
     if ack == fwd.lastack:
         return GENERAL  # a repeated ACK: window update, duplicate ACK, keep-alive ACK
     fwd.lastack = ack
@@ -81,16 +71,9 @@ def steady(
     fwd.window = window
     fwd.lastack_ts = ts
     fwd.lastflags = 0
-    if fwd.first_ack:  # its first ACK after its SYN: its window scale applies now
-        fwd.first_ack = False
-        fwd.shift = _shift(fwd)
-    if sack:
-        fwd.sack = sack_bytes(sack)
-    elif fwd.sack:
-        fwd.sack = 0
+    if fwd.first_ack or sack or fwd.sack or not conn.first_rtt and conn.mru_syn:
+        _seldom(conn, fwd, ts, sack)
     conn.last_ts = ts
-    if not conn.first_rtt and conn.mru_syn:  # the ACK that ends the handshake
-        conn.first_rtt = ts - conn.mru_syn
     segs = rev.segs
     if not segs:
         return None
@@ -107,7 +90,7 @@ def steady(
     return out
 
 
-def _data(
+def steady_data(
     ex: TcpExpert,
     conn: Conn,
     fwd: Side,
@@ -120,8 +103,12 @@ def _data(
     window: int,
     seglen: int,
     sack: list | None,
-) -> dict | None:
-    """`steady` for a segment with data: of the flags only window full can hold."""
+) -> dict | None | object:
+    """`steady` for a segment with data: of the flags only window full can hold; then the
+    bytes in flight, as `expertrules.in_flight` counts them (no SYN or FIN here)."""
+    peer = rev.lastack
+    if peer and peer != seq and not 0 < (seq + seglen - peer) & M < NEG:
+        return GENERAL  # data acknowledged already (spurious retransmission)
     nextseq = seq + seglen
     if nextseq > M:
         nextseq -= WRAP
@@ -134,36 +121,22 @@ def _data(
         if nextseq == edge:
             ta = WINDOW_FULL  # up to the edge of the peer's window
     mine = fwd.segs
-    alone = False  # this segment is the only one unacknowledged
-    if len(mine) < ex.max_segments:
-        alone = not mine
+    before = len(mine)  # 0: this segment is the only one unacknowledged (if kept)
+    if before < ex.max_segments:
         mine.append((seq, nextseq, num, ts))
         ex.segments += 1
-    fwd.nextseq = nextseq
-    fwd.nextseq_frame = num
-    fwd.nextseq_ts = ts
+    fwd.nextseq, fwd.nextseq_frame, fwd.nextseq_ts = nextseq, num, ts
     if ack != fwd.lastack:
-        fwd.lastack = ack
-        fwd.lastnondupack = num
-        fwd.dupacknum = 0
+        fwd.lastack, fwd.lastnondupack, fwd.dupacknum = ack, num, 0
     top = fwd.maxseqtobeacked
     if seq == top or not top:
         fwd.maxseqtobeacked = nextseq
-    fwd.window = window
-    fwd.lastack_ts = ts
-    fwd.lastflags = ta
-    if fwd.first_ack:
-        fwd.first_ack = False
-        fwd.shift = _shift(fwd)
-    if sack:
-        fwd.sack = sack_bytes(sack)
-    elif fwd.sack:
-        fwd.sack = 0
+    fwd.window, fwd.lastack_ts, fwd.lastflags = window, ts, ta
+    if fwd.first_ack or sack or fwd.sack or not conn.first_rtt and conn.mru_syn:
+        _seldom(conn, fwd, ts, sack)
     fwd.bytes += seglen
     conn.data = True
     conn.last_ts = ts
-    if not conn.first_rtt and conn.mru_syn:
-        conn.first_rtt = ts - conn.mru_syn
     segs = rev.segs
     out: dict = {}
     if segs:
@@ -176,8 +149,18 @@ def _data(
             out["acks_frame"] = s[2]
             if ts != s[3]:
                 out["ack_rtt"] = ts - s[3]
-    if mine:
-        _in_flight(fwd, rev.sack, seglen, flags, out, alone)
+    if mine:  # bytes in flight (in line: a call less per segment)
+        sacked = rev.sack
+        if not before:  # the segment's own length
+            bif = (seglen - sacked) & M if sacked else seglen
+        else:
+            bif = _span(fwd.base_seq, mine, sacked)
+        # the bytes sent since the last PSH, this segment's included
+        push = fwd.push_bytes = seglen if fwd.push_last else fwd.push_bytes + seglen
+        fwd.push_last = flags & PSH == PSH
+        if 0 < bif < BIF_MAX:
+            out["bytes_in_flight"] = bif
+            out["push_bytes_sent"] = push
     elif not out and not ta:
         return None
     if ta:
@@ -187,36 +170,31 @@ def _data(
     return out
 
 
-def _in_flight(fwd: Side, sacked: int, seglen: int, flags: int, out: dict, alone: bool) -> None:
-    """`expertrules.in_flight` for a steady segment (no SYN or FIN); `alone`: the only
-    unacknowledged segment is this one."""
-    segs = fwd.segs
+def _seldom(conn: Conn, fwd: Side, ts: int, sack: list | None) -> None:
+    """What a steady segment seldom changes: the window scale applies from the first ACK
+    after the SYN, the SACK blocks, the initial RTT (the ACK that ends the handshake)."""
+    if fwd.first_ack:
+        fwd.first_ack = False
+        fwd.shift = _shift(fwd)
+    if sack:
+        fwd.sack = sack_bytes(sack)
+    elif fwd.sack:
+        fwd.sack = 0
+    if not conn.first_rtt and conn.mru_syn:
+        conn.first_rtt = ts - conn.mru_syn
+
+
+def _span(base: int, segs: list, sacked: int) -> int:
+    """`expertrules.in_flight`'s bytes in flight of several unacknowledged segments (one:
+    its length): from the lowest sequence number to the highest end, relative to `base`."""
     s = segs[0]
-    if alone:
-        bif = seglen - sacked if sacked else seglen
-        if bif < 0:
-            bif &= M
-    elif len(segs) == 1:
-        bif = (s[1] - s[0] - sacked) & M
-    else:
-        base = fwd.base_seq
-        first, last = (s[0] - base) & M, (s[1] - base) & M
-        for s in segs:
-            lo, hi = (s[0] - base) & M, (s[1] - base) & M
-            if lo < first:
-                first = lo
-            if hi > last:
-                last = hi
-        bif = (last - first - sacked) & M
-    if flags & PSH:
-        push = seglen if fwd.push_last else fwd.push_bytes + seglen
-        fwd.push_last = True
-    elif fwd.push_last:
-        push = seglen
-        fwd.push_last = False
-    else:
-        push = fwd.push_bytes + seglen
-    fwd.push_bytes = push
-    if 0 < bif < BIF_MAX:
-        out["bytes_in_flight"] = bif
-        out["push_bytes_sent"] = push
+    if len(segs) == 1:
+        return (s[1] - s[0] - sacked) & M
+    first, last = (s[0] - base) & M, (s[1] - base) & M
+    for s in segs:
+        lo, hi = (s[0] - base) & M, (s[1] - base) & M
+        if lo < first:
+            first = lo
+        if hi > last:
+            last = hi
+    return (last - first - sacked) & M

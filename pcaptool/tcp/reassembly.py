@@ -337,7 +337,7 @@ class Conn:
 class FlowTable:
     """Connections by flow key, least recently active first."""
 
-    __slots__ = ("limits", "budget", "conns", "evicted_full", "_tick")
+    __slots__ = ("limits", "budget", "conns", "evicted_full", "_tick", "next_tick", "last")
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -345,6 +345,8 @@ class FlowTable:
         self.conns: dict = {}
         self.evicted_full = 0
         self._tick = -1
+        self.next_tick = 0  # the capture time (ns) from which `due` can be true again
+        self.last: Conn | None = None  # the connection last in `conns` (most recently active)
 
     def get(self, key, direction: int, flags: int, ts_ns: int, num: int) -> tuple[Conn, list]:
         """The connection of a packet (created when new); also the connections that had to
@@ -365,6 +367,7 @@ class FlowTable:
                 evicted.append(conns.pop(old))
                 self.evicted_full += 1
         conns[key] = conn  # (re)insert at the end: most recently active
+        self.last = conn
         conn.last_ts = ts_ns
         conn.last_num = num
         return conn, evicted
@@ -382,6 +385,8 @@ class FlowTable:
                 break  # idle order: nothing later can be idle past the timeout
         for conn in out:
             del conns[conn.key]
+            if conn is self.last:
+                self.last = None
         return out
 
     def due(self, ts_ns: int) -> bool:
@@ -390,6 +395,7 @@ class FlowTable:
         if t > self._tick:
             first = self._tick < 0
             self._tick = t
+            self.next_tick = (t + 1) * 1_000_000_000
             return not first
         return False
 
@@ -397,4 +403,5 @@ class FlowTable:
         """End of input: every connection still open, least recently active first."""
         out = list(self.conns.values())
         self.conns.clear()
+        self.last = None
         return out

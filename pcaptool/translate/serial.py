@@ -24,7 +24,6 @@ from pcaptool.record.envelope import (
     PRODUCER,
     RUN_ID_ENV,
     Clock,
-    direction,
     endpoint,
     finish_labels,
     mark_last,
@@ -34,7 +33,7 @@ from pcaptool.record.flow import Flow, FlowTable
 from pcaptool.tcp.annotate import analyse, on_tcp
 from pcaptool.tcp.expert import TcpExpert
 from pcaptool.tcp.outcome import UdpFlows, icmp_error, merge_conn_record
-from pcaptool.tcp.stream import Segment
+from pcaptool.tcp.stream import Segment, new_segment
 
 
 class Analyzer(Protocol):
@@ -86,6 +85,7 @@ class Translator:
             streams.sink = self.dns.message
         self._pending: list[dict] = []  # records of their own: UDP connections, DNS timeouts
         self._next_expiry = 0  # capture time of the next second: UDP flows, DNS queries
+        self._iface_last: tuple = (-1, None, None, None)  # `_iface`'s last answer
 
     def translate(self, num: int, pkt: Packet, iface_name: str | None = None) -> dict:
         """The record of packet `num` (1-based in its input): the envelope
@@ -95,12 +95,10 @@ class Translator:
         if ts >= self._next_expiry:
             self.expire(ts)
         index = pkt.iface
-        iface = {"index": index, "name": iface_name}
-        if index < len(self.ifaces):
-            live = self.ifaces[index]
-            if iface_name in (None, live.name):
-                iface_name = iface["name"] = live.name
-                iface.update(live.fields())
+        last = self._iface_last  # the previous packet's interface, most often this one's
+        if index != last[0] or iface_name != last[1]:
+            last = self._iface_last = self._iface(index, iface_name)
+        iface, iface_name = last[2], last[3]
         sec, nanos = divmod(ts, 1_000_000_000)
         clock = self.clock
         if sec != clock.second:
@@ -108,7 +106,10 @@ class Translator:
         linktype, caplen, wirelen, run_id = pkt.linktype, pkt.caplen, pkt.wirelen, self.run_id
         pcap = {
             "num": num,
-            "date": "%s.%09dZ" % (clock.text, nanos),  # noqa: UP031 (faster here)
+            # Clock.stamp, in line
+            "date": f"{clock.dot}{nanos}Z"
+            if nanos >= 100_000_000
+            else "%s.%09dZ" % (clock.text, nanos),  # noqa: UP031
             "file": self.input_name,
             "iface": iface,
             "linktype": LINKTYPE_NAMES.get(linktype) or str(linktype),
@@ -138,6 +139,18 @@ class Translator:
             finish_labels(rec, run_id)
         return rec
 
+    def _iface(self, index: int, name: str | None) -> tuple:
+        """(index, name, `pcap.iface`, the name messages print) of the packet's interface
+        `index`, named `name` by the capture (or not): as --iface knows it, if it does.
+        `pcap.iface` is shared by the records of the interface: never changed once made."""
+        iface = {"index": index, "name": name}
+        if index < len(self.ifaces):
+            live = self.ifaces[index]
+            if name in (None, live.name):
+                iface["name"] = live.name
+                iface.update(live.fields())
+        return index, name, iface, iface["name"]
+
     def _layers(self, num: int, pkt: Packet, rec: dict) -> str:
         """Decode every layer (pcaptool.decode.table), then give the innermost packet its
         flow and the TCP analysis. A layer cut short still leaves what came before it
@@ -158,8 +171,13 @@ class Translator:
         if ip is not None and layer != "ip" and layer != "arp":  # the common case first
             seg = rec.get("tcp")
             if seg is not None and ip["proto"] == 6:
-                flow = self._flow(rec, 6, ip["src"], ip["dst"], seg["sport"], seg["dport"])
-                msg = self._tcp(num, pkt, rec, flow, layer, end)
+                src, dst, sport, dport = ip["src"], ip["dst"], seg["sport"], seg["dport"]
+                flow = self._by_key.get((6, src, sport, dst, dport))  # `_flow`'s first lines
+                if flow is not None and flow.shared is not None:  # (its common case) in line
+                    rec["flow"], rec[LABELS], rec[OPERATION] = flow.shared
+                else:
+                    flow = self._flow(rec, 6, src, dst, sport, dport)
+                msg = self._tcp(num, pkt, rec, flow, layer, end, seg, src, sport, dst, dport)
                 return msg + _encap_note(rec) if "encap" in rec else msg
         ends = endpoints(rec) if layer != "arp" else None
         if ends is None:
@@ -189,7 +207,7 @@ class Translator:
                 name = PROTO_NAMES.get(proto, "?")
                 msg = f"IPv{v} {src} > {dst} proto={proto} ({name}) len={end - off}"
         elif "tcp" in rec:
-            msg = self._tcp(num, pkt, rec, flow, layer, end)
+            msg = self._tcp(num, pkt, rec, flow, layer, end, rec["tcp"], src, sport, dst, dport)
         elif layer == "icmp":
             icmp = rec["icmp"]
             what = "ICMP" if icmp["version"] == 4 else "ICMPv6"
@@ -203,16 +221,19 @@ class Translator:
             msg = f"UDP {endpoint(src, sport)} > {endpoint(dst, dport)} len={rec['udp']['len']}"
         return msg + _encap_note(rec) if "encap" in rec else msg
 
-    def _tcp(self, num: int, pkt: Packet, rec: dict, flow: Flow, layer: str, end: int) -> str:
-        """TCP state, the analysis and the message of the innermost TCP segment, which
-        ends at `end` (whatever application layer was decoded after it)."""
-        seg = rec["tcp"]
-        src, dst = rec["ip"]["src"], rec["ip"]["dst"]
-        sport, dport, size = seg["sport"], seg["dport"], seg["len"]
+    def _tcp(
+        self, num: int, pkt: Packet, rec: dict, flow: Flow, layer: str, end: int,
+        seg: dict, src: str, sport: int, dst: str, dport: int,
+    ) -> str:  # fmt: skip
+        """TCP state, the analysis and the message of the innermost TCP segment `seg`
+        (`rec["tcp"]`, from `src`:`sport` to `dst`:`dport`), which ends at `end` (whatever
+        application layer was decoded after it)."""
+        size = seg["len"]
         buf = pkt.data
         flags = buf[end - size - seg["hdr_len"] + 13]  # the flag bits (RFC 9293 section 3.1)
         payload = buf[end - size : end] if size else b""
-        side = direction(src, sport, dst, dport)
+        # direction(), in line
+        side = 0 if src < dst or (src == dst and sport < dport) else 1
         if flags & 0x04:  # RST
             flow.closed = True
             mark_last(rec)
@@ -232,14 +253,13 @@ class Translator:
         if self.analyzer is not None:
             missing = 0 if pkt.caplen >= pkt.wirelen else self._missing(rec, seg, len(payload))
             note = self.analyzer.on_tcp(
-                rec, flow, side, Segment(src, sport, dst, dport, seq, ack, flags, payload,
+                rec, flow, side, new_segment(src, sport, dst, dport, seq, ack, flags, payload,
                 pkt.ts_ns, num, window, missing),
             )  # fmt: skip
         what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
-        msg = (
-            f"{what} {flow.ends(side, src, sport, dst, dport)} [{seg['flags_str']}] "
-            f"seq={seq} ack={ack} win={window} len={size}"
-        )
+        texts = flow.texts  # Flow.ends, once made, in line
+        ends = texts[side] if texts is not None else flow.ends(side, src, sport, dst, dport)
+        msg = f"{what} {ends} [{seg['flags_str']}] seq={seq} ack={ack} win={window} len={size}"
         if note:
             msg += " " + note
         elif what == "DNS":
@@ -300,29 +320,30 @@ class Translator:
         self, rec: dict, proto: int, src: str, dst: str, sport: int | None, dport: int | None
     ) -> Flow:
         """`flow`, the labels (with the run id) and the operation of a record of the flow
-        (as `pcaptool.record.envelope.set_flow` and `finish_labels` make them)."""
+        (as `pcaptool.record.envelope.set_flow` and `finish_labels` make them). The three
+        dicts are made once per flow (`Flow.shared`) and shared by its records after the
+        first: nothing changes them once made (`mark_last` puts a new operation)."""
         flow = self._by_key.get((proto, src, sport, dst, dport))  # FlowTable.get's hit, in line
+        if flow is not None and flow.shared is not None:  # a flow seen before: the common case
+            rec["flow"], rec[LABELS], rec[OPERATION] = flow.shared
+            return flow
         if flow is None:
             flow, first = self.flows.get(proto, src, dst, sport, dport)
         else:
             first = False
-        flow.packets += 1
         fid, run_id = flow.id, self.run_id
         name = PROTO_NAMES.get(proto) or str(proto)
-        rec["flow"] = {"id": fid, "community_id": flow.community_id}
-        rec[LABELS] = (
-            {"flow": fid, "proto": name, "run": run_id} if run_id else {"flow": fid, "proto": name}
+        rec["flow"], rec[LABELS], op = flow.shared = (
+            {"id": fid, "community_id": flow.community_id},
+            {"flow": fid, "proto": name, "run": run_id} if run_id else {"flow": fid, "proto": name},
+            {"id": fid, "producer": PRODUCER},
         )
-        rec[OPERATION] = (
-            {"id": fid, "producer": PRODUCER, "first": True}
-            if first
-            else {"id": fid, "producer": PRODUCER}
-        )
+        rec[OPERATION] = {"id": fid, "producer": PRODUCER, "first": True} if first else op
         return flow
 
     def records(self, reader: Iterable[Packet]) -> Iterator[dict]:
         """Records for every packet of `reader`, then whatever the analyzer still holds."""
-        names = _iface_names(reader)
+        holder = _iface_holder(reader)
         analyzer = self.analyzer
         last = None
         num = 0
@@ -332,7 +353,8 @@ class Translator:
                 yield pkt.record(self)
                 continue
             num += 1
-            yield self.translate(num, pkt, names(pkt.iface))
+            index, ifaces = pkt.iface, holder.interfaces  # the name of the packet's interface
+            yield self.translate(num, pkt, ifaces[index].name if index < len(ifaces) else None)
             last = pkt.ts_ns
             if analyzer is not None:
                 done = analyzer.take_records()
@@ -351,23 +373,17 @@ class Translator:
         return self._labelled(records)
 
 
-def _iface_names(reader):
+class _NoInterfaces:
+    interfaces: tuple = ()
+
+
+def _iface_holder(reader):
+    """What holds the interfaces of `reader`'s current section as `interfaces` (read per
+    packet: a new section brings new ones): a CaptureReader's framer (without the
+    reader's property), a reader that has them, else an empty tuple's holder."""
     if isinstance(reader, CaptureReader):
-        framer = reader.framer  # its interfaces, without the property per packet
-
-        def names(index: int) -> str | None:
-            ifaces = framer.interfaces
-            return ifaces[index].name if index < len(ifaces) else None
-
-        return names
-    if hasattr(reader, "interfaces"):
-
-        def names(index: int) -> str | None:
-            ifaces = reader.interfaces
-            return ifaces[index].name if index < len(ifaces) else None
-
-        return names
-    return lambda index: None
+        return reader.framer
+    return reader if hasattr(reader, "interfaces") else _NoInterfaces
 
 
 def _encap_note(rec: dict) -> str:
