@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from pathlib import Path
@@ -17,6 +18,7 @@ from conftest import corpus_files, run_pcaptool
 from pcaptool.capfile.reader import CaptureReader, open_input
 from pcaptool.errors import CaptureFormatError
 from pcaptool.http.http1 import Http1Parser
+from pcaptool.http.records import _redact_url, redact_url, request_url
 from pcaptool.record.ndjson import MAX_RECORD_BYTES, encode
 from pcaptool.tcp.analyzer import HttpAnalyzer
 from pcaptool.translate.serial import Translator
@@ -281,3 +283,24 @@ def test_http_memory_cap_stops_one_connection_and_says_so(tmp_path):
     assert "memory_cap" in errors(recs)
     assert not [m for m in http_msgs(recs) if m["type"] == "response"]  # analysis stopped
     assert an.http_streams.budget.held == 0
+
+
+def test_request_url_and_remembered_answers_agree_with_redact_url_of_the_whole_url():
+    # requestUrl is built from the target's redaction when the host cannot take part in a
+    # match, and redact_url remembers recent answers: both must give what one redaction of
+    # the whole text gives, on hosts and targets made of the characters matches are made of
+    rnd = random.Random(11)
+    alphabet = ["/", "?", "&", ";", "=", "@", "#", " ", ":", "a", "K", "ſ", "é", "%"]
+    words = ["key", "token", "sig", "code", "x-amz-signature", "user", "pw", "//", "q"]
+    pieces = alphabet + words
+
+    def text(n: int) -> str:
+        return "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, n)))
+
+    for _ in range(4000):
+        host, target = text(4), text(10)
+        if rnd.random() < 0.5:
+            target = "/" + target
+        whole = f"http://{host}{target}"
+        assert request_url(host, target) == _redact_url(whole), (host, target)
+        assert redact_url(target) == _redact_url(target) == redact_url(target), target

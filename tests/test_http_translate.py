@@ -4,6 +4,7 @@ fields on every later packet, httpRequest, tcp.gap, --flows, --workers/--ordered
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import jsonschema
@@ -145,6 +146,24 @@ def test_format_latency():
     assert format_latency(12_345_000) == "0.012345s"
     assert format_latency(2_000_000_000) == "2s"
     assert format_latency(1) == "0.000000001s"
+
+
+def _latency_by_the_definition(ns: int) -> str:
+    sign = "-" if ns < 0 else ""
+    frac = f"{abs(ns) % 1_000_000_000:09d}".rstrip("0")
+    return f"{sign}{abs(ns) // 1_000_000_000}{'.' + frac if frac else ''}s"
+
+
+def test_format_latency_fast_path_and_memo_agree_with_the_definition():
+    # sub-second values take a short path and the last answer is remembered: both must
+    # give what the definition gives, for every sign, size and run of trailing zeros
+    rnd = random.Random(7)
+    edge = [0, 1, -1, 10, 999_999_999, 1_000_000_000, -1_000_000_000, 1_000_000_001, 10**20 + 7]
+    values = edge + [rnd.randint(-(10**12), 10**12) for _ in range(3000)]
+    values += [rnd.randint(0, 10**9) // 10 ** rnd.randint(0, 9) for _ in range(3000)]
+    for ns in values:
+        assert format_latency(ns) == _latency_by_the_definition(ns), ns
+        assert format_latency(ns) == _latency_by_the_definition(ns), ns  # remembered
 
 
 def test_retransmission_out_of_order_and_gap(tmp_path):

@@ -67,7 +67,29 @@ _URL_SET = frozenset(_URL_HEADERS)
 
 def redact_url(text: str) -> str:
     """`text` with URL userinfo and credential query parameters' values replaced."""
-    if "=" in text and (  # most URLs have none
+    if "=" in text:  # most URLs have none
+        shown = _SHOWN.get(text)
+        if shown is None:
+            shown = _redact_url(text)
+            if len(text) <= _SHOWN_TEXT:
+                if len(_SHOWN) >= _SHOWN_SIZE:
+                    _SHOWN.clear()
+                _SHOWN[text] = shown
+        return shown
+    if "@" in text:
+        text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
+    return text
+
+
+# redact_url's recent answers for texts with a query: a request's target is shown on the
+# request's record and again on its response's (bounded: cleared when full)
+_SHOWN: dict[str, str] = {}
+_SHOWN_SIZE = 256
+_SHOWN_TEXT = 512  # longer texts are not kept
+
+
+def _redact_url(text: str) -> str:
+    if (
         _QUERY_CREDENTIAL_LOWER.search(text.lower()) is not None
         if text.isascii()
         else _QUERY_CREDENTIAL.search(text) is not None
@@ -78,12 +100,23 @@ def redact_url(text: str) -> str:
     return text
 
 
+def request_url(host: str, target: str) -> str:
+    """redact_url(f"http://{host}{target}"): from the target's answer (which a request's
+    record has asked for already) when the host can take no part in a match: not empty,
+    no `=` for a query parameter, no `@` or `/` for userinfo, and a target that begins a
+    path."""
+    if target[:1] == "/" and host and "=" not in host and "@" not in host and "/" not in host:
+        return f"http://{host}{redact_url(target)}"
+    return redact_url(f"http://{host}{target}")
+
+
 class HttpRecords:
     """Builds the HTTP keys of records under one translation's options."""
 
     def __init__(self, project: str | None = None, redact=DEFAULT_REDACT) -> None:
         self.project = project
         self.redact = frozenset(h.lower() for h in redact)
+        self.touched = self.redact | _URL_SET  # names whose values emit() may change
         self.ended: list[dict] = []  # records of end_record() waiting to go out
 
     def trace(self, headers: dict) -> dict | None:
@@ -94,13 +127,14 @@ class HttpRecords:
         """Add a message (request, response) to the record's `http`; a record that already
         has one keeps it and lists the next under `http.more`."""
         redact = self.redact
+        touched = self.touched
         # HTTP/1 names are lower-cased by the parser; HTTP/2 ones come as the peer sent them
         lowered = d.get("version") != "HTTP/2"
         h = d.get("headers")
-        if h and not (lowered and redact.isdisjoint(h) and _URL_SET.isdisjoint(h)):
+        if h and not (lowered and touched.isdisjoint(h)):
             d["headers"] = h = self._headers(h, redact)
         t = d.get("trailers")
-        if t and not (lowered and redact.isdisjoint(t) and _URL_SET.isdisjoint(t)):
+        if t and not (lowered and touched.isdisjoint(t)):
             d["trailers"] = self._headers(t, redact)
         target = d.get("target")
         if target:
@@ -186,12 +220,12 @@ class HttpRecords:
             return
         target = req.target or ""
         if target.startswith(("http://", "https://")) or req.method == "CONNECT":
-            url = target
+            url = redact_url(target)
         else:
-            url = f"http://{req.headers.get('host') or _host(server)}{target}"
+            url = request_url(req.headers.get("host") or _host(server), target)
         h = {
             "requestMethod": req.method,
-            "requestUrl": redact_url(url),
+            "requestUrl": url,
             "status": m.status,
             "latency": format_latency(m.end_ts - req.first_ts),
             "protocol": req.version,
@@ -272,48 +306,55 @@ def _credential_body(headers: dict, sample: str) -> bool:
 
 def note(rec: dict) -> str | None:
     """The end of the packet's message: what HTTP it completed (`HTTP GET /x`,
-    `HTTP/2 200 (GET /x) 0.0123s`) or which HTTP/2 frames it carried."""
-    h = rec.get("http")
-    if h is not None:
-        return _http_note(h)
-    h2 = rec.get("http2")
-    if h2 is not None:
-        frames = h2["frames"]
+    `HTTP/2 200 (GET /x) 0.0123s`) or which HTTP/2 frames it carried. Called for every
+    TCP packet: one key test each when the packet carries none of them."""
+    if "http" in rec:
+        h = rec["http"]
+        if "more" not in h:
+            return _message_note(h) or ""
+        return "; ".join(filter(None, map(_message_note, (h, *h["more"]))))
+    if "http2" in rec:
+        frames = rec["http2"]["frames"]
         text = ", ".join(
             f"{f['type']}[{f['stream_id']}]" if f.get("stream_id") else f["type"]
             for f in frames[:6]
         )
         return f"HTTP/2 {text}{', …' if len(frames) > 6 else ''}"
-    t = rec.get("tls")
-    if t is not None and t.get("reassembled"):
-        return f"TLS ClientHello sni={t.get('sni')} alpn={','.join(t.get('alpn', ()))}"
+    if "tls" in rec:
+        t = rec["tls"]
+        if t.get("reassembled"):
+            return f"TLS ClientHello sni={t.get('sni')} alpn={','.join(t.get('alpn', ()))}"
     return None
 
 
-def _http_note(h: dict) -> str:
-    parts = []
-    for m in [h, *h["more"]] if "more" in h else (h,):
-        t = m.get("type")
-        proto = "HTTP/2" if m.get("version") == "HTTP/2" else "HTTP"
-        if t == "request":
-            parts.append(f"{proto} {m.get('method')} {m.get('target')}")
-        elif t in ("response", "response_headers", "reset"):
-            r = m.get("request")
-            if m.get("version") == "HTTP/0.9":  # a Simple-Response: no status line
-                s = "HTTP/0.9 response"
-            else:
-                s = f"{proto} {m.get('status')}"
-            if t == "response_headers":
-                s += " headers"
-            elif m.get("incomplete"):
-                s += " incomplete"
-            if r:
-                s += f" ({r.get('method')} {r.get('target')}) {format_latency(m['latency'])}"
-            if "grpc_status" in m:
-                s += f" grpc-status={m['grpc_status']}"
-            if m.get("reset"):
-                s += f" reset={m['reset']} by {m.get('reset_by')}"
-            parts.append(s)
-        if "error" in m:
-            parts.append(f"HTTP error {m['error']['code']}")
-    return "; ".join(parts)
+_RESPONSES = ("response", "response_headers", "reset")
+
+
+def _message_note(m: dict) -> str | None:
+    """One message's part of the note (with its first error), or None."""
+    t = m.get("type")
+    v = m.get("version")
+    if t == "request":
+        s = f"{'HTTP/2' if v == 'HTTP/2' else 'HTTP'} {m.get('method')} {m.get('target')}"
+    elif t in _RESPONSES:
+        if v == "HTTP/0.9":  # a Simple-Response: no status line
+            s = "HTTP/0.9 response"
+        else:
+            s = f"{'HTTP/2' if v == 'HTTP/2' else 'HTTP'} {m.get('status')}"
+        if t == "response_headers":
+            s += " headers"
+        elif "incomplete" in m and m["incomplete"]:
+            s += " incomplete"
+        if "request" in m and (r := m["request"]):
+            s += f" ({r.get('method')} {r.get('target')}) {format_latency(m['latency'])}"
+        if "grpc_status" in m:
+            s += f" grpc-status={m['grpc_status']}"
+        if "reset" in m and m["reset"]:
+            s += f" reset={m['reset']} by {m.get('reset_by')}"
+    elif "error" in m:
+        return f"HTTP error {m['error']['code']}"
+    else:
+        return None
+    if "error" in m:
+        return f"{s}; HTTP error {m['error']['code']}"
+    return s

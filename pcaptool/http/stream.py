@@ -266,7 +266,8 @@ class HttpStream:
                 d["tunnel"] = self.tunnel
             records.emit(rec, d)
             if is_req:  # waiting for its response: keep what pairing and httpRequest use
-                m.headers = {k: v for k, v in m.headers.items() if k in _KEPT}
+                h = m.headers
+                m.headers = {k: h[k] for k in _KEPT if k in h}
             else:
                 records.http1_request(conn, i, rec, m)
             if m.errors:

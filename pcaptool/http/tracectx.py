@@ -24,6 +24,7 @@ _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f
 _XCTC = re.compile(r"([0-9a-fA-F]{32})(?:/(\d{1,20}))?(?:;o=(\d+))?")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_ODD = "13579bdf"  # hex digits of odd values
 
 
 def project_from_env() -> str | None:
@@ -39,7 +40,7 @@ def parse_traceparent(value: str) -> tuple[str, str, bool] | None:
     version, trace, span, flags, rest = m.groups()
     if version == "ff" or (version == "00" and rest) or trace == _ZERO_TRACE or span == _ZERO_SPAN:
         return None
-    return trace, span, bool(int(flags, 16) & 1)
+    return trace, span, flags[1] in _ODD  # sampled: flags & 1 (two lower-case hex digits)
 
 
 def parse_xctc(value: str) -> tuple[str, str | None, bool | None] | None:
