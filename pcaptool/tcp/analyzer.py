@@ -61,7 +61,9 @@ class HttpAnalyzer:
             self._pending.extend(self._ended())
         if out:
             self._pending.extend(out)
-        return note(rec)
+        if "http" in rec or "http2" in rec or "tls" in rec:  # the layers `note` reads
+            return note(rec)
+        return None
 
     @property
     def pending(self) -> bool:
