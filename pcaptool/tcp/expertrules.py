@@ -252,20 +252,7 @@ def in_flight(fwd: Side, rev: Side, seglen: int, flags: int, out: dict) -> None:
     """Bytes in flight after this segment (Wireshark's payload-based method): from the
     lowest unacknowledged sequence number to the highest end, relative to the ISN."""
     segs = fwd.segs
-    if len(segs) == 1:  # relative to the ISN or not, the segment's own length
-        s = segs[0]
-        in_flight = (s[1] - s[0] - rev.sack) & M
-    else:
-        base = fwd.base_seq
-        s = segs[0]
-        first, last = (s[0] - base) & M, (s[1] - base) & M
-        for s in segs:
-            lo, hi = (s[0] - base) & M, (s[1] - base) & M
-            if lo < first:
-                first = lo
-            if hi > last:
-                last = hi
-        in_flight = (last - first - rev.sack) & M
+    in_flight = span(fwd.base_seq, segs, rev.sack)
     shown = False  # tshark shows the PSH count only with bytes in flight, never 0 of them
     if 0 < in_flight < 2_000_000_000:
         if flags & (SYN | FIN):
@@ -283,3 +270,19 @@ def in_flight(fwd: Side, rev: Side, seglen: int, flags: int, out: dict) -> None:
         fwd.push_bytes += seglen
     if shown:
         out["push_bytes_sent"] = fwd.push_bytes
+
+
+def span(base: int, segs: list, sacked: int) -> int:
+    """Bytes in flight of the unacknowledged segments `segs` (`Side.segs`, not empty): from
+    the lowest sequence number to the highest end, relative to `base` (one: its length)."""
+    s = segs[0]
+    if len(segs) == 1:
+        return (s[1] - s[0] - sacked) & M
+    first, last = (s[0] - base) & M, (s[1] - base) & M
+    for s in segs:
+        lo, hi = (s[0] - base) & M, (s[1] - base) & M
+        if lo < first:
+            first = lo
+        if hi > last:
+            last = hi
+    return (last - first - sacked) & M

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pcaptool.tcp.expertflags import PSH, WINDOW_FULL
-from pcaptool.tcp.expertrules import NEG, acked, sack_bytes
+from pcaptool.tcp.expertrules import NEG, acked, sack_bytes, span
 from pcaptool.tcp.expertstate import M, Side
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def steady_data(
         if not before:  # the segment's own length
             bif = (seglen - sacked) & M if sacked else seglen
         else:
-            bif = _span(fwd.base_seq, mine, sacked)
+            bif = span(fwd.base_seq, mine, sacked)
         # the bytes sent since the last PSH, this segment's included
         push = fwd.push_bytes = seglen if fwd.push_last else fwd.push_bytes + seglen
         fwd.push_last = flags & PSH == PSH
@@ -182,19 +182,3 @@ def _seldom(conn: Conn, fwd: Side, ts: int, sack: list | None) -> None:
         fwd.sack = 0
     if not conn.first_rtt and conn.mru_syn:
         conn.first_rtt = ts - conn.mru_syn
-
-
-def _span(base: int, segs: list, sacked: int) -> int:
-    """`expertrules.in_flight`'s bytes in flight of several unacknowledged segments (one:
-    its length): from the lowest sequence number to the highest end, relative to `base`."""
-    s = segs[0]
-    if len(segs) == 1:
-        return (s[1] - s[0] - sacked) & M
-    first, last = (s[0] - base) & M, (s[1] - base) & M
-    for s in segs:
-        lo, hi = (s[0] - base) & M, (s[1] - base) & M
-        if lo < first:
-            first = lo
-        if hi > last:
-            last = hi
-    return (last - first - sacked) & M
