@@ -223,19 +223,6 @@ def test_conn_states():
     assert c.state() == "RSTO"
 
 
-def test_new_segment_is_the_class_call():
-    """`new_segment` (the translator's per-packet path) builds what `Segment(...)` does."""
-    from pcaptool.tcp.stream import Segment, new_segment
-
-    args = ("10.0.0.1", 40000, "10.0.0.2", 80, 2**32 - 5, 7, 0x18, b"GET /", 10**18)
-    for extra in ((), (5,), (5, 1024), (5, 1024, 3)):
-        a, b = Segment(*args, *extra), new_segment(*args, *extra)
-        assert type(b) is Segment
-        assert [getattr(b, k) for k in Segment.__slots__] == [
-            getattr(a, k) for k in Segment.__slots__
-        ]
-
-
 def test_due_shortcut_agrees_with_due():
     """`ts >= next_tick` (the tracker's per-segment test) is true exactly when `due` may be."""
     rnd = random.Random(7)

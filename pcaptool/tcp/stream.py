@@ -83,42 +83,6 @@ class Segment:
         self.num = num
 
 
-_new = object.__new__
-
-
-def new_segment(
-    src: str,
-    sport: int,
-    dst: str,
-    dport: int,
-    seq: int,
-    ack: int,
-    flags: int,
-    payload: bytes,
-    ts: int,
-    num: int = 0,
-    window: int = 0,
-    missing: int = 0,
-) -> Segment:
-    """`Segment(...)` for the translator's per-packet path: the same object, without the
-    class call running `Segment.__init__` from C in an interpreter frame of its own
-    (`tests/test_reassembly.py` checks both give the same segment)."""
-    s = _new(Segment)
-    s.src = src
-    s.sport = sport
-    s.dst = dst
-    s.dport = dport
-    s.seq = seq
-    s.ack = ack
-    s.flags = flags
-    s.window = window
-    s.payload = payload
-    s.missing = missing
-    s.ts = ts
-    s.num = num
-    return s
-
-
 class StreamAnalyzer(Protocol):
     """The application analysis of one connection, fed its reassembled bytes."""
 

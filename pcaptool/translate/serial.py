@@ -33,7 +33,7 @@ from pcaptool.record.flow import Flow, FlowTable
 from pcaptool.tcp.annotate import analyse, on_tcp
 from pcaptool.tcp.expert import TcpExpert
 from pcaptool.tcp.outcome import UdpFlows, icmp_error, merge_conn_record
-from pcaptool.tcp.stream import Segment, new_segment
+from pcaptool.tcp.stream import Segment
 
 
 class Analyzer(Protocol):
@@ -253,7 +253,7 @@ class Translator:
             payload = buf[end - size : end] if size else b""
             missing = 0 if pkt.caplen >= pkt.wirelen else self._missing(rec, seg, len(payload))
             note = self.analyzer.on_tcp(
-                rec, flow, side, new_segment(src, sport, dst, dport, seq, ack, flags, payload,
+                rec, flow, side, Segment(src, sport, dst, dport, seq, ack, flags, payload,
                 pkt.ts_ns, num, window, missing),
             )  # fmt: skip
         what = "DNS" if "dns" in rec else "TLS" if layer == "tls" else "TCP"
