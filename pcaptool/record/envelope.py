@@ -40,20 +40,21 @@ def endpoint(addr: str, port: int) -> str:
 
 def format_latency(ns: int) -> str:
     """Cloud Logging's Duration: seconds with up to nine decimals and an "s" suffix."""
-    if ns == _last_latency[0]:  # an HTTP response formats its latency twice in a row
-        return _last_latency[1]
+    global _last_latency
+    last = _last_latency  # one tuple, read and replaced whole: no torn pair across threads
+    if ns == last[0]:  # an HTTP response formats its latency twice in a row
+        return last[1]
     if 0 < ns < 1_000_000_000:  # the usual case: no whole seconds to convert
         text = ("0.%09d" % ns).rstrip("0") + "s"  # noqa: UP031 (faster here)
     else:
         sign = "-" if ns < 0 else ""
         sec, frac = divmod(abs(ns), 1_000_000_000)
         text = f"{sign}{sec}.{frac:09d}".rstrip("0") + "s" if frac else f"{sign}{sec}s"
-    _last_latency[0] = ns
-    _last_latency[1] = text
+    _last_latency = (ns, text)
     return text
 
 
-_last_latency: list = [None, ""]  # format_latency's last argument and answer
+_last_latency: tuple[int | None, str] = (None, "")  # format_latency's last argument, answer
 
 
 def timestamp(ts_ns: int) -> dict:
