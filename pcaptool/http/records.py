@@ -306,8 +306,9 @@ def _credential_body(headers: dict, sample: str) -> bool:
 
 def note(rec: dict) -> str | None:
     """The end of the packet's message: what HTTP it completed (`HTTP GET /x`,
-    `HTTP/2 200 (GET /x) 0.0123s`) or which HTTP/2 frames it carried. Called for every
-    TCP packet: one key test each when the packet carries none of them."""
+    `HTTP/2 200 (GET /x) 0.0123s`) or which HTTP/2 frames it carried; None for a record
+    with none of `http`, `http2` and `tls` (HttpAnalyzer.on_tcp calls it only for one
+    that has one of them)."""
     if "http" in rec:
         h = rec["http"]
         if "more" not in h:

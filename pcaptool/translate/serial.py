@@ -176,7 +176,7 @@ class Translator:
                 if flow is not None and flow.shared is not None:  # (its common case) in line
                     rec["flow"], rec[LABELS], rec[OPERATION] = flow.shared
                 else:
-                    flow = self._flow(rec, 6, src, dst, sport, dport)
+                    flow = self._share(rec, flow, 6, src, dst, sport, dport)
                 msg = self._tcp(num, pkt, rec, flow, layer, end, seg, src, sport, dst, dport)
                 return msg + _encap_note(rec) if "encap" in rec else msg
         ends = endpoints(rec) if layer != "arp" else None
@@ -327,6 +327,14 @@ class Translator:
         if flow is not None and flow.shared is not None:  # a flow seen before: the common case
             rec["flow"], rec[LABELS], rec[OPERATION] = flow.shared
             return flow
+        return self._share(rec, flow, proto, src, dst, sport, dport)
+
+    def _share(
+        self, rec: dict, flow: Flow | None, proto: int, src: str, dst: str,
+        sport: int | None, dport: int | None,
+    ) -> Flow:  # fmt: skip
+        """`_flow` for a flow whose dicts are not made yet: `flow` is its entry in the
+        flow table (None: a new flow, created here)."""
         if flow is None:
             flow, first = self.flows.get(proto, src, dst, sport, dport)
         else:
