@@ -13,14 +13,15 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
 
-def run(cmd: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds (with waited-for workers) and peak RSS (KiB).
+def run(cmd: list[str], extra_env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (with waited-for workers) and peak RSS (KiB) of `cmd`,
+    run with the environment and `extra_env`.
 
     The commands run with pcaptool's bytecode compiled beforehand, as an installed
     package has it (pip compiles at install): with PYTHONDONTWRITEBYTECODE set, every
     run of a source checkout would otherwise compile all of pcaptool first (~0.15 s)."""
     compileall.compile_dir(REPO / "pcaptool", quiet=1)
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     start = time.perf_counter()

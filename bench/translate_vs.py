@@ -27,6 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import run  # noqa: E402
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 BASELINE = "f576386"  # main when issues 12 and 15 were filed
@@ -53,26 +56,25 @@ def tree(rev: str, into: Path) -> Path:
     return into
 
 
-def command(root: Path, args: list[str]) -> tuple[list[str], dict]:
-    env = dict(os.environ, PCT_ROOT=str(root), PCAP_RUN_ID="bench")
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return [sys.executable, "-c", RUNNER, "translate", *args], env
+def command(root: Path, args: list[str]) -> list[str]:
+    """`pcaptool translate ARGS` of the tree in `root`, run with `environment(root)`."""
+    return [sys.executable, "-c", RUNNER, "translate", *args]
+
+
+def environment(root: Path) -> dict[str, str]:
+    return {"PCT_ROOT": str(root), "PCAP_RUN_ID": "bench"}
 
 
 def cpu(root: Path, args: list[str]) -> float:
-    cmd, env = command(root, args)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed in {root}: translate {' '.join(args)}")
-    return usage.ru_utime + usage.ru_stime
+    return run(command(root, args), environment(root))[1]
 
 
 def instructions(root: Path, args: list[str], work: Path) -> int:
-    cmd, env = command(root, args)
     out = work / "callgrind.out"
+    env = dict(os.environ, **environment(root))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command(root, args)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
